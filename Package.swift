@@ -1,0 +1,56 @@
+// swift-tools-version: 6.1
+// ichd: intracranial-hemorrhage alert appliance.
+// Data flows one way: ingest -> preprocessing -> engine -> decision -> alerts. Each layer is one target;
+// C libraries enter through small C* targets and get Swift names in the layer that owns them.
+import PackageDescription
+
+// DCMTK 3.6.7 as Debian ships it: `pkg-config dcmtk` is broken (it requires sndfile), so the libraries
+// are listed by hand. Order matters for static linking only; keep codecs before dcmdata.
+let dcmtkLibraries = ["dcmjpls", "dcmjpeg", "ijg8", "ijg12", "ijg16", "dcmimage", "dcmimgle", "dcmdata", "oflog", "ofstd"]
+
+let package = Package(
+    name: "ichd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "ichd", targets: ["ichd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C++ shim over DCMTK with a plain C ABI (Swift's C++ interop does not import DCMTK cleanly).
+        .target(
+            name: "CDicom",
+            cxxSettings: [.unsafeFlags(["-Wno-deprecated-declarations"])],
+            linkerSettings: dcmtkLibraries.map { .linkedLibrary($0) } + [.linkedLibrary("z")]
+        ),
+        .systemLibrary(
+            name: "CTurboJPEG",
+            pkgConfig: "libturbojpeg",
+            providers: [.apt(["libturbojpeg0-dev"])]
+        ),
+        .systemLibrary(
+            name: "CGPIOD",
+            pkgConfig: "libgpiod",
+            providers: [.apt(["libgpiod-dev"])]
+        ),
+        .target(name: "ICHIngest", dependencies: ["CDicom", "CTurboJPEG"]),
+        .target(name: "ICHPreprocessing", dependencies: ["ICHIngest"]),
+        .target(name: "ICHPhantom", dependencies: ["ICHIngest"]),
+        .target(name: "ICHAlerts", dependencies: ["CGPIOD"]),
+        .executableTarget(
+            name: "ichd",
+            dependencies: [
+                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Shared by the test targets only: temp folders, fixture files, the public test-file cache.
+        .target(name: "ICHTestSupport", dependencies: ["ICHIngest", "ICHPhantom"]),
+        .testTarget(name: "ICHIngestTests", dependencies: ["ICHIngest", "ICHPhantom", "ICHTestSupport"]),
+        .testTarget(name: "ICHPreprocessingTests", dependencies: ["ICHPreprocessing", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
+        .testTarget(name: "ICHAlertsTests", dependencies: ["ICHAlerts"]),
+        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPhantom", "ICHTestSupport"]),
+    ],
+    cxxLanguageStandard: .cxx17
+)

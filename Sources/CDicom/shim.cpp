@@ -111,7 +111,9 @@ extern "C" ichd_dicom_status ichd_dicom_open(const char *path, ichd_dicom_file *
     if (cond.bad()) {
         copyText(cond.text(), err, errLen);
         delete file;
-        if (cond == EC_StreamNotifyClient) return ICHD_DICOM_TRUNCATED;
+        // A stream that ends inside an element reports "premature end of stream"; one that ends inside an
+        // encapsulated pixel sequence reports "Invalid stream". Both mean the file is cut short.
+        if (cond == EC_StreamNotifyClient || cond == EC_InvalidStream) return ICHD_DICOM_TRUNCATED;
         return ICHD_DICOM_READ_ERROR;
     }
     DcmDataset *ds = file->format.getDataset();
@@ -258,6 +260,13 @@ extern "C" ichd_dicom_status ichd_dicom_writer_put(ichd_dicom_writer *writer, co
         return ICHD_DICOM_WRITE_ERROR;
     }
     return ICHD_DICOM_OK;
+}
+
+extern "C" ichd_dicom_status ichd_dicom_writer_remove(ichd_dicom_writer *writer, const char *path) {
+    DcmPathProcessor processor;
+    Uint32 deleted = 0;
+    OFCondition cond = processor.findOrDeletePath(writer->format.getDataset(), path, deleted);
+    return (cond.good() || cond == EC_TagNotFound) ? ICHD_DICOM_OK : ICHD_DICOM_WRITE_ERROR;
 }
 
 extern "C" ichd_dicom_status ichd_dicom_writer_put_unknown_vr(ichd_dicom_writer *writer, uint16_t group,

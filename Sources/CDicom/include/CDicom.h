@@ -64,6 +64,8 @@ void ichd_dicom_writer_free(ichd_dicom_writer *writer);
 /// optionally through sequence items, e.g. "(5200,9229)[0].(0028,9145)[0].RescaleIntercept".
 ichd_dicom_status ichd_dicom_writer_put(ichd_dicom_writer *writer, const char *path, const char *value,
                                         char *err, size_t err_len);
+/// Removes the element(s) at `path` (same syntax as ichd_dicom_writer_put); absent is not an error.
+ichd_dicom_status ichd_dicom_writer_remove(ichd_dicom_writer *writer, const char *path);
 /// Stores an element with VR UN (raw bytes), as some routers re-encode attributes they do not know.
 ichd_dicom_status ichd_dicom_writer_put_unknown_vr(ichd_dicom_writer *writer, uint16_t group,
                                                    uint16_t element, const uint8_t *bytes, size_t len);

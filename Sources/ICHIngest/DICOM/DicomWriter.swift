@@ -28,6 +28,13 @@ public final class DicomWriter {
         try set(tag.description, value)
     }
 
+    /// Removes an attribute (absent is fine).
+    public func remove(_ path: String) throws(WriteError) {
+        guard ichd_dicom_writer_remove(handle, path) == ICHD_DICOM_OK else {
+            throw WriteError(description: "cannot remove \(path)")
+        }
+    }
+
     /// Stores the attribute with VR UN (raw value bytes), as some PACS routers do with attributes they do not know.
     public func setUnknownVR(_ tag: DicomTag, bytes: [UInt8]) throws(WriteError) {
         guard ichd_dicom_writer_put_unknown_vr(handle, tag.group, tag.element, bytes, bytes.count) == ICHD_DICOM_OK else {

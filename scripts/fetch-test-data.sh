@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Fetches public DICOM test files into .cache/public-dicom (or $ICHD_PUBLIC_DICOM) for the tests:
+# the test-file set that ships inside the pydicom wheel on PyPI (MIT-licensed package; each file's origin is in
+# its README.txt, copied alongside). Pinned version and hash; nothing is committed. Also writes oracle.json,
+# values computed independently of ichd by pydicom's own parser (pure Python from the wheel, no install).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+dest=${ICHD_PUBLIC_DICOM:-$root/.cache/public-dicom}
+version=3.0.2
+sha256=abf971a5440f84dbaf42c4b6758e30e62480902584f8b270b9a5d146e278a07b
+wheel=pydicom-$version-py3-none-any.whl
+files="CT_small.dcm MR_small.dcm MR_small_RLE.dcm MR_small_bigendian.dcm MR_small_implicit.dcm
+MR_small_jpeg_ls_lossless.dcm MR_small_jp2klossless.dcm MR_truncated.dcm JPGExtended.dcm image_dfl.dcm rtplan.dcm
+test-SR.dcm ExplVR_LitEndNoMeta.dcm ExplVR_BigEndNoMeta.dcm no_meta.dcm liver_1frame.dcm rtdose.dcm README.txt"
+
+if [ -f "$dest/oracle.json" ] && [ -f "$dest/.version-$version" ]; then exit 0; fi
+command -v python3 >/dev/null || { echo "fetch-test-data: python3 is needed (apt-get install python3 python3-pip)" >&2; exit 1; }
+mkdir -p "$dest" "$root/.cache/wheels"
+if [ ! -f "$root/.cache/wheels/$wheel" ]; then
+    python3 -m pip download --quiet --no-deps --only-binary=:all: "pydicom==$version" -d "$root/.cache/wheels" \
+        || { echo "fetch-test-data: pip could not download pydicom==$version from PyPI" >&2; exit 1; }
+fi
+echo "$sha256  $root/.cache/wheels/$wheel" | sha256sum --check --quiet
+python3 - "$root/.cache/wheels/$wheel" "$dest" $files <<'PY'
+import sys, zipfile, os
+wheel, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+with zipfile.ZipFile(wheel) as z:
+    for n in names:
+        with z.open("pydicom/data/test_files/" + n) as src, open(os.path.join(dest, n), "wb") as out:
+            out.write(src.read())
+    z.extractall(os.path.join(dest, "pydicom-src"), [m for m in z.namelist() if m.startswith("pydicom/") or ".dist-info/" in m])
+PY
+PYTHONPATH="$dest/pydicom-src" python3 "$root/scripts/public_dicom_oracle.py" "$dest" > "$dest/oracle.json.tmp"
+mv "$dest/oracle.json.tmp" "$dest/oracle.json"
+touch "$dest/.version-$version"
+echo "fetch-test-data: public DICOM test files in $dest"

@@ -1,0 +1,32 @@
+import Foundation
+
+/// A file from the drop folder, opened as what it is: a DICOM object (frames decoded on demand) or an 8-bit
+/// JPEG slice in the research project's preprocessed format (window channels already applied).
+public enum SliceFile {
+    case dicom(DicomSliceReader)
+    case jpeg(Image8)
+
+    /// JPEG slices larger than this are refused before reading (a 512x512 RGB slice is well under 1 MiB).
+    public static let maxJPEGBytes = 64 << 20
+
+    /// Opens by content, not by name: JPEG starts with FF D8 FF; anything else goes to the DICOM reader,
+    /// which decides whether it is DICOM at all.
+    public static func open(path: String, limits: IngestLimits = .default) throws(IngestRejection) -> SliceFile {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw .unreadable(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
+        }
+        defer { try? handle.close() }
+        let head = (try? handle.read(upToCount: 3)) ?? nil
+        if let head, head.count == 3, head[head.startIndex] == 0xFF, head[head.startIndex + 1] == 0xD8, head[head.startIndex + 2] == 0xFF {
+            let size = (try? handle.seekToEnd()) ?? 0
+            guard size <= UInt64(maxJPEGBytes) else {
+                throw .invalidDimensions("JPEG file of \(size) bytes (accepted: up to \(maxJPEGBytes))")
+            }
+            guard (try? handle.seek(toOffset: 0)) != nil, let data = try? handle.readToEnd() else {
+                throw .unreadable("read failed")
+            }
+            return .jpeg(try JPEGCodec.decode([UInt8](data)))
+        }
+        return .dicom(try DicomSliceReader(path: path, limits: limits))
+    }
+}

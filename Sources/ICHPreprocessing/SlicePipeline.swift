@@ -1,0 +1,81 @@
+import ICHIngest
+
+/// One slice as the pipeline saw it: where it came from, what ingest found, and what happens to it.
+public struct SliceResult: Sendable {
+    public enum Outcome: Sendable {
+        /// Not scorable at all; the file goes to quarantine with this reason.
+        case rejected(IngestRejection)
+        /// A valid slice with too little brain to score.
+        case skipped(SliceAssessment)
+        /// Ready for the engine (the input is nil when the caller asked only for the assessment).
+        case ready(SliceAssessment, ModelInput?)
+    }
+
+    public let path: String
+    /// Frame index for DICOM objects; nil for JPEG and for a file rejected before its frames were known.
+    public let frame: Int?
+    public let header: CTHeader?
+    public let frameAttributes: FrameAttributes?
+    public let conversion: HounsfieldConversion?
+    /// Over all pixels after slope/intercept (and the wrap fix), before any windowing; nil for JPEG.
+    public let hounsfieldStatistics: HounsfieldImage.Statistics?
+    public let jpegImage: (width: Int, height: Int, channels: Int)?
+    public let outcome: Outcome
+
+    public var rejection: IngestRejection? {
+        if case .rejected(let r) = outcome { return r }
+        return nil
+    }
+}
+
+/// ingest -> preprocess for one file, frame by frame (memory stays one frame deep).
+public struct SlicePipeline: Sendable {
+    public let preprocessor: SlicePreprocessor
+    public let limits: IngestLimits
+
+    public init(preprocessing: Preprocessing, limits: IngestLimits = .default) {
+        preprocessor = SlicePreprocessor(preprocessing)
+        self.limits = limits
+    }
+
+    /// Calls `body` once per slice of the file (once with the rejection when the file is refused).
+    /// `prepare: false` stops after the assessment (inspection); `force: true` prepares skipped slices too.
+    public func process(path: String, prepare: Bool = true, force: Bool = false, frames: Range<Int>? = nil,
+                        _ body: (SliceResult) -> Void) {
+        let file: SliceFile
+        do {
+            file = try SliceFile.open(path: path, limits: limits)
+        } catch {
+            body(SliceResult(path: path, frame: nil, header: nil, frameAttributes: nil, conversion: nil,
+                             hounsfieldStatistics: nil, jpegImage: nil, outcome: .rejected(error)))
+            return
+        }
+        switch file {
+        case .jpeg(let image):
+            let assessment = preprocessor.assess(image)
+            body(SliceResult(path: path, frame: nil, header: nil, frameAttributes: nil, conversion: nil,
+                             hounsfieldStatistics: nil, jpegImage: (image.width, image.height, image.channels),
+                             outcome: outcome(assessment, prepare: prepare, force: force) { preprocessor.prepare(image) }))
+        case .dicom(let reader):
+            let wanted = frames.map { $0.clamped(to: 0..<reader.frameCount) } ?? 0..<reader.frameCount
+            for frame in wanted {
+                do {
+                    let slice = try reader.readFrame(frame)
+                    let assessment = preprocessor.assess(slice.image)
+                    body(SliceResult(path: path, frame: frame, header: reader.header, frameAttributes: slice.attributes,
+                                     conversion: slice.conversion, hounsfieldStatistics: slice.image.statistics, jpegImage: nil,
+                                     outcome: outcome(assessment, prepare: prepare, force: force) { preprocessor.prepare(slice.image) }))
+                } catch {
+                    body(SliceResult(path: path, frame: frame, header: reader.header, frameAttributes: reader.frameAttributes(frame),
+                                     conversion: nil, hounsfieldStatistics: nil, jpegImage: nil, outcome: .rejected(error)))
+                }
+            }
+        }
+    }
+
+    private func outcome(_ assessment: SliceAssessment, prepare: Bool, force: Bool,
+                         _ make: () -> ModelInput) -> SliceResult.Outcome {
+        if case .skip = assessment, !force { return .skipped(assessment) }
+        return .ready(assessment, prepare ? make() : nil)
+    }
+}

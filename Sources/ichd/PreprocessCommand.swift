@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import ICHIngest
+import ICHPreprocessing
+
+struct PreprocessCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "preprocess",
+        abstract: "Write a slice's model input: an RGB preview (one window per channel) and/or the exact tensor.",
+        discussion: """
+            The tensor is raw little-endian float32, NCHW 1x3xHxW, normalised: exactly what the engine consumes, \
+            so training pipelines and external checkers can use the appliance's own preprocessing. A slice that \
+            would be skipped (too little brain) is still written, with a warning on stderr.
+            """)
+
+    @Argument(help: "A DICOM or JPEG slice.")
+    var file: String
+
+    @Option(help: "RGB JPEG preview of the windowed, cropped, resized slice.")
+    var out: String?
+
+    @Option(help: "Raw little-endian float32 tensor, NCHW 1x3xHxW.")
+    var tensor: String?
+
+    @Option(help: "Frame of a multi-frame object (0-based).")
+    var frame: Int = 0
+
+    func validate() throws {
+        if out == nil && tensor == nil { throw ValidationError("give --out PREVIEW.jpg and/or --tensor OUT.f32") }
+        if frame < 0 { throw ValidationError("--frame must be 0 or more") }
+    }
+
+    func run() throws {
+        let spec = Preprocessing.rsna
+        let pipeline = SlicePipeline(preprocessing: spec)
+        var result: SliceResult?
+        pipeline.process(path: file, force: true, frames: frame..<(frame + 1)) { result = $0 }
+        guard let result else {
+            printError("\(file): no frame \(frame) in this object")
+            throw rejectedExit
+        }
+        switch result.outcome {
+        case .rejected(let rejection):
+            printError("\(file): \(rejection.message)")
+            throw rejectedExit
+        case .skipped:
+            preconditionFailure("force: true prepares skipped slices")
+        case .ready(let assessment, let input):
+            guard let input else { preconditionFailure("prepare: true yields an input") }
+            if let reason = assessment.reason { printError("warning: \(file): would be skipped: \(reason)") }
+            if let tensor {
+                var bytes = [UInt8]()
+                bytes.reserveCapacity(input.tensor.count * 4)
+                for v in input.tensor { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
+                try writeAtomically(bytes, to: tensor)
+            }
+            if let out {
+                let jpeg = try JPEGCodec.encode(input.previewImage(spec: spec), quality: 92)
+                try writeAtomically(jpeg, to: out)
+            }
+            print("\(file): \(input.channels)x\(input.size)x\(input.size), crop x=\(input.crop.x) y=\(input.crop.y) side=\(input.crop.side), "
+                  + "brain coverage \(String(format: "%.2f%%", input.brainCoverage * 100))")
+        }
+    }
+}

@@ -50,7 +50,7 @@ let package = Package(
         .testTarget(name: "ICHIngestTests", dependencies: ["ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHPreprocessingTests", dependencies: ["ICHPreprocessing", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHAlertsTests", dependencies: ["ICHAlerts"]),
-        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPhantom", "ICHTestSupport"]),
+        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
     ],
     cxxLanguageStandard: .cxx17
 )

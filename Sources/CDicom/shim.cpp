@@ -67,7 +67,8 @@ extern "C" void ichd_dicom_initialize(void) {
         // Never mint a new SOP Instance UID on lossy compression: fixtures keep the identity they were given.
         DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_never);
         DJLSEncoderRegistration::registerCodecs(0, 0, 0, 0, OFTrue, 0, OFTrue, EJLSUC_never);
-        DcmRLEEncoderRegistration::registerCodecs(OFFalse, EUC_never);
+        // One fragment per frame, as PS3.5 Annex G requires for RLE (fragment size 0 = unlimited).
+        DcmRLEEncoderRegistration::registerCodecs(OFFalse, 0);
     });
 }
 
@@ -216,6 +217,16 @@ extern "C" ichd_dicom_status ichd_dicom_pixel_data_info(const ichd_dicom_file *f
     return ICHD_DICOM_OK;
 }
 
+static bool decodeWholeDataset(DcmDataset *ds, DcmPixelData *pd, uint8_t *buffer, size_t bufferLen) {
+    if (ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr).bad()) return false;
+    Uint8 *bytes = nullptr;
+    if (pd->getUint8Array(bytes).bad() || bytes == nullptr) return false;
+    Uint32 frameBytes = 0;
+    if (pd->getUncompressedFrameSize(ds, frameBytes).bad() || frameBytes > bufferLen || pd->getLength() < frameBytes) return false;
+    std::memcpy(buffer, bytes, frameBytes);
+    return true;
+}
+
 extern "C" ichd_dicom_status ichd_dicom_decode_frame(ichd_dicom_file *file, uint32_t frame, uint8_t *buffer,
                                                      size_t bufferLen, char *err, size_t errLen) {
     DcmPixelData *pd = pixelData(file);
@@ -229,10 +240,17 @@ extern "C" ichd_dicom_status ichd_dicom_decode_frame(ichd_dicom_file *file, uint
     OFCondition cond = pd->getUncompressedFrame(ds, frame, start, buffer, OFstatic_cast(Uint32, bufferLen),
                                                 colorModel, &file->cache);
     if (cond.bad()) {
-        copyText(cond.text(), err, errLen);
         file->lastFrame = -1;
         file->nextFragment = 0;
-        return ICHD_DICOM_DECODE_ERROR;
+        // DCMTK's frame-wise RLE decoder refuses frames split over several fragments (not conformant, but
+        // sent by some encoders). For a single-frame object, decoding the whole dataset costs the same memory.
+        long frames = 1;
+        ds->findAndGetLongInt(DCM_NumberOfFrames, frames);
+        if (frames > 1 || !decodeWholeDataset(ds, pd, buffer, bufferLen)) {
+            copyText(cond.text(), err, errLen);
+            return ICHD_DICOM_DECODE_ERROR;
+        }
+        return ICHD_DICOM_OK;
     }
     file->lastFrame = frame;
     file->nextFragment = start;

@@ -39,11 +39,11 @@ import Testing
     @Test(arguments: cases)
     func roundTrip(_ c: Case) throws {
         let dir = TemporaryDirectory()
-        let image = Fixtures.head(size: 48)
+        let image = Fixtures.head(size: 160)
         let path = try Fixtures.writeSlice(image, to: dir.file("slice.dcm"), storage: c.storage)
         let reader = try DicomSliceReader(path: path)
         #expect(reader.header.transferSyntaxUID == c.syntax)
-        #expect(reader.header.rows == 48 && reader.header.columns == 48)
+        #expect(reader.header.rows == 160 && reader.header.columns == 160)
         let slice = try reader.readFrame(0)
         let expected = image.pixels.map { Float(c.storage.storedValue(hounsfield: $0)) * Float(c.storage.rescaleSlope) + Float(c.storage.rescaleIntercept) }
         // Lossy encoders may rewrite Rescale Slope/Intercept (DCMTK's baseline encoder rescales to 8 bits),

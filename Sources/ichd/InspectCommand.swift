@@ -19,6 +19,9 @@ struct InspectCommand: ParsableCommand {
     @Flag(help: "One JSON object per slice, one per line.")
     var json = false
 
+    @Flag(help: "One line per slice: file, verdict, brain coverage, reason.")
+    var brief = false
+
     func run() throws {
         let pipeline = SlicePipeline(preprocessing: .rsna)
         var anyRejected = false
@@ -29,7 +32,7 @@ struct InspectCommand: ParsableCommand {
                     anyRejected = true
                     printError("\(file): \(record.reason)")
                 }
-                print(json ? record.jsonLine : record.text)
+                print(json ? record.jsonLine : brief ? record.line : record.text)
             }
         }
         if anyRejected { throw rejectedExit }
@@ -167,6 +170,12 @@ struct InspectRecord: Encodable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try! encoder.encode(self), as: UTF8.self)
+    }
+
+    var line: String {
+        let where_ = file + (frame.map { $0 > 0 || (frames ?? 1) > 1 ? "[\($0)]" : "" } ?? "")
+        let coverage = brainCoverage.map { String(format: "brain %5.1f%%", $0 * 100) } ?? "            "
+        return "\(where_)  \(verdict.padding(toLength: 6, withPad: " ", startingAt: 0)) \(coverage)  \(reason)"
     }
 
     var text: String {

@@ -1,0 +1,44 @@
+# ichd: the two commands of the README are `make demo` (main job on the simulated board) and `make test`.
+# Both install what they need on a fresh Debian 12 + Swift 6.3 machine (apt packages as root or via sudo).
+
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Native libraries (DICOM, JPEG, GPIO), pkg-config for SwiftPM, python3 + pip to fetch public test files.
+APT_PACKAGES := libdcmtk-dev libturbojpeg0-dev libgpiod-dev pkg-config python3 python3-pip
+ICHD := .build/release/ichd
+DEMO := demo-out
+
+.PHONY: deps build demo test test-data bench clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+# The main job as far as it is built: synthetic series dropped into a local folder, ingested and
+# preprocessed by the appliance's own code. Scoring, the lamp and the serial alert join in later issues.
+demo: build
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)/out
+	$(ICHD) phantom --out $(DEMO)/drop --series 2 --seed 1 --positive-rate 0.5
+	$(ICHD) inspect --brief $(DEMO)/drop/series-*/*.dcm
+	$(ICHD) preprocess $(DEMO)/drop/series-001/015.dcm --out $(DEMO)/out/series-001-015.jpg --tensor $(DEMO)/out/series-001-015.f32
+	$(ICHD) bench --stage preprocess
+	@echo "demo: slices in $(DEMO)/drop, model input preview and tensor in $(DEMO)/out"
+
+test-data:
+	bash scripts/fetch-test-data.sh
+
+test: deps test-data
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: build
+	$(ICHD) bench --stage preprocess
+
+clean:
+	rm -rf .build $(DEMO)

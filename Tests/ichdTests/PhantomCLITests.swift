@@ -1,0 +1,39 @@
+import Foundation
+import ICHIngest
+import ICHTestSupport
+import Testing
+
+@Suite struct PhantomCLITests {
+    let dir = TemporaryDirectory()
+
+    func run(_ args: String...) throws -> Int32 {
+        let p = Process()
+        p.executableURL = CLITests.binary
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    @Test func sameSeedSameBytesAndLabelsMatchTheSlices() throws {
+        #expect(try run("phantom", "--out", dir.file("a"), "--series", "2", "--seed", "5", "--positive") == 0)
+        #expect(try run("phantom", "--out", dir.file("b"), "--series", "2", "--seed", "5", "--positive") == 0)
+        let fm = FileManager.default
+        let files = try fm.subpathsOfDirectory(atPath: dir.file("a")).filter { $0.hasSuffix(".dcm") || $0.hasSuffix(".csv") }.sorted()
+        #expect(files.count > 40)
+        for f in files {
+            #expect(fm.contentsEqual(atPath: dir.file("a/" + f), andPath: dir.file("b/" + f)), "\(f) differs between runs")
+        }
+        // Every slice is a valid CT slice, every label names an existing slice, and a positive series has bleeds.
+        let labels = try String(contentsOfFile: dir.file("a/labels.csv"), encoding: .utf8).split(separator: "\n").dropFirst()
+        var uids = Set<String>()
+        for f in files where f.hasSuffix(".dcm") {
+            uids.insert(try DicomSliceReader(path: dir.file("a/" + f)).header.sopInstanceUID)
+        }
+        let labelled = Set(labels.map { $0.split(separator: "_")[1] }.map(String.init))
+        #expect(labelled == uids)
+        #expect(labels.count == uids.count * 6)
+        #expect(labels.contains { $0.hasSuffix("_any,1") })
+    }
+}

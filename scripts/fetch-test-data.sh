@@ -13,7 +13,9 @@ files="CT_small.dcm MR_small.dcm MR_small_RLE.dcm MR_small_bigendian.dcm MR_smal
 MR_small_jpeg_ls_lossless.dcm MR_small_jp2klossless.dcm MR_truncated.dcm JPGExtended.dcm image_dfl.dcm rtplan.dcm
 test-SR.dcm ExplVR_LitEndNoMeta.dcm ExplVR_BigEndNoMeta.dcm no_meta.dcm liver_1frame.dcm rtdose.dcm README.txt"
 
-if [ -f "$dest/oracle.json" ] && [ -f "$dest/.version-$version" ]; then exit 0; fi
+# Bump when the file list or the oracle changes, so caches refresh.
+stamp="$dest/.version-$version-2"
+if [ -f "$dest/oracle.json" ] && [ -f "$stamp" ]; then exit 0; fi
 command -v python3 >/dev/null || { echo "fetch-test-data: python3 is needed (apt-get install python3 python3-pip)" >&2; exit 1; }
 mkdir -p "$dest" "$root/.cache/wheels"
 if [ ! -f "$root/.cache/wheels/$wheel" ]; then
@@ -32,5 +34,5 @@ with zipfile.ZipFile(wheel) as z:
 PY
 PYTHONPATH="$dest/pydicom-src" python3 "$root/scripts/public_dicom_oracle.py" "$dest" > "$dest/oracle.json.tmp"
 mv "$dest/oracle.json.tmp" "$dest/oracle.json"
-touch "$dest/.version-$version"
+touch "$stamp"
 echo "fetch-test-data: public DICOM test files in $dest"

@@ -19,5 +19,7 @@ for name in ["CT_small.dcm", "MR_small.dcm"]:
     out[name] = {
         "rows": ds.Rows, "columns": ds.Columns, "sop_instance_uid": str(ds.SOPInstanceUID),
         "first_stored": values[:16], "hu_min": min(hu), "hu_max": max(hu), "hu_mean": sum(hu) / len(hu),
+        # fraction strictly inside the brain window (level 40, width 80): 0 < HU < 80
+        "brain_coverage": sum(1 for h in hu if 0 < h < 80) / len(hu),
     }
 json.dump(out, sys.stdout, indent=1)

@@ -12,6 +12,11 @@ public enum SliceFile {
     /// Opens by content, not by name: JPEG starts with FF D8 FF; anything else goes to the DICOM reader,
     /// which decides whether it is DICOM at all.
     public static func open(path: String, limits: IngestLimits = .default) throws(IngestRejection) -> SliceFile {
+        // Only regular files: a FIFO would block the reader, a directory is a mistake in the drop folder.
+        if let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType,
+           type != .typeRegular {
+            throw .unreadable(type == .typeDirectory ? "is a directory" : "not a regular file")
+        }
         guard let handle = FileHandle(forReadingAtPath: path) else {
             throw .unreadable(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
         }

@@ -149,3 +149,24 @@ import Testing
         }
     }
 }
+
+extension RejectionTests {
+    @Test func corruptCompressedPixelDataFailsToDecode() throws {
+        let path = try Fixtures.writeSlice(Fixtures.head(size: 96), to: dir.file("ls.dcm"),
+                                           storage: CTStorage(transferSyntax: TransferSyntax.jpegLosslessSV1))
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        // Scramble the middle of the JPEG bitstream (the fragment is the file's tail).
+        let start = bytes.count - bytes.count / 3
+        for i in start..<(start + 64) { bytes[i] = 0xFF }
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let r = rejection(path)
+        #expect(r?.code == "decode_failed", "\(String(describing: r))")
+    }
+
+    @Test func directoriesAndFIFOsAreNotRead() throws {
+        try FileManager.default.createDirectory(atPath: dir.file("sub.dcm"), withIntermediateDirectories: true)
+        #expect(throws: IngestRejection.unreadable("is a directory")) { _ = try SliceFile.open(path: dir.file("sub.dcm")) }
+        #expect(mkfifo(dir.file("pipe.dcm"), 0o600) == 0)
+        #expect(throws: IngestRejection.unreadable("not a regular file")) { _ = try SliceFile.open(path: dir.file("pipe.dcm")) }
+    }
+}

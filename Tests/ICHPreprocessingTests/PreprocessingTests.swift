@@ -162,3 +162,27 @@ import Testing
         #expect(try JSONDecoder().decode(Preprocessing.self, from: data) == .rsna)
     }
 }
+
+/// A real CT slice from outside the project (pydicom's CT_small.dcm), checked against pydicom-computed values.
+@Suite(.enabled(if: PublicDicomFiles.available, "run scripts/fetch-test-data.sh (make test does)"))
+struct PublicSlicePreprocessingTests {
+    @Test func ctSmallCoverageAndInput() throws {
+        let data = try Data(contentsOf: PublicDicomFiles.directory.appendingPathComponent("oracle.json"))
+        let oracle = try #require((try JSONSerialization.jsonObject(with: data) as? [String: [String: Any]])?["CT_small.dcm"])
+        let expectedCoverage = try #require(oracle["brain_coverage"] as? Double)
+        let slice = try DicomSliceReader(path: PublicDicomFiles.path("CT_small.dcm")).readFrame(0)
+        let pre = SlicePreprocessor(.rsna)
+        #expect(abs(pre.brainCoverage(slice.image) - expectedCoverage) < 1e-12)
+        let input = pre.prepare(slice.image)
+        #expect(input.tensor.count == 3 * 256 * 256)
+        #expect(input.tensor.allSatisfy { $0.isFinite })
+        // The crop stays on the 128x128 slice (padding at most a few pixels) and is square.
+        #expect(input.crop.side <= 136 && input.crop.side >= 64, "\(input.crop)")
+        // Channel values stay inside the normalised range of [0, 1] windows.
+        for c in 0..<3 {
+            let lo = (0 - Preprocessing.rsna.mean[c]) / Preprocessing.rsna.std[c]
+            let hi = (1 - Preprocessing.rsna.mean[c]) / Preprocessing.rsna.std[c]
+            #expect(input.tensor[(c * 65536)..<((c + 1) * 65536)].allSatisfy { $0 >= lo - 1e-5 && $0 <= hi + 1e-5 })
+        }
+    }
+}

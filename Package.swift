@@ -16,6 +16,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C++ shim over DCMTK with a plain C ABI (Swift's C++ interop does not import DCMTK cleanly).
@@ -37,19 +38,29 @@ let package = Package(
         .target(name: "ICHIngest", dependencies: ["CDicom", "CTurboJPEG"]),
         .target(name: "ICHPreprocessing", dependencies: ["ICHIngest"]),
         .target(name: "ICHPhantom", dependencies: ["ICHIngest"]),
+        // Integer kernels: standard library only, so ../shared/tools/a64 can compile them for aarch64.
+        .target(name: "ICHKernels"),
+        // Weights in (safetensors, torchvision/fastai layouts), the .ichm model file out.
+        .target(name: "ICHModel", dependencies: ["ICHPreprocessing", .product(name: "Crypto", package: "swift-crypto")]),
+        // Float reference and int8 executors, class activation maps, the scorer the daemon calls.
+        .target(name: "ICHEngine", dependencies: ["ICHModel", "ICHKernels", "ICHPreprocessing"]),
+        // Calibration, quantisation and the accuracy report of `ichd convert`.
+        .target(name: "ICHConverter", dependencies: ["ICHEngine", "ICHModel", "ICHPreprocessing", "ICHPhantom"]),
         .target(name: "ICHAlerts", dependencies: ["CGPIOD"]),
         .executableTarget(
             name: "ichd",
             dependencies: [
-                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts",
+                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHEngine", "ICHConverter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Shared by the test targets only: temp folders, fixture files, the public test-file cache.
-        .target(name: "ICHTestSupport", dependencies: ["ICHIngest", "ICHPhantom"]),
+        .target(name: "ICHTestSupport", dependencies: ["ICHIngest", "ICHPhantom", "ICHModel"]),
         .testTarget(name: "ICHIngestTests", dependencies: ["ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHPreprocessingTests", dependencies: ["ICHPreprocessing", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHAlertsTests", dependencies: ["ICHAlerts"]),
+        .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),
+        .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHTestSupport"]),
         .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
     ],
     cxxLanguageStandard: .cxx17

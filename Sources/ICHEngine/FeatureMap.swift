@@ -1,0 +1,33 @@
+/// A float activation tensor, channel-major (CHW, batch 1).
+public struct FeatureMap: Sendable, Equatable {
+    public var channels: Int
+    public var height: Int
+    public var width: Int
+    public var values: [Float]
+
+    public init(channels: Int, height: Int, width: Int, values: [Float]) {
+        precondition(values.count == channels * height * width, "values do not fill \(channels)x\(height)x\(width)")
+        self.channels = channels
+        self.height = height
+        self.width = width
+        self.values = values
+    }
+
+    public init(channels: Int, height: Int, width: Int) {
+        self.init(channels: channels, height: height, width: width, values: [Float](repeating: 0, count: channels * height * width))
+    }
+}
+
+/// Output size of a convolution or pooling window along one axis.
+@inline(__always)
+func outputLength(_ input: Int, kernel: Int, stride: Int, padding: Int) -> Int {
+    (input + 2 * padding - kernel) / stride + 1
+}
+
+/// The output positions o with 0 <= o*stride + k - padding < input: the taps that read inside the input.
+@inline(__always)
+func validOutputRange(input: Int, output: Int, k: Int, stride: Int, padding: Int) -> Range<Int> {
+    let lo = max(0, (padding - k + stride - 1) / stride)
+    let hi = min(output, (input - 1 + padding - k) / stride + 1)
+    return lo..<max(lo, hi)
+}

@@ -1,0 +1,159 @@
+import ICHModel
+
+/// The float32 reference executor: ResNet18 exactly as the folded parameters describe it, written for
+/// clarity (direct convolution over unsafe pointers). It is the converter's calibration engine and the oracle
+/// of the int8 executor's tests.
+public struct FloatResNet18: Sendable {
+    public let parameters: ResNet18Parameters
+
+    public init(_ parameters: ResNet18Parameters) {
+        self.parameters = parameters
+    }
+
+    public struct Output: Sendable {
+        public var logits: [Float]
+        /// layer4's output (512 x H/32 x W/32): what class activation maps are made of.
+        public var features: FeatureMap
+    }
+
+    /// Runs the network on a normalised CHW input. `observe` sees every activation the int8 model quantises,
+    /// by name ("input", "stem", "layer1.0.conv1", "layer1.0", "layer2.0.downsample", ..., "pool", "head.fc1").
+    public func run(_ input: FeatureMap, observe: ((String, [Float]) -> Void)? = nil) -> Output {
+        precondition(input.channels == 3, "ResNet18 takes 3 channels")
+        observe?("input", input.values)
+        var x = Self.conv(input, parameters.stem, relu: true)
+        observe?("stem", x.values)
+        x = Self.maxPool(x)
+        for (i, block) in parameters.blocks.enumerated() {
+            let name = ResNet18Parameters.blockNames[i]
+            let mid = Self.conv(x, block.conv1, relu: true)
+            observe?("\(name).conv1", mid.values)
+            var shortcut = x
+            if let down = block.downsample {
+                shortcut = Self.conv(x, down, relu: false)
+                observe?("\(name).downsample", shortcut.values)
+            }
+            x = Self.conv(mid, block.conv2, relu: true, residual: shortcut)
+            observe?(name, x.values)
+        }
+        let features = x
+        let logits: [Float]
+        switch parameters.head {
+        case .torchvision(let fc):
+            let pooled = Self.globalAverage(features)
+            observe?("pool", pooled)
+            logits = Self.linear(pooled, fc, relu: false)
+        case .fastai(let fc1, let fc2):
+            let pooled = Self.globalMax(features) + Self.globalAverage(features)
+            observe?("pool", pooled)
+            let hidden = Self.linear(pooled, fc1, relu: true)
+            observe?("head.fc1", hidden)
+            logits = Self.linear(hidden, fc2, relu: false)
+        }
+        return Output(logits: logits, features: features)
+    }
+
+    // MARK: Operators
+
+    /// out[o] = bias[o] + sum over i, ky, kx of w[o][i][ky][kx] * in[i][oy*s+ky-p][ox*s+kx-p] (+ residual), then ReLU.
+    public static func conv(_ x: FeatureMap, _ p: ConvParameters, relu: Bool, residual: FeatureMap? = nil) -> FeatureMap {
+        precondition(x.channels == p.inChannels)
+        let oh = outputLength(x.height, kernel: p.kernel, stride: p.stride, padding: p.padding)
+        let ow = outputLength(x.width, kernel: p.kernel, stride: p.stride, padding: p.padding)
+        var out = FeatureMap(channels: p.outChannels, height: oh, width: ow)
+        let k = p.kernel, s = p.stride, pad = p.padding
+        x.values.withUnsafeBufferPointer { src in
+            p.weights.withUnsafeBufferPointer { w in
+                out.values.withUnsafeMutableBufferPointer { dst in
+                    for o in 0..<p.outChannels {
+                        let plane = dst.baseAddress! + o * oh * ow
+                        for j in 0..<(oh * ow) { plane[j] = p.bias[o] }
+                        for i in 0..<p.inChannels {
+                            let input = src.baseAddress! + i * x.height * x.width
+                            for ky in 0..<k {
+                                let rows = validOutputRange(input: x.height, output: oh, k: ky, stride: s, padding: pad)
+                                for kx in 0..<k {
+                                    let cols = validOutputRange(input: x.width, output: ow, k: kx, stride: s, padding: pad)
+                                    let weight = w[((o * p.inChannels + i) * k + ky) * k + kx]
+                                    for oy in rows {
+                                        let inRow = input + (oy * s + ky - pad) * x.width + kx - pad
+                                        let outRow = plane + oy * ow
+                                        for ox in cols { outRow[ox] += weight * inRow[ox * s] }
+                                    }
+                                }
+                            }
+                        }
+                        if let residual {
+                            residual.values.withUnsafeBufferPointer { r in
+                                for j in 0..<(oh * ow) { plane[j] += r[o * oh * ow + j] }
+                            }
+                        }
+                        if relu { for j in 0..<(oh * ow) { plane[j] = max(plane[j], 0) } }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// 3x3, stride 2, padding 1 (padding never wins the max).
+    public static func maxPool(_ x: FeatureMap) -> FeatureMap {
+        let oh = outputLength(x.height, kernel: 3, stride: 2, padding: 1)
+        let ow = outputLength(x.width, kernel: 3, stride: 2, padding: 1)
+        var out = FeatureMap(channels: x.channels, height: oh, width: ow)
+        for c in 0..<x.channels {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var m = -Float.infinity
+                    for ky in 0..<3 {
+                        let iy = oy * 2 + ky - 1
+                        guard iy >= 0 && iy < x.height else { continue }
+                        for kx in 0..<3 {
+                            let ix = ox * 2 + kx - 1
+                            guard ix >= 0 && ix < x.width else { continue }
+                            m = max(m, x.values[(c * x.height + iy) * x.width + ix])
+                        }
+                    }
+                    out.values[(c * oh + oy) * ow + ox] = m
+                }
+            }
+        }
+        return out
+    }
+
+    public static func globalAverage(_ x: FeatureMap) -> [Float] {
+        let n = x.height * x.width
+        return (0..<x.channels).map { c in
+            var sum = 0.0
+            for j in 0..<n { sum += Double(x.values[c * n + j]) }
+            return Float(sum / Double(n))
+        }
+    }
+
+    public static func globalMax(_ x: FeatureMap) -> [Float] {
+        let n = x.height * x.width
+        return (0..<x.channels).map { c in x.values[(c * n)..<((c + 1) * n)].max()! }
+    }
+
+    public static func linear(_ x: [Float], _ p: LinearParameters, relu: Bool) -> [Float] {
+        precondition(x.count == p.inFeatures)
+        return (0..<p.outFeatures).map { o in
+            var acc = Double(p.bias[o])
+            for i in 0..<p.inFeatures { acc += Double(p.weights[o * p.inFeatures + i]) * Double(x[i]) }
+            let v = Float(acc)
+            return relu ? max(v, 0) : v
+        }
+    }
+}
+
+/// The logistic function, per class: the model is multi-label.
+@inline(__always)
+public func sigmoid(_ x: Float) -> Float {
+    1 / (1 + expf(-x))
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -43,7 +43,7 @@ let package = Package(
         // Weights in (safetensors, torchvision/fastai layouts), the .ichm model file out.
         .target(name: "ICHModel", dependencies: ["ICHPreprocessing", .product(name: "Crypto", package: "swift-crypto")]),
         // Float reference and int8 executors, class activation maps, the scorer the daemon calls.
-        .target(name: "ICHEngine", dependencies: ["ICHModel", "ICHKernels", "ICHPreprocessing"]),
+        .target(name: "ICHEngine", dependencies: ["ICHModel", "ICHKernels", "ICHPreprocessing", "ICHIngest"]),
         // Calibration, quantisation and the accuracy report of `ichd convert`.
         .target(name: "ICHConverter", dependencies: ["ICHEngine", "ICHModel", "ICHPreprocessing", "ICHPhantom"]),
         .target(name: "ICHAlerts", dependencies: ["CGPIOD"]),

@@ -24,6 +24,15 @@ public struct ModelInput: Sendable {
     public let crop: CropBox
     /// Fraction of the source slice's pixels strictly inside the coverage window.
     public let brainCoverage: Double
+
+    public init(size: Int, channels: Int, tensor: [Float], crop: CropBox, brainCoverage: Double) {
+        precondition(tensor.count == channels * size * size)
+        self.size = size
+        self.channels = channels
+        self.tensor = tensor
+        self.crop = crop
+        self.brainCoverage = brainCoverage
+    }
 }
 
 /// Whether a slice is worth scoring.

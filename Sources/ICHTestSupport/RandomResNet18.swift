@@ -2,7 +2,7 @@ import ICHModel
 import ICHPhantom
 
 /// A random ResNet18 state dict with PyTorch's names and realistic statistics (He-initialised convolutions,
-/// BatchNorm gammas near 1, positive running variances), in either layout.
+/// BatchNorm gammas near 1, positive running variances, a small classifier), in either layout.
 public enum RandomResNet18 {
     public static func stateDict(layout: WeightLayout, numClasses: Int, seed: UInt64) -> [String: NamedTensor] {
         var rng = SeededGenerator(seed: seed)
@@ -19,6 +19,9 @@ public enum RandomResNet18 {
                     values[i] = Float(0.75 + 0.5 * rng.unit())  // BatchNorm gamma
                 } else if shape.count == 1 {
                     values[i] = Float(0.1 * rng.gaussian())     // fc bias
+                } else if name == "fc.weight" || name == "1.8.weight" {
+                    // The classifier: small, so that logits land in the sigmoid's working range.
+                    values[i] = Float(rng.gaussian() * 0.1 / Double(shape[1]).squareRoot())
                 } else {
                     let fanIn = shape.dropFirst().reduce(1, *)
                     values[i] = Float(rng.gaussian() * (2 / Double(fanIn)).squareRoot())

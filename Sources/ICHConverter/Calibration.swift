@@ -1,0 +1,102 @@
+import ICHEngine
+import ICHModel
+
+/// How an activation's range is chosen from what calibration saw.
+public enum CalibrationMethod: String, CaseIterable, Codable, Sendable {
+    /// The observed minimum and maximum.
+    case minMax = "min-max"
+    /// The 0.01% and 99.99% quantiles: a few outliers do not stretch the scale.
+    case percentile
+    /// The clipping range that minimises the mean squared quantisation error on the observed values.
+    case mse
+}
+
+/// Per-activation statistics gathered while the float executor runs calibration slices: exact minimum and
+/// maximum, and an evenly strided sample of values (at most `perTensorSamples`) for quantiles and MSE search.
+public struct ActivationStatistics: Sendable {
+    public static let perTensorSamples = 1 << 18
+    var minimum: [String: Float] = [:]
+    var maximum: [String: Float] = [:]
+    var samples: [String: [Float]] = [:]
+    var observations = 0
+    let samplesPerObservation: Int
+
+    /// `expectedObservations`: how many slices will be observed, so that every slice contributes equally.
+    public init(expectedObservations: Int) {
+        samplesPerObservation = max(256, Self.perTensorSamples / max(1, expectedObservations))
+    }
+
+    public mutating func observe(_ name: String, _ values: [Float]) {
+        guard let first = values.first else { return }
+        var lo = first, hi = first
+        for v in values {
+            lo = min(lo, v)
+            hi = max(hi, v)
+        }
+        minimum[name] = min(minimum[name] ?? lo, lo)
+        maximum[name] = max(maximum[name] ?? hi, hi)
+        let stride = max(1, values.count / samplesPerObservation)
+        var kept = samples[name] ?? []
+        var i = (values.count / 2) % stride  // deterministic phase
+        while i < values.count && kept.count < Self.perTensorSamples {
+            kept.append(values[i])
+            i += stride
+        }
+        samples[name] = kept
+    }
+
+    public func parameters(_ method: CalibrationMethod) -> [String: QuantParams] {
+        var out: [String: QuantParams] = [:]
+        for (name, lo) in minimum {
+            let hi = maximum[name]!
+            switch method {
+            case .minMax:
+                out[name] = .covering(lo, hi)
+            case .percentile:
+                let sorted = samples[name]!.sorted()
+                let q = { (p: Double) in sorted[min(sorted.count - 1, max(0, Int((Double(sorted.count - 1) * p).rounded())))] }
+                out[name] = .covering(lo >= 0 ? 0 : q(0.0001), q(0.9999))
+            case .mse:
+                out[name] = Self.mseOptimal(samples[name]!, lo: lo, hi: hi)
+            }
+        }
+        return out
+    }
+
+    /// Searches clipping ranges [a x lo, a x hi] for a in (0.2, 1] and keeps the one with the least squared error.
+    static func mseOptimal(_ values: [Float], lo: Float, hi: Float) -> QuantParams {
+        var best = QuantParams.covering(lo, hi)
+        var bestError = Double.infinity
+        for step in 0..<40 {
+            let a = Float(1.0 - 0.02 * Double(step))
+            let q = QuantParams.covering(lo * a, hi * a)
+            var error = 0.0
+            for v in values {
+                let d = Double(v - q.dequantize(q.quantize(v)))
+                error += d * d
+            }
+            if error < bestError {
+                bestError = error
+                best = q
+            }
+        }
+        return best
+    }
+}
+
+/// Signal-to-quantisation-noise ratio in dB: 10 log10(sum f^2 / sum (f - q)^2).
+public func sqnr(reference f: [Float], quantized q: [Float]) -> Double {
+    var signal = 0.0, noise = 0.0
+    for (a, b) in zip(f, q) {
+        signal += Double(a) * Double(a)
+        noise += Double(a - b) * Double(a - b)
+    }
+    if noise == 0 { return .infinity }
+    return 10 * log10(signal / noise)
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

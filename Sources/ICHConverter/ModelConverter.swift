@@ -1,0 +1,317 @@
+import Crypto
+import Foundation
+import ICHEngine
+import ICHModel
+import ICHPhantom
+import ICHPreprocessing
+
+public struct ConversionError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// What `ichd convert` is asked to do.
+public struct ConversionOptions: Sendable {
+    public var weightsPath: String
+    public var layout: WeightLayout?
+    /// Folder of DICOM or JPEG slices (searched recursively); nil needs `allowSyntheticCalibration`.
+    public var calibrationDirectory: String?
+    public var allowSyntheticCalibration = false
+    /// Slices held out of calibration for the report; nil: every fifth calibration slice.
+    public var heldOutDirectory: String?
+    public var classNames: [String]?
+    public var thresholds: [Float]?
+    public var preprocessing: Preprocessing = .rsna
+    public var calibrationSamples = 64
+    public var heldOutSamples = 32
+    /// Samples on which the calibration methods are compared (int8 runs per method).
+    public var selectionSamples = 16
+    /// Force a method instead of choosing by measured error.
+    public var method: CalibrationMethod?
+    public var modelCard = "Trained on synthetic phantoms only. Not for clinical use."
+    /// Seeds of the synthetic calibration phantoms (kept away from evaluation seeds).
+    public var syntheticSeed: UInt64 = 910_000
+
+    public init(weightsPath: String) {
+        self.weightsPath = weightsPath
+    }
+}
+
+/// How close the int8 model stays to the float original.
+public struct ConversionReport: Codable, Sendable {
+    public struct ClassAgreement: Codable, Sendable {
+        public var name: String
+        public var threshold: Float
+        public var maxAbsDifference: Double
+        public var meanAbsDifference: Double
+        /// Fraction of slices where int8 and float make the same call at the threshold.
+        public var decisionAgreement: Double
+        enum CodingKeys: String, CodingKey {
+            case name, threshold, maxAbsDifference = "max_abs_probability_difference"
+            case meanAbsDifference = "mean_abs_probability_difference", decisionAgreement = "decision_agreement"
+        }
+    }
+
+    public struct SetAgreement: Codable, Sendable {
+        public var samples: Int
+        public var classes: [ClassAgreement]
+    }
+
+    public struct LayerSQNR: Codable, Sendable {
+        public var name: String
+        public var sqnrDB: Double
+        enum CodingKeys: String, CodingKey { case name, sqnrDB = "sqnr_db" }
+    }
+
+    public var weights: String
+    public var sourceSHA256: String
+    public var layout: WeightLayout
+    public var classNames: [String]
+    public var calibration: CalibrationSummary
+    public var warnings: [String]
+    public var layers: [LayerSQNR]
+    public var calibrationSet: SetAgreement
+    public var heldOutSet: SetAgreement?
+
+    enum CodingKeys: String, CodingKey {
+        case weights, sourceSHA256 = "source_sha256", layout, classNames = "class_names", calibration, warnings, layers
+        case calibrationSet = "calibration_set", heldOutSet = "held_out_set"
+    }
+}
+
+/// Float ResNet18 weights in, verified int8 model out.
+public enum ModelConverter {
+    public static let version = "ichd-convert 1"
+    public static let rsnaClasses = ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
+    public static let syntheticWarning = "CALIBRATED ON SYNTHETIC PHANTOMS, NOT ON REAL SCANS: activation ranges may not fit real data"
+
+    public static func convert(_ options: ConversionOptions, log: (String) -> Void = { _ in }) throws(ConversionError) -> (ModelFile, ConversionReport) {
+        // Weights.
+        let weightBytes: Data
+        do {
+            weightBytes = try Data(contentsOf: URL(fileURLWithPath: options.weightsPath), options: .alwaysMapped)
+        } catch {
+            throw ConversionError("cannot read \(options.weightsPath): \(error.localizedDescription)")
+        }
+        let parameters: ResNet18Parameters
+        do {
+            parameters = try ResNet18Layout.load(try Safetensors.parse(weightBytes), layout: options.layout)
+        } catch let e as SafetensorsError {
+            throw ConversionError("\(options.weightsPath): \(e.description)")
+        } catch let e as LayoutError {
+            throw ConversionError("\(options.weightsPath) is not a usable ResNet18:\n\(e.description)")
+        } catch {
+            throw ConversionError("\(options.weightsPath): \(error)")
+        }
+        let sha = SHA256.hash(data: weightBytes).map { String(format: "%02x", $0) }.joined()
+        let classes = options.classNames ?? (parameters.numClasses == 6 ? rsnaClasses : (0..<parameters.numClasses).map { "class\($0)" })
+        guard classes.count == parameters.numClasses else {
+            throw ConversionError("\(classes.count) class names for a model with \(parameters.numClasses) outputs")
+        }
+        let thresholds = options.thresholds ?? [Float](repeating: 0.5, count: classes.count)
+        guard thresholds.count == classes.count, thresholds.allSatisfy({ (0...1).contains($0) }) else {
+            throw ConversionError("give one threshold within 0...1 per class (\(classes.count))")
+        }
+        if let problem = options.preprocessing.problem { throw ConversionError("preprocessing: \(problem)") }
+
+        // Calibration and held-out inputs, through the real preprocessing.
+        var warnings: [String] = []
+        let pipeline = SlicePipeline(preprocessing: options.preprocessing)
+        var calibration: [FeatureMap]
+        var heldOut: [FeatureMap]
+        let source: String
+        if let dir = options.calibrationDirectory {
+            let inputs = try CalibrationSlices.load(directory: dir, pipeline: pipeline, log: log)
+            source = dir
+            if let held = options.heldOutDirectory {
+                calibration = inputs
+                heldOut = try CalibrationSlices.load(directory: held, pipeline: pipeline, log: log)
+            } else {
+                calibration = inputs.enumerated().filter { inputs.count < 5 || $0.offset % 5 != 4 }.map(\.element)
+                heldOut = inputs.count < 5 ? [] : inputs.enumerated().filter { $0.offset % 5 == 4 }.map(\.element)
+            }
+        } else if options.allowSyntheticCalibration {
+            warnings.append(syntheticWarning)
+            log("warning: " + syntheticWarning)
+            source = "synthetic phantoms"
+            let all = CalibrationSlices.synthetic(count: options.calibrationSamples + options.heldOutSamples,
+                                                  seed: options.syntheticSeed, pipeline: pipeline)
+            calibration = Array(all.prefix(options.calibrationSamples))
+            heldOut = Array(all.dropFirst(options.calibrationSamples))
+        } else {
+            throw ConversionError("no calibration data: give --calibrate DIR (slices like those the appliance will see), "
+                                  + "or --allow-synthetic-calibration to calibrate on synthetic phantoms")
+        }
+        calibration = CalibrationSlices.evenlySpaced(calibration, max: options.calibrationSamples)
+        heldOut = CalibrationSlices.evenlySpaced(heldOut, max: options.heldOutSamples)
+        log("calibrating on \(calibration.count) slices, \(heldOut.count) held out")
+
+        // Float reference over the calibration set, gathering activation statistics.
+        let float = FloatResNet18(parameters)
+        var stats = ActivationStatistics(expectedObservations: calibration.count)
+        var floatLogits: [[Float]] = []
+        for (i, input) in calibration.enumerated() {
+            floatLogits.append(float.run(input) { stats.observe($0, $1) }.logits)
+            if (i + 1) % 16 == 0 { log("  float reference: \(i + 1)/\(calibration.count)") }
+        }
+
+        let floatCalibration = floatLogits.map { $0.map(sigmoid) }
+
+        // Choose the calibration method by measured output error.
+        let selection = Array(0..<calibration.count).filter { $0 % max(1, calibration.count / options.selectionSamples) == 0 }
+            .prefix(options.selectionSamples)
+        // Error = mean |p_int8 - p_float|; saturated probabilities can tie, so the mean |logit difference| breaks ties.
+        var methodErrors: [String: Double] = [:]
+        var chosen = options.method ?? .minMax
+        var best = (Double.infinity, Double.infinity)
+        for method in options.method.map({ [$0] }) ?? CalibrationMethod.allCases {
+            let network = WeightQuantizer.network(parameters, activations: stats.parameters(method))
+            let int8 = Int8ResNet18(network)
+            var error = 0.0, logitError = 0.0, n = 0
+            for i in selection {
+                let logits = int8.run(calibration[i]).logits
+                for (c, (a, b)) in zip(logits.map(sigmoid), floatCalibration[i]).enumerated() {
+                    error += Double(abs(a - b))
+                    logitError += Double(abs(logits[c] - floatLogits[i][c]))
+                    n += 1
+                }
+            }
+            let mean = (error / Double(max(1, n)), logitError / Double(max(1, n)))
+            methodErrors[method.rawValue] = mean.0
+            log("  \(method.rawValue): mean |p_int8 - p_float| = \(String(format: "%.6f", mean.0)), mean |logit difference| = \(String(format: "%.5f", mean.1)) on \(selection.count) slices")
+            if mean.0 < best.0 - 1e-9 || (abs(mean.0 - best.0) <= 1e-9 && mean.1 < best.1) {
+                best = mean
+                chosen = method
+            }
+        }
+        let network = WeightQuantizer.network(parameters, activations: stats.parameters(chosen))
+        let int8 = Int8ResNet18(network)
+
+        // Report: per-layer SQNR on the first selection slices, agreement on both sets.
+        var floatActs: [String: [Float]] = [:], intActs: [String: [Float]] = [:]
+        var order: [String] = []
+        for i in selection.prefix(4) {
+            _ = float.run(calibration[i]) { name, v in
+                if floatActs[name] == nil { order.append(name) }
+                floatActs[name, default: []] += v
+            }
+            _ = int8.run(calibration[i]) { name, v in intActs[name, default: []] += v }
+        }
+        let layers = order.map { ConversionReport.LayerSQNR(name: $0, sqnrDB: sqnr(reference: floatActs[$0]!, quantized: intActs[$0] ?? [])) }
+        let calibrationAgreement = agreement(int8: int8, inputs: calibration, floatProbabilities: floatCalibration,
+                                             classes: classes, thresholds: thresholds)
+        let heldOutAgreement = heldOut.isEmpty ? nil : agreement(int8: int8, inputs: heldOut,
+                                                                 floatProbabilities: heldOut.map { float.run($0).logits.map(sigmoid) },
+                                                                 classes: classes, thresholds: thresholds)
+        let summary = CalibrationSummary(method: chosen.rawValue, methodErrors: methodErrors, samples: calibration.count,
+                                         heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil)
+        var card = options.modelCard
+        if summary.synthetic { card += " " + syntheticWarning + "." }
+        let metadata = ModelMetadata(
+            head: parameters.head.layout, classNames: classes, preprocessing: options.preprocessing, thresholds: thresholds,
+            quantization: QuantizationInfo(
+                scheme: "int8: weights symmetric per output channel (-127..127); activations u8 affine per tensor; int32 accumulation",
+                requantization: "v = float(acc) * (s_in * s_w / s_out) [+ float(r - z_r) * (s_r / s_out)]; q = clamp(round_half_even(v)) + z_out; logits = float(acc) * s_in * s_w",
+                activations: network.activations),
+            calibration: summary, sourceSHA256: sha, converterVersion: version, created: creationTime(), modelCard: card)
+        let report = ConversionReport(weights: options.weightsPath, sourceSHA256: sha, layout: parameters.head.layout, classNames: classes,
+                                      calibration: summary, warnings: warnings, layers: layers,
+                                      calibrationSet: calibrationAgreement, heldOutSet: heldOutAgreement)
+        return (ModelFile(metadata: metadata, network: network), report)
+    }
+
+    static func agreement(int8: Int8ResNet18, inputs: [FeatureMap], floatProbabilities: [[Float]], classes: [String],
+                          thresholds: [Float]) -> ConversionReport.SetAgreement {
+        var maxDiff = [Double](repeating: 0, count: classes.count)
+        var sumDiff = [Double](repeating: 0, count: classes.count)
+        var agree = [Int](repeating: 0, count: classes.count)
+        for (input, pf) in zip(inputs, floatProbabilities) {
+            let pq = int8.run(input).logits.map(sigmoid)
+            for c in 0..<classes.count {
+                let d = Double(abs(pq[c] - pf[c]))
+                maxDiff[c] = max(maxDiff[c], d)
+                sumDiff[c] += d
+                if (pq[c] >= thresholds[c]) == (pf[c] >= thresholds[c]) { agree[c] += 1 }
+            }
+        }
+        let n = Double(max(1, inputs.count))
+        return .init(samples: inputs.count, classes: (0..<classes.count).map {
+            .init(name: classes[$0], threshold: thresholds[$0], maxAbsDifference: maxDiff[$0], meanAbsDifference: sumDiff[$0] / n,
+                  decisionAgreement: Double(agree[$0]) / n)
+        })
+    }
+
+    /// ISO 8601 UTC; SOURCE_DATE_EPOCH (reproducible builds) wins over the clock.
+    static func creationTime() -> String {
+        let seconds = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"].flatMap(TimeInterval.init) ?? Date().timeIntervalSince1970
+        let f = ISO8601DateFormatter()
+        f.timeZone = TimeZone(identifier: "UTC")
+        return f.string(from: Date(timeIntervalSince1970: seconds))
+    }
+}
+
+/// Calibration slices from a folder (through the real ingest and preprocessing) or from synthetic phantoms.
+public enum CalibrationSlices {
+    /// Label and note files that sit beside slices (labels.csv, series.csv, README) are not slices.
+    static let sidecarExtensions: Set<String> = ["csv", "json", "txt", "md"]
+
+    public static func load(directory: String, pipeline: SlicePipeline, log: (String) -> Void) throws(ConversionError) -> [FeatureMap] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ConversionError("calibration folder \(directory) does not exist")
+        }
+        let files = (FileManager.default.enumerator(atPath: directory)?.allObjects as? [String] ?? [])
+            .filter { !$0.split(separator: "/").contains { $0.hasPrefix(".") } }
+            .map { (directory as NSString).appendingPathComponent($0) }
+            .filter { path in
+                var dir: ObjCBool = false
+                return FileManager.default.fileExists(atPath: path, isDirectory: &dir) && !dir.boolValue
+                    && !sidecarExtensions.contains((path as NSString).pathExtension.lowercased())
+            }
+            .sorted()
+        guard !files.isEmpty else { throw ConversionError("calibration folder \(directory) holds no slices") }
+        var inputs: [FeatureMap] = []
+        var problems: [String] = []
+        var skipped = 0
+        for file in files {
+            pipeline.process(path: file) { result in
+                switch result.outcome {
+                case .rejected(let r): problems.append("\(file): \(r.message)")
+                case .skipped: skipped += 1
+                case .ready(_, let input?):
+                    inputs.append(FeatureMap(channels: input.channels, height: input.size, width: input.size, values: input.tensor))
+                case .ready(_, nil): break
+                }
+            }
+        }
+        guard problems.isEmpty else {
+            throw ConversionError("calibration folder \(directory) holds \(problems.count) file(s) that are not usable slices:\n"
+                                  + problems.prefix(10).joined(separator: "\n"))
+        }
+        guard !inputs.isEmpty else {
+            throw ConversionError("calibration folder \(directory): all \(skipped) slices have too little brain to score")
+        }
+        log("\(directory): \(inputs.count) slices, \(skipped) skipped for low brain coverage")
+        return inputs
+    }
+
+    /// Scorable slices of synthetic phantom series (half with bleeds), preprocessed in memory.
+    public static func synthetic(count: Int, seed: UInt64, pipeline: SlicePipeline) -> [FeatureMap] {
+        var out: [FeatureMap] = []
+        var s = seed
+        while out.count < count {
+            for slice in PhantomSeries(seed: s, positive: s % 2 == 0).slices() where out.count < count {
+                guard case .score = pipeline.preprocessor.assess(slice.image) else { continue }
+                let input = pipeline.preprocessor.prepare(slice.image)
+                out.append(FeatureMap(channels: input.channels, height: input.size, width: input.size, values: input.tensor))
+            }
+            s += 1
+        }
+        return out
+    }
+
+    static func evenlySpaced<T>(_ items: [T], max n: Int) -> [T] {
+        guard items.count > n, n > 0 else { return items }
+        return (0..<n).map { items[$0 * items.count / n] }
+    }
+}

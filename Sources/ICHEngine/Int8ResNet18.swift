@@ -1,0 +1,161 @@
+import ICHKernels
+import ICHModel
+
+/// The int8 executor: exact integer arithmetic per the contract in ICHKernels/Requantize.swift, so any
+/// kernel that honours it gives the same bytes. Logits leave the last layer as float (one multiply each).
+public struct Int8ResNet18: Sendable {
+    public let model: QuantizedResNet18
+
+    public init(_ model: QuantizedResNet18) {
+        self.model = model
+    }
+
+    public struct Output: Sendable {
+        public var logits: [Float]
+        /// layer4's output, dequantised: what class activation maps are made of.
+        public var features: FeatureMap
+    }
+
+    /// A quantised tensor on its way through the network.
+    struct QTensor {
+        var channels: Int, height: Int, width: Int
+        var bytes: [UInt8]
+        var q: QuantParams
+
+        func dequantized() -> [Float] { bytes.map { q.dequantize($0) } }
+    }
+
+    public func run(_ input: FeatureMap, observe: ((String, [Float]) -> Void)? = nil) -> Output {
+        let a = model.activations
+        let inQ = a["input"]!
+        var x = QTensor(channels: input.channels, height: input.height, width: input.width,
+                        bytes: input.values.map { inQ.quantize($0) }, q: inQ)
+        observe?("input", x.dequantized())
+        x = conv(x, model.stem, output: a["stem"]!, relu: true)
+        observe?("stem", x.dequantized())
+        x = maxPool(x)
+        for (i, block) in model.blocks.enumerated() {
+            let name = ResNet18Parameters.blockNames[i]
+            let mid = conv(x, block.conv1, output: a["\(name).conv1"]!, relu: true)
+            observe?("\(name).conv1", mid.dequantized())
+            var shortcut = x
+            if let down = block.downsample {
+                shortcut = conv(x, down, output: a["\(name).downsample"]!, relu: false)
+                observe?("\(name).downsample", shortcut.dequantized())
+            }
+            x = conv(mid, block.conv2, output: a[name]!, relu: true, residual: shortcut)
+            observe?(name, x.dequantized())
+        }
+        let features = FeatureMap(channels: x.channels, height: x.height, width: x.width, values: x.dequantized())
+        let logits: [Float]
+        switch model.head {
+        case .torchvision(let fc):
+            let pooled = pool(x, output: a["pool"]!, withMax: false)
+            observe?("pool", pooled.dequantized())
+            logits = linearLogits(pooled, fc)
+        case .fastai(let fc1, let fc2):
+            let pooled = pool(x, output: a["pool"]!, withMax: true)
+            observe?("pool", pooled.dequantized())
+            let hidden = linear(pooled, fc1, output: a["head.fc1"]!)
+            observe?("head.fc1", hidden.dequantized())
+            logits = linearLogits(hidden, fc2)
+        }
+        return Output(logits: logits, features: features)
+    }
+
+    func conv(_ x: QTensor, _ layer: QuantizedConv, output: QuantParams, relu: Bool, residual: QTensor? = nil) -> QTensor {
+        let shape = ReferenceKernels.ConvShape(inChannels: x.channels, inHeight: x.height, inWidth: x.width,
+                                               outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
+        let plane = shape.outHeight * shape.outWidth
+        var acc = [Int32](repeating: 0, count: layer.outChannels * plane)
+        var out = [UInt8](repeating: 0, count: layer.outChannels * plane)
+        let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
+        let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
+        x.bytes.withUnsafeBufferPointer { src in
+            layer.weights.withUnsafeBufferPointer { w in
+                layer.bias.withUnsafeBufferPointer { b in
+                    acc.withUnsafeMutableBufferPointer { dst in
+                        ReferenceKernels.convAccumulate(shape, input: src.baseAddress!, inZero: x.q.zeroPoint, weights: w.baseAddress!,
+                                                        bias: b.baseAddress!, acc: dst.baseAddress!)
+                    }
+                }
+            }
+        }
+        acc.withUnsafeBufferPointer { accs in
+            scales.withUnsafeBufferPointer { sc in
+                out.withUnsafeMutableBufferPointer { o in
+                    if let residual {
+                        residual.bytes.withUnsafeBufferPointer { r in
+                            ReferenceKernels.requantizePlanes(acc: accs.baseAddress!, channels: layer.outChannels, plane: plane, scales: sc.baseAddress!,
+                                                              clamp: clamp, residual: r.baseAddress!, residualZero: residual.q.zeroPoint,
+                                                              residualScale: residual.q.scale / output.scale, output: o.baseAddress!)
+                        }
+                    } else {
+                        ReferenceKernels.requantizePlanes(acc: accs.baseAddress!, channels: layer.outChannels, plane: plane, scales: sc.baseAddress!,
+                                                          clamp: clamp, output: o.baseAddress!)
+                    }
+                }
+            }
+        }
+        return QTensor(channels: layer.outChannels, height: shape.outHeight, width: shape.outWidth, bytes: out, q: output)
+    }
+
+    func maxPool(_ x: QTensor) -> QTensor {
+        let oh = (x.height - 1) / 2 + 1, ow = (x.width - 1) / 2 + 1
+        var out = [UInt8](repeating: 0, count: x.channels * oh * ow)
+        x.bytes.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                ReferenceKernels.maxPool3x3s2(input: src.baseAddress!, channels: x.channels, height: x.height, width: x.width, output: dst.baseAddress!)
+            }
+        }
+        return QTensor(channels: x.channels, height: oh, width: ow, bytes: out, q: x.q)
+    }
+
+    /// Global average pool (and, for the fastai head, global max pool first), requantised to `output`.
+    func pool(_ x: QTensor, output: QuantParams, withMax: Bool) -> QTensor {
+        let plane = x.height * x.width
+        var sums = [Int32](repeating: 0, count: x.channels)
+        var maxima = [UInt8](repeating: 0, count: x.channels)
+        x.bytes.withUnsafeBufferPointer { src in
+            ReferenceKernels.channelSumsAndMaxima(input: src.baseAddress!, channels: x.channels, plane: plane, zero: x.q.zeroPoint,
+                                                  sums: &sums, maxima: &maxima)
+        }
+        let clamp = OutputClamp(zero: output.zeroPoint, relu: false)
+        let averageScale = x.q.scale / (Float(plane) * output.scale)
+        let maxScale = x.q.scale / output.scale
+        var out: [UInt8] = []
+        if withMax {
+            out += maxima.map { requantize(Int32($0) - x.q.zeroPoint, scale: maxScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper) }
+        }
+        out += sums.map { requantize($0, scale: averageScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper) }
+        return QTensor(channels: out.count, height: 1, width: 1, bytes: out, q: output)
+    }
+
+    func accumulate(_ x: QTensor, _ layer: QuantizedLinear) -> [Int32] {
+        var acc = [Int32](repeating: 0, count: layer.outFeatures)
+        x.bytes.withUnsafeBufferPointer { src in
+            layer.weights.withUnsafeBufferPointer { w in
+                layer.bias.withUnsafeBufferPointer { b in
+                    ReferenceKernels.linearAccumulate(input: src.baseAddress!, inFeatures: layer.inFeatures, inZero: x.q.zeroPoint,
+                                                      weights: w.baseAddress!, bias: b.baseAddress!, outFeatures: layer.outFeatures, acc: &acc)
+                }
+            }
+        }
+        return acc
+    }
+
+    func linear(_ x: QTensor, _ layer: QuantizedLinear, output: QuantParams) -> QTensor {
+        let acc = accumulate(x, layer)
+        let clamp = OutputClamp(zero: output.zeroPoint, relu: true)
+        let out = (0..<layer.outFeatures).map {
+            requantize(acc[$0], scale: x.q.scale * layer.weightScales[$0] / output.scale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+        }
+        return QTensor(channels: layer.outFeatures, height: 1, width: 1, bytes: out, q: output)
+    }
+
+    /// The last layer leaves the integer domain: logit = acc x inputScale x weightScale.
+    func linearLogits(_ x: QTensor, _ layer: QuantizedLinear) -> [Float] {
+        let acc = accumulate(x, layer)
+        return (0..<layer.outFeatures).map { Float(acc[$0]) * (x.q.scale * layer.weightScales[$0]) }
+    }
+}

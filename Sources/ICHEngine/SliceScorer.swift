@@ -1,0 +1,98 @@
+import Foundation
+import ICHModel
+import ICHPreprocessing
+
+/// The scores of one slice.
+public struct SliceScore: Sendable {
+    public var classNames: [String]
+    public var logits: [Float]
+    public var probabilities: [Float]
+    public var thresholds: [Float]
+    /// Indices of the classes at or above their threshold.
+    public var positives: [Int] { probabilities.indices.filter { probabilities[$0] >= thresholds[$0] } }
+    /// Activation maps for the requested classes.
+    public var heatmaps: [Heatmap]
+}
+
+public struct ScorerError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// The one API the daemon, `ichd infer` and `ichd eval` score through: a model (int8 `.ichm`, or float
+/// `.safetensors` for reference runs) plus its preprocessing description and thresholds.
+public struct SliceScorer: Sendable {
+    public enum Engine: Sendable {
+        case int8(Int8ResNet18)
+        case float(FloatResNet18)
+    }
+
+    public let engine: Engine
+    public let classNames: [String]
+    public let thresholds: [Float]
+    public let preprocessing: Preprocessing
+    let head: HeadWeights
+
+    public var engineName: String {
+        switch engine {
+        case .int8: "int8"
+        case .float: "float32"
+        }
+    }
+
+    public init(model: ModelFile) {
+        engine = .int8(Int8ResNet18(model.network))
+        classNames = model.metadata.classNames
+        thresholds = model.metadata.thresholds
+        preprocessing = model.metadata.preprocessing
+        head = HeadWeights(model.network)
+    }
+
+    /// A float reference scorer straight from trained weights (RSNA class names for 6 outputs, thresholds 0.5).
+    public init(parameters: ResNet18Parameters, preprocessing: Preprocessing = .rsna) {
+        engine = .float(FloatResNet18(parameters))
+        let n = parameters.numClasses
+        classNames = n == 6 ? ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
+            : (0..<n).map { "class\($0)" }
+        thresholds = [Float](repeating: 0.5, count: n)
+        self.preprocessing = preprocessing
+        head = HeadWeights(parameters.head)
+    }
+
+    /// Opens `.ichm` (int8) or `.safetensors` (float reference; layout detected unless given).
+    public init(path: String, layout: WeightLayout? = nil) throws(ScorerError) {
+        if path.hasSuffix(".safetensors") {
+            do {
+                self.init(parameters: try ResNet18Layout.load(try Safetensors.read(path: path), layout: layout))
+            } catch {
+                throw ScorerError(description: "\(path): \(error)")
+            }
+        } else {
+            do {
+                self.init(model: try ModelFile.load(path: path))
+            } catch {
+                throw ScorerError(description: "\(path): \(error.description)")
+            }
+        }
+    }
+
+    /// Scores one normalised input; `heatmapClasses` picks the classes to map (e.g. the positives).
+    public func score(_ input: FeatureMap, heatmaps: (SliceScore) -> [Int] = { _ in [] }) -> SliceScore {
+        let logits: [Float], features: FeatureMap
+        switch engine {
+        case .int8(let e):
+            let out = e.run(input)
+            (logits, features) = (out.logits, out.features)
+        case .float(let e):
+            let out = e.run(input)
+            (logits, features) = (out.logits, out.features)
+        }
+        var result = SliceScore(classNames: classNames, logits: logits, probabilities: logits.map(sigmoid),
+                                thresholds: thresholds, heatmaps: [])
+        result.heatmaps = heatmaps(result).map { ClassActivationMap.compute(features: features, head: head, classIndex: $0) }
+        return result
+    }
+
+    public func score(_ input: ModelInput, heatmaps: (SliceScore) -> [Int] = { _ in [] }) -> SliceScore {
+        score(FeatureMap(channels: input.channels, height: input.size, width: input.size, values: input.tensor), heatmaps: heatmaps)
+    }
+}

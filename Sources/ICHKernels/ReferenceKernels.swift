@@ -1,0 +1,125 @@
+/// Plain loops with exact integer semantics: the reference every optimised kernel is tested against, and the
+/// int8 engine's kernels until the SIMD ones replace them. Tensors are CHW, batch 1.
+public enum ReferenceKernels {
+    public struct ConvShape: Sendable, Equatable {
+        public var inChannels, inHeight, inWidth: Int
+        public var outChannels, kernel, stride, padding: Int
+
+        public init(inChannels: Int, inHeight: Int, inWidth: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int) {
+            self.inChannels = inChannels
+            self.inHeight = inHeight
+            self.inWidth = inWidth
+            self.outChannels = outChannels
+            self.kernel = kernel
+            self.stride = stride
+            self.padding = padding
+        }
+
+        public var outHeight: Int { (inHeight + 2 * padding - kernel) / stride + 1 }
+        public var outWidth: Int { (inWidth + 2 * padding - kernel) / stride + 1 }
+    }
+
+    /// Accumulators of a u8 x s8 convolution: acc[o][y][x] = bias[o] + sum (in - inZero) * w[o][i][ky][kx].
+    /// Taps in the padding contribute nothing (they read the zero point). `acc` holds outChannels x outH x outW.
+    public static func convAccumulate(_ s: ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
+                                      weights: UnsafePointer<Int8>, bias: UnsafePointer<Int32>,
+                                      acc: UnsafeMutablePointer<Int32>) {
+        let oh = s.outHeight, ow = s.outWidth, k = s.kernel
+        let plane = oh * ow
+        for o in 0..<s.outChannels {
+            let out = acc + o * plane
+            for j in 0..<plane { out[j] = bias[o] }
+            for i in 0..<s.inChannels {
+                let src = input + i * s.inHeight * s.inWidth
+                for ky in 0..<k {
+                    let rows = taps(s.inHeight, oh, ky, s.stride, s.padding)
+                    for kx in 0..<k {
+                        let cols = taps(s.inWidth, ow, kx, s.stride, s.padding)
+                        let w = Int32(weights[((o * s.inChannels + i) * k + ky) * k + kx])
+                        for oy in rows {
+                            let row = src + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
+                            let dst = out + oy * ow
+                            for ox in cols { dst[ox] &+= (Int32(row[ox * s.stride]) &- inZero) &* w }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output positions whose tap k reads inside an input of length n.
+    @inline(__always)
+    static func taps(_ n: Int, _ out: Int, _ k: Int, _ stride: Int, _ padding: Int) -> Range<Int> {
+        let lo = max(0, (padding - k + stride - 1) / stride)
+        let hi = min(out, (n - 1 + padding - k) / stride + 1)
+        return lo..<max(lo, hi)
+    }
+
+    /// Requantises `channels` planes of accumulators with per-channel scales, optionally adding a residual.
+    public static func requantizePlanes(acc: UnsafePointer<Int32>, channels: Int, plane: Int, scales: UnsafePointer<Float>,
+                                        clamp: OutputClamp, residual: UnsafePointer<UInt8>? = nil, residualZero: Int32 = 0,
+                                        residualScale: Float = 0, output: UnsafeMutablePointer<UInt8>) {
+        for o in 0..<channels {
+            let base = o * plane
+            if let residual {
+                for j in 0..<plane {
+                    output[base + j] = requantize(acc[base + j], scale: scales[o], residual: residual[base + j], residualZero: residualZero,
+                                                  residualScale: residualScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+                }
+            } else {
+                for j in 0..<plane {
+                    output[base + j] = requantize(acc[base + j], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+                }
+            }
+        }
+    }
+
+    /// 3x3 stride-2 max pool with padding 1 on bytes of one quantisation (padding never wins).
+    public static func maxPool3x3s2(input: UnsafePointer<UInt8>, channels: Int, height: Int, width: Int,
+                                    output: UnsafeMutablePointer<UInt8>) {
+        let oh = (height + 2 - 3) / 2 + 1, ow = (width + 2 - 3) / 2 + 1
+        for c in 0..<channels {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var m: UInt8 = 0
+                    for ky in 0..<3 {
+                        let iy = oy * 2 + ky - 1
+                        guard iy >= 0 && iy < height else { continue }
+                        for kx in 0..<3 {
+                            let ix = ox * 2 + kx - 1
+                            guard ix >= 0 && ix < width else { continue }
+                            m = max(m, input[(c * height + iy) * width + ix])
+                        }
+                    }
+                    output[(c * oh + oy) * ow + ox] = m
+                }
+            }
+        }
+    }
+
+    /// Per channel: sum of (x - zero) over the plane (for average pooling) and the maximum byte.
+    public static func channelSumsAndMaxima(input: UnsafePointer<UInt8>, channels: Int, plane: Int, zero: Int32,
+                                            sums: UnsafeMutablePointer<Int32>, maxima: UnsafeMutablePointer<UInt8>) {
+        for c in 0..<channels {
+            var sum: Int32 = 0
+            var m: UInt8 = 0
+            for j in 0..<plane {
+                let v = input[c * plane + j]
+                sum &+= Int32(v) &- zero
+                m = max(m, v)
+            }
+            sums[c] = sum
+            maxima[c] = m
+        }
+    }
+
+    /// acc[o] = bias[o] + sum (x - xZero) * w[o][i]
+    public static func linearAccumulate(input: UnsafePointer<UInt8>, inFeatures: Int, inZero: Int32, weights: UnsafePointer<Int8>,
+                                        bias: UnsafePointer<Int32>, outFeatures: Int, acc: UnsafeMutablePointer<Int32>) {
+        for o in 0..<outFeatures {
+            var a = bias[o]
+            for i in 0..<inFeatures { a &+= (Int32(input[i]) &- inZero) &* Int32(weights[o * inFeatures + i]) }
+            acc[o] = a
+        }
+    }
+}

@@ -1,0 +1,335 @@
+import Crypto
+import Foundation
+import ICHPreprocessing
+
+/// What a model file says about itself (the JSON block of `.ichm`).
+public struct ModelMetadata: Codable, Sendable, Equatable {
+    public var architecture: String = "resnet18"
+    public var head: WeightLayout
+    public var classNames: [String]
+    public var preprocessing: Preprocessing
+    /// Per class, the probability at or above which the class is called positive (operating points).
+    public var thresholds: [Float]
+    public var quantization: QuantizationInfo
+    public var calibration: CalibrationSummary
+    public var sourceSHA256: String
+    public var converterVersion: String
+    public var created: String
+    public var modelCard: String
+    public var tensors: [TensorEntry] = []
+
+    public init(head: WeightLayout, classNames: [String], preprocessing: Preprocessing, thresholds: [Float],
+                quantization: QuantizationInfo, calibration: CalibrationSummary, sourceSHA256: String,
+                converterVersion: String, created: String, modelCard: String) {
+        self.head = head
+        self.classNames = classNames
+        self.preprocessing = preprocessing
+        self.thresholds = thresholds
+        self.quantization = quantization
+        self.calibration = calibration
+        self.sourceSHA256 = sourceSHA256
+        self.converterVersion = converterVersion
+        self.created = created
+        self.modelCard = modelCard
+    }
+
+    public var inputSize: Int { preprocessing.outputSize }
+
+    enum CodingKeys: String, CodingKey {
+        case architecture, head, classNames = "class_names", preprocessing, thresholds, quantization, calibration
+        case sourceSHA256 = "source_sha256", converterVersion = "converter_version", created, modelCard = "model_card", tensors
+    }
+}
+
+public struct QuantizationInfo: Codable, Sendable, Equatable {
+    /// e.g. "int8: weights symmetric per output channel; activations u8 affine per tensor; int32 accumulation"
+    public var scheme: String
+    /// e.g. "fp32 multiply, round half to even, clamp" (see ICHKernels/Requantize.swift)
+    public var requantization: String
+    public var activations: [String: QuantParams]
+
+    public init(scheme: String, requantization: String, activations: [String: QuantParams]) {
+        self.scheme = scheme
+        self.requantization = requantization
+        self.activations = activations
+    }
+}
+
+public struct CalibrationSummary: Codable, Sendable, Equatable {
+    /// "min-max", "percentile" or "mse": the method chosen by measured output error.
+    public var method: String
+    /// Mean absolute probability difference int8 vs float on the selection samples, per method tried.
+    public var methodErrors: [String: Double]
+    public var samples: Int
+    public var heldOutSamples: Int
+    /// Folder of calibration slices, or "synthetic phantoms".
+    public var source: String
+    /// True when no real calibration data was given (`--allow-synthetic-calibration`).
+    public var synthetic: Bool
+
+    public init(method: String, methodErrors: [String: Double], samples: Int, heldOutSamples: Int, source: String, synthetic: Bool) {
+        self.method = method
+        self.methodErrors = methodErrors
+        self.samples = samples
+        self.heldOutSamples = heldOutSamples
+        self.source = source
+        self.synthetic = synthetic
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case method, methodErrors = "method_errors", samples, heldOutSamples = "held_out_samples", source, synthetic
+    }
+}
+
+public struct TensorEntry: Codable, Sendable, Equatable {
+    public var name: String
+    /// "i8", "i32" or "f32", little-endian
+    public var dtype: String
+    public var shape: [Int]
+    /// Byte offset from the start of the tensor section (a multiple of 64).
+    public var offset: Int
+    public var length: Int
+}
+
+public struct ModelFileError: Error, Equatable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The `.ichm` file: the int8 ResNet18 and its metadata.
+///
+///     0   8   magic "ICHM\r\n\u{1A}\n" (catches text-mode and truncation-by-transfer damage, as PNG's does)
+///     8   4   format version (little-endian u32), currently 1
+///     12  4   flags, 0
+///     16  8   metadata JSON length L
+///     24  8   payload length P: every byte after this 64-byte header
+///     32  32  SHA-256 of the payload
+///     64  L   metadata JSON, then zero padding to a multiple of 64
+///     ..      tensor section: each tensor 64-byte aligned (offsets relative to the section), so the file can be
+///             memory-mapped and tensors read in place
+///
+/// Loading checks all of it before anything is used: nothing is half-loaded.
+public struct ModelFile: Sendable {
+    public static let magic: [UInt8] = Array("ICHM\r\n".utf8) + [0x1A, 0x0A]
+    public static let formatVersion: UInt32 = 1
+    static let headerSize = 64
+    static let alignment = 64
+
+    public var metadata: ModelMetadata
+    public var network: QuantizedResNet18
+
+    public init(metadata: ModelMetadata, network: QuantizedResNet18) {
+        self.metadata = metadata
+        self.network = network
+    }
+
+    // MARK: Writing
+
+    /// Writes through a temporary file and a rename: a failed write leaves no model behind.
+    public func write(to path: String) throws {
+        let bytes = try encode()
+        let url = URL(fileURLWithPath: path)
+        let temp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
+        do {
+            try bytes.write(to: temp)
+            if FileManager.default.fileExists(atPath: path) {
+                _ = try FileManager.default.replaceItemAt(url, withItemAt: temp)
+            } else {
+                try FileManager.default.moveItem(at: temp, to: url)
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: temp)
+            throw error
+        }
+    }
+
+    public func encode() throws -> Data {
+        var section = Data()
+        var entries: [TensorEntry] = []
+        func add(_ name: String, _ dtype: String, _ shape: [Int], _ bytes: Data) {
+            while section.count % Self.alignment != 0 { section.append(0) }
+            entries.append(TensorEntry(name: name, dtype: dtype, shape: shape, offset: section.count, length: bytes.count))
+            section.append(bytes)
+        }
+        for (name, layer) in Self.convs(network) {
+            add("\(name).weight", "i8", [layer.outChannels, layer.inChannels, layer.kernel, layer.kernel], layer.weights.withUnsafeBytes { Data($0) })
+            add("\(name).weight_scale", "f32", [layer.outChannels], Self.littleEndian(layer.weightScales))
+            add("\(name).bias", "i32", [layer.outChannels], Self.littleEndian(layer.bias))
+        }
+        for (name, layer) in Self.linears(network.head) {
+            add("\(name).weight", "i8", [layer.outFeatures, layer.inFeatures], layer.weights.withUnsafeBytes { Data($0) })
+            add("\(name).weight_scale", "f32", [layer.outFeatures], Self.littleEndian(layer.weightScales))
+            add("\(name).bias", "i32", [layer.outFeatures], Self.littleEndian(layer.bias))
+        }
+        var meta = metadata
+        meta.tensors = entries
+        meta.quantization.activations = network.activations
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var json = try encoder.encode(meta)
+        while (Self.headerSize + json.count) % Self.alignment != 0 { json.append(0) }
+        let metadataLength = json.count
+        let payload = json + section
+        var out = Data(Self.magic)
+        Self.append(&out, Self.formatVersion)
+        Self.append(&out, UInt32(0))
+        Self.append(&out, UInt64(metadataLength))
+        Self.append(&out, UInt64(payload.count))
+        out.append(contentsOf: SHA256.hash(data: payload))
+        out.append(payload)
+        return out
+    }
+
+    // MARK: Reading
+
+    public static func load(path: String) throws(ModelFileError) -> ModelFile {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        } catch {
+            throw ModelFileError("cannot read \(path): \(error.localizedDescription)")
+        }
+        return try decode(data)
+    }
+
+    public static func decode(_ data: Data) throws(ModelFileError) -> ModelFile {
+        guard data.count >= headerSize, Array(data.prefix(8)) == magic else {
+            throw ModelFileError("not an ichd model file (no ICHM header)")
+        }
+        let version: UInt32 = read(data, 8)
+        guard version == formatVersion else {
+            throw ModelFileError("model format version \(version); this ichd reads version \(formatVersion)")
+        }
+        let metadataLength = Int(clamping: read(data, 16) as UInt64)
+        let payloadLength = Int(clamping: read(data, 24) as UInt64)
+        guard payloadLength == data.count - headerSize else {
+            throw ModelFileError("truncated or padded model file: header says \(payloadLength + headerSize) bytes, file has \(data.count)")
+        }
+        guard metadataLength > 0, metadataLength <= payloadLength, (headerSize + metadataLength) % alignment == 0 else {
+            throw ModelFileError("corrupted model file: metadata length \(metadataLength)")
+        }
+        let payload = data.subdata(in: headerSize..<data.count)
+        guard Array(data.subdata(in: 32..<64)) == Array(SHA256.hash(data: payload)) else {
+            throw ModelFileError("corrupted model file: SHA-256 of the payload does not match")
+        }
+        let json = payload.prefix(metadataLength)
+        let metadata: ModelMetadata
+        do {
+            metadata = try JSONDecoder().decode(ModelMetadata.self, from: Data(json.prefix { $0 != 0 }))
+        } catch {
+            throw ModelFileError("unreadable model metadata: \(error)")
+        }
+        let section = payload.subdata(in: metadataLength..<payload.count)
+        return try assemble(metadata, section)
+    }
+
+    static func assemble(_ metadata: ModelMetadata, _ section: Data) throws(ModelFileError) -> ModelFile {
+        guard metadata.architecture == "resnet18" else {
+            throw ModelFileError("architecture \(metadata.architecture); this ichd runs resnet18")
+        }
+        let classes = metadata.classNames.count
+        guard classes >= 1, metadata.thresholds.count == classes, metadata.thresholds.allSatisfy({ (0...1).contains($0) }) else {
+            throw ModelFileError("\(classes) class names but \(metadata.thresholds.count) thresholds (each within 0...1)")
+        }
+        if let problem = metadata.preprocessing.problem { throw ModelFileError("preprocessing: \(problem)") }
+        guard metadata.preprocessing.channels == 3 else { throw ModelFileError("ResNet18 takes 3 input channels") }
+        var table: [String: TensorEntry] = [:]
+        for entry in metadata.tensors {
+            let width = ["i8": 1, "i32": 4, "f32": 4][entry.dtype] ?? 0
+            guard width > 0, entry.offset >= 0, entry.offset % alignment == 0, entry.length == width * entry.shape.reduce(1, *),
+                  entry.offset + entry.length <= section.count else {
+                throw ModelFileError("tensor \(entry.name): bad dtype, shape or byte range")
+            }
+            table[entry.name] = entry
+        }
+        let activations = metadata.quantization.activations
+        for name in QuantizedResNet18.activationNames(head: metadata.head) where activations[name] == nil {
+            throw ModelFileError("no quantisation parameters for activation \(name)")
+        }
+        for q in activations.values where !(q.scale > 0 && q.scale.isFinite && (0...255).contains(q.zeroPoint)) {
+            throw ModelFileError("invalid activation quantisation parameters")
+        }
+
+        func tensor<T>(_ name: String, _ dtype: String, _ shape: [Int], _: T.Type) throws(ModelFileError) -> [T] {
+            guard let e = table[name] else { throw ModelFileError("missing tensor \(name)") }
+            guard e.dtype == dtype, e.shape == shape else {
+                throw ModelFileError("tensor \(name): expected \(dtype) \(shape), found \(e.dtype) \(e.shape)")
+            }
+            return section.withUnsafeBytes { raw in
+                (0..<(e.length / MemoryLayout<T>.size)).map { raw.loadUnaligned(fromByteOffset: e.offset + $0 * MemoryLayout<T>.size, as: T.self) }
+            }
+        }
+        func conv(_ name: String, _ o: Int, _ i: Int, _ k: Int, stride: Int, padding: Int) throws(ModelFileError) -> QuantizedConv {
+            let scales = try tensor("\(name).weight_scale", "f32", [o], Float.self)
+            guard scales.allSatisfy({ $0 > 0 && $0.isFinite }) else { throw ModelFileError("tensor \(name).weight_scale: non-positive scale") }
+            return QuantizedConv(outChannels: o, inChannels: i, kernel: k, stride: stride, padding: padding,
+                                 weights: try tensor("\(name).weight", "i8", [o, i, k, k], Int8.self), weightScales: scales,
+                                 bias: try tensor("\(name).bias", "i32", [o], Int32.self).map { Int32(littleEndian: $0) })
+        }
+        func linear(_ name: String, _ o: Int, _ i: Int) throws(ModelFileError) -> QuantizedLinear {
+            let scales = try tensor("\(name).weight_scale", "f32", [o], Float.self)
+            guard scales.allSatisfy({ $0 > 0 && $0.isFinite }) else { throw ModelFileError("tensor \(name).weight_scale: non-positive scale") }
+            return QuantizedLinear(outFeatures: o, inFeatures: i, weights: try tensor("\(name).weight", "i8", [o, i], Int8.self),
+                                   weightScales: scales, bias: try tensor("\(name).bias", "i32", [o], Int32.self).map { Int32(littleEndian: $0) })
+        }
+
+        let stem = try conv("stem", 64, 3, 7, stride: 2, padding: 3)
+        var blocks: [QuantizedBlock] = []
+        var channels = 64
+        for (i, name) in ResNet18Parameters.blockNames.enumerated() {
+            let out = 64 << (i / 2)
+            let stride = (i % 2 == 0 && i > 0) ? 2 : 1
+            let hasDown = i % 2 == 0 && i > 0
+            blocks.append(QuantizedBlock(
+                conv1: try conv("\(name).conv1", out, channels, 3, stride: stride, padding: 1),
+                conv2: try conv("\(name).conv2", out, out, 3, stride: 1, padding: 1),
+                downsample: hasDown ? try conv("\(name).downsample", out, channels, 1, stride: stride, padding: 0) : nil))
+            channels = out
+        }
+        let head: QuantizedHead = metadata.head == .torchvision
+            ? .torchvision(fc: try linear("fc", classes, 512))
+            : .fastai(fc1: try linear("head.fc1", 512, 1024), fc2: try linear("head.fc2", classes, 512))
+        let expectedNames = Set(convs(QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: activations)).map(\.0)
+            + linears(head).map(\.0)).flatMap { ["\($0).weight", "\($0).weight_scale", "\($0).bias"] }
+        if let extra = table.keys.first(where: { !expectedNames.contains($0) }) {
+            throw ModelFileError("unexpected tensor \(extra)")
+        }
+        return ModelFile(metadata: metadata, network: QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: activations))
+    }
+
+    // MARK: Helpers
+
+    static func convs(_ n: QuantizedResNet18) -> [(String, QuantizedConv)] {
+        var list = [("stem", n.stem)]
+        for (i, b) in n.blocks.enumerated() {
+            let name = ResNet18Parameters.blockNames[i]
+            list.append(("\(name).conv1", b.conv1))
+            list.append(("\(name).conv2", b.conv2))
+            if let d = b.downsample { list.append(("\(name).downsample", d)) }
+        }
+        return list
+    }
+
+    static func linears(_ head: QuantizedHead) -> [(String, QuantizedLinear)] {
+        switch head {
+        case .torchvision(let fc): [("fc", fc)]
+        case .fastai(let fc1, let fc2): [("head.fc1", fc1), ("head.fc2", fc2)]
+        }
+    }
+
+    static func littleEndian<T: FixedWidthInteger>(_ values: [T]) -> Data {
+        var d = Data(capacity: values.count * MemoryLayout<T>.size)
+        for v in values { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        return d
+    }
+
+    static func littleEndian(_ values: [Float]) -> Data { littleEndian(values.map(\.bitPattern)) }
+
+    static func append<T: FixedWidthInteger>(_ d: inout Data, _ v: T) {
+        withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) }
+    }
+
+    static func read<T: FixedWidthInteger>(_ d: Data, _ offset: Int) -> T {
+        d.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
+    }
+}

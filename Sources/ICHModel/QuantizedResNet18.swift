@@ -1,0 +1,179 @@
+/// Affine quantisation of one activation tensor: real = scale x (q - zeroPoint), q an unsigned byte.
+public struct QuantParams: Codable, Sendable, Equatable {
+    public var scale: Float
+    public var zeroPoint: Int32
+
+    public init(scale: Float, zeroPoint: Int32) {
+        precondition(scale > 0 && scale.isFinite && (0...255).contains(zeroPoint))
+        self.scale = scale
+        self.zeroPoint = zeroPoint
+    }
+
+    enum CodingKeys: String, CodingKey { case scale, zeroPoint = "zero_point" }
+
+    /// The parameters that cover [lo, hi] (widened to include 0, so that 0 is exact: padding and ReLU).
+    public static func covering(_ lo: Float, _ hi: Float) -> QuantParams {
+        let lo = min(lo, 0), hi = max(hi, 0)
+        let scale = hi > lo ? (hi - lo) / 255 : 1
+        let zero = Int32(min(255, max(0, (-lo / scale).rounded(.toNearestOrEven))))
+        return QuantParams(scale: scale, zeroPoint: zero)
+    }
+
+    @inline(__always)
+    public func quantize(_ x: Float) -> UInt8 {
+        let q = (x / scale).rounded(.toNearestOrEven) + Float(zeroPoint)
+        return UInt8(min(max(q, 0), 255))
+    }
+
+    @inline(__always)
+    public func dequantize(_ q: UInt8) -> Float { scale * Float(Int32(q) - zeroPoint) }
+}
+
+/// A convolution in int8: weights symmetric per output channel (q in -127...127, real = weightScales[o] x q),
+/// bias as int32 in units of inputScale x weightScales[o], so it adds straight into the accumulator.
+public struct QuantizedConv: Sendable, Equatable {
+    public var outChannels: Int
+    public var inChannels: Int
+    public var kernel: Int
+    public var stride: Int
+    public var padding: Int
+    public var weights: [Int8]
+    public var weightScales: [Float]
+    public var bias: [Int32]
+
+    public init(outChannels: Int, inChannels: Int, kernel: Int, stride: Int, padding: Int,
+                weights: [Int8], weightScales: [Float], bias: [Int32]) {
+        precondition(weights.count == outChannels * inChannels * kernel * kernel)
+        precondition(weightScales.count == outChannels && bias.count == outChannels)
+        self.outChannels = outChannels
+        self.inChannels = inChannels
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        self.weights = weights
+        self.weightScales = weightScales
+        self.bias = bias
+    }
+}
+
+/// A fully connected layer in int8, same scheme as `QuantizedConv` (weights [out][in]).
+public struct QuantizedLinear: Sendable, Equatable {
+    public var outFeatures: Int
+    public var inFeatures: Int
+    public var weights: [Int8]
+    public var weightScales: [Float]
+    public var bias: [Int32]
+
+    public init(outFeatures: Int, inFeatures: Int, weights: [Int8], weightScales: [Float], bias: [Int32]) {
+        precondition(weights.count == outFeatures * inFeatures && weightScales.count == outFeatures && bias.count == outFeatures)
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        self.weights = weights
+        self.weightScales = weightScales
+        self.bias = bias
+    }
+}
+
+public struct QuantizedBlock: Sendable, Equatable {
+    public var conv1: QuantizedConv
+    public var conv2: QuantizedConv
+    public var downsample: QuantizedConv?
+}
+
+public enum QuantizedHead: Sendable, Equatable {
+    case torchvision(fc: QuantizedLinear)
+    case fastai(fc1: QuantizedLinear, fc2: QuantizedLinear)
+}
+
+/// The int8 ResNet18 as the model file stores it. Activations are unsigned bytes with per-tensor
+/// `QuantParams`, named as the float executor names them ("input", "stem", "layer1.0.conv1", "layer1.0",
+/// "layer2.0.downsample", ..., "pool", "head.fc1").
+public struct QuantizedResNet18: Sendable, Equatable {
+    public var stem: QuantizedConv
+    public var blocks: [QuantizedBlock]
+    public var head: QuantizedHead
+    public var activations: [String: QuantParams]
+
+    public var numClasses: Int {
+        switch head {
+        case .torchvision(let fc): fc.outFeatures
+        case .fastai(_, let fc2): fc2.outFeatures
+        }
+    }
+
+    /// Every activation name the executor needs parameters for.
+    public static func activationNames(head: WeightLayout) -> [String] {
+        var names = ["input", "stem"]
+        for (i, block) in ResNet18Parameters.blockNames.enumerated() {
+            names.append("\(block).conv1")
+            if [2, 4, 6].contains(i) { names.append("\(block).downsample") }
+            names.append(block)
+        }
+        names.append("pool")
+        if head == .fastai { names.append("head.fc1") }
+        return names
+    }
+}
+
+/// Float weights to int8, per output channel, symmetric.
+public enum WeightQuantizer {
+    /// Returns (q, scale) with scale = max|w| / 127 for each of `rows` rows of `w`.
+    public static func quantize(_ w: [Float], rows: Int) -> (values: [Int8], scales: [Float]) {
+        let per = w.count / rows
+        var q = [Int8](repeating: 0, count: w.count)
+        var scales = [Float](repeating: 1, count: rows)
+        for r in 0..<rows {
+            let slice = w[(r * per)..<((r + 1) * per)]
+            let m = slice.map { abs($0) }.max() ?? 0
+            let s = m > 0 ? m / 127 : 1
+            scales[r] = s
+            for j in 0..<per {
+                q[r * per + j] = Int8(min(max((w[r * per + j] / s).rounded(.toNearestOrEven), -127), 127))
+            }
+        }
+        return (q, scales)
+    }
+
+    /// Bias in accumulator units (inputScale x weightScale), clamped to what an int32 accumulator can start from.
+    public static func bias(_ b: [Float], inputScale: Float, weightScales: [Float]) -> [Int32] {
+        zip(b, weightScales).map { bias, ws in
+            let v = (Double(bias) / (Double(inputScale) * Double(ws))).rounded(.toNearestOrEven)
+            return Int32(min(max(v, -Double(1 << 30)), Double(1 << 30)))
+        }
+    }
+
+    public static func conv(_ p: ConvParameters, inputScale: Float) -> QuantizedConv {
+        let (w, s) = quantize(p.weights, rows: p.outChannels)
+        return QuantizedConv(outChannels: p.outChannels, inChannels: p.inChannels, kernel: p.kernel, stride: p.stride,
+                             padding: p.padding, weights: w, weightScales: s, bias: bias(p.bias, inputScale: inputScale, weightScales: s))
+    }
+
+    public static func linear(_ p: LinearParameters, inputScale: Float) -> QuantizedLinear {
+        let (w, s) = quantize(p.weights, rows: p.outFeatures)
+        return QuantizedLinear(outFeatures: p.outFeatures, inFeatures: p.inFeatures, weights: w, weightScales: s,
+                               bias: bias(p.bias, inputScale: inputScale, weightScales: s))
+    }
+
+    /// The whole network, given activation parameters for every name in `activationNames`.
+    public static func network(_ p: ResNet18Parameters, activations a: [String: QuantParams]) -> QuantizedResNet18 {
+        let stem = conv(p.stem, inputScale: a["input"]!.scale)
+        var blocks: [QuantizedBlock] = []
+        var previous = "stem"  // max pool keeps the stem's parameters
+        for (i, b) in p.blocks.enumerated() {
+            let name = ResNet18Parameters.blockNames[i]
+            let input = a[previous]!.scale
+            blocks.append(QuantizedBlock(
+                conv1: conv(b.conv1, inputScale: input),
+                conv2: conv(b.conv2, inputScale: a["\(name).conv1"]!.scale),
+                downsample: b.downsample.map { conv($0, inputScale: input) }))
+            previous = name
+        }
+        let head: QuantizedHead
+        switch p.head {
+        case .torchvision(let fc): head = .torchvision(fc: linear(fc, inputScale: a["pool"]!.scale))
+        case .fastai(let fc1, let fc2):
+            head = .fastai(fc1: linear(fc1, inputScale: a["pool"]!.scale), fc2: linear(fc2, inputScale: a["head.fc1"]!.scale))
+        }
+        return QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: a)
+    }
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import ICHConverter
+import ICHModel
+
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Quantise trained float ResNet18 weights (torchvision or fastai layout) to an int8 .ichm model.",
+        discussion: """
+            Reads a .safetensors state dict (F32, F16 or BF16; docs/converting.md shows how to get one from a .pth \
+            or a fastai learner), folds BatchNorm, calibrates activation ranges on slices through the appliance's \
+            own preprocessing, chooses the calibration method (min-max, percentile, MSE) by measured output error, \
+            and reports how close int8 stays to float. Writes atomically: a failed run leaves no model behind.
+            """)
+
+    @Argument(help: "Float weights (.safetensors).")
+    var weights: String
+
+    @Option(help: "Output model (.ichm).")
+    var out: String
+
+    @Option(help: "Weight layout (default: detected).")
+    var layout: WeightLayout?
+
+    @Option(help: "Folder of DICOM or JPEG calibration slices (searched recursively).")
+    var calibrate: String?
+
+    @Option(help: "Folder of held-out slices for the report (default: every fifth calibration slice).")
+    var holdout: String?
+
+    @Flag(help: "Calibrate on synthetic phantoms when no real slices are available (said loudly in report and metadata).")
+    var allowSyntheticCalibration = false
+
+    @Option(help: "Class names in output order, comma-separated (default: the RSNA six for 6 outputs).")
+    var classes: String?
+
+    @Option(help: "Alert threshold per class, comma-separated probabilities (default 0.5 each).")
+    var thresholds: String?
+
+    @Option(help: "Force a calibration method: min-max, percentile or mse.")
+    var method: CalibrationMethod?
+
+    @Option(help: "Most calibration slices used.")
+    var calibrationSamples = 64
+
+    @Option(help: "Write the full report as JSON here.")
+    var report: String?
+
+    func validate() throws {
+        if calibrate == nil && !allowSyntheticCalibration {
+            throw ValidationError("give --calibrate DIR, or --allow-synthetic-calibration to calibrate on synthetic phantoms")
+        }
+        if calibrationSamples < 1 { throw ValidationError("--calibration-samples must be at least 1") }
+    }
+
+    func run() throws {
+        var options = ConversionOptions(weightsPath: weights)
+        options.layout = layout
+        options.calibrationDirectory = calibrate
+        options.heldOutDirectory = holdout
+        options.allowSyntheticCalibration = allowSyntheticCalibration
+        options.classNames = classes.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        if let thresholds {
+            let values = thresholds.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
+            guard values.allSatisfy({ $0 != nil }) else { throw ValidationError("--thresholds: comma-separated numbers") }
+            options.thresholds = values.map { $0! }
+        }
+        options.method = method
+        options.calibrationSamples = calibrationSamples
+        let model: ModelFile, summary: ConversionReport
+        do {
+            (model, summary) = try ModelConverter.convert(options) { printError($0) }
+        } catch {
+            printError("convert: \(error.description)")
+            throw rejectedExit
+        }
+        if let report {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try writeAtomically(Array(try encoder.encode(summary)), to: report)
+        }
+        do {
+            try model.write(to: out)
+        } catch {
+            printError("convert: cannot write \(out): \(error.localizedDescription)")
+            throw rejectedExit
+        }
+        print(Self.text(summary, out: out))
+    }
+
+    static func text(_ r: ConversionReport, out: String) -> String {
+        var lines: [String] = []
+        for w in r.warnings { lines.append("WARNING: \(w)") }
+        lines.append("wrote \(out): \(r.layout.rawValue) ResNet18, \(r.classNames.count) classes, int8")
+        lines.append("calibration: \(r.calibration.method) (chosen by output error: "
+                     + r.calibration.methodErrors.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: ", ")
+                     + "), \(r.calibration.samples) slices from \(r.calibration.source)")
+        lines.append("per-layer SQNR int8 vs float (dB):")
+        for l in r.layers { lines.append("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%6.1f", l.sqnrDB))") }
+        for (label, set) in [("calibration", r.calibrationSet), ("held-out", r.heldOutSet)] {
+            guard let set else { continue }
+            lines.append("\(label) slices (\(set.samples)): class, max |dp|, mean |dp|, decision agreement at threshold")
+            for c in set.classes {
+                lines.append("  \(c.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(String(format: "%.4f  %.5f  %.1f%% @ %.2f", c.maxAbsDifference, c.meanAbsDifference, 100 * c.decisionAgreement, c.threshold))")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension CalibrationMethod: ExpressibleByArgument {}
+extension WeightLayout: ExpressibleByArgument {}

@@ -33,9 +33,12 @@ demo: build
 test-data:
 	bash scripts/fetch-test-data.sh
 
+# Tests build in release (with testing enabled): the engines run real networks, far too slow in debug.
+TEST_FLAGS := -c release -Xswiftc -enable-testing
+
 test: deps test-data
-	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) build $(TEST_FLAGS) --build-tests
+	$(SWIFT) test $(TEST_FLAGS) --skip-build
 
 bench: build
 	$(ICHD) bench --stage preprocess

@@ -41,7 +41,7 @@ let package = Package(
         // Integer kernels: standard library only, so ../shared/tools/a64 can compile them for aarch64.
         .target(name: "ICHKernels"),
         // Weights in (safetensors, torchvision/fastai layouts), the .ichm model file out.
-        .target(name: "ICHModel", dependencies: ["ICHPreprocessing", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ICHModel", dependencies: ["ICHPreprocessing", "ICHIngest", .product(name: "Crypto", package: "swift-crypto")]),
         // Float reference and int8 executors, class activation maps, the scorer the daemon calls.
         .target(name: "ICHEngine", dependencies: ["ICHModel", "ICHKernels", "ICHPreprocessing", "ICHIngest"]),
         // Calibration, quantisation and the accuracy report of `ichd convert`.
@@ -60,8 +60,8 @@ let package = Package(
         .testTarget(name: "ICHPreprocessingTests", dependencies: ["ICHPreprocessing", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHAlertsTests", dependencies: ["ICHAlerts"]),
         .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),
-        .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHTestSupport"]),
-        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
+        .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
+        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHTestSupport"]),
     ],
     cxxLanguageStandard: .cxx17
 )

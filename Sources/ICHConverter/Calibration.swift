@@ -18,7 +18,9 @@ public struct ActivationStatistics: Sendable {
     var minimum: [String: Float] = [:]
     var maximum: [String: Float] = [:]
     var samples: [String: [Float]] = [:]
-    var observations = 0
+    /// Per-channel sums and counts, for the channel means that bias correction needs.
+    var channelSums: [String: [Double]] = [:]
+    var channelCounts: [String: Int] = [:]
     let samplesPerObservation: Int
 
     /// `expectedObservations`: how many slices will be observed, so that every slice contributes equally.
@@ -26,8 +28,18 @@ public struct ActivationStatistics: Sendable {
         samplesPerObservation = max(256, Self.perTensorSamples / max(1, expectedObservations))
     }
 
-    public mutating func observe(_ name: String, _ values: [Float]) {
+    public mutating func observe(_ name: String, _ map: FeatureMap) {
+        let values = map.values
         guard let first = values.first else { return }
+        let plane = map.height * map.width
+        var sums = channelSums[name] ?? [Double](repeating: 0, count: map.channels)
+        for c in 0..<map.channels {
+            var s = 0.0
+            for j in 0..<plane { s += Double(values[c * plane + j]) }
+            sums[c] += s
+        }
+        channelSums[name] = sums
+        channelCounts[name, default: 0] += plane
         var lo = first, hi = first
         for v in values {
             lo = min(lo, v)
@@ -45,9 +57,21 @@ public struct ActivationStatistics: Sendable {
         samples[name] = kept
     }
 
-    public func parameters(_ method: CalibrationMethod) -> [String: QuantParams] {
+    /// Mean of each channel of every observed activation.
+    public var channelMeans: [String: [Float]] {
+        var out: [String: [Float]] = [:]
+        for (name, sums) in channelSums {
+            let n = Double(max(1, channelCounts[name] ?? 1))
+            out[name] = sums.map { Float($0 / n) }
+        }
+        return out
+    }
+
+    /// Quantisation parameters for `names` (the activations the int8 model quantises).
+    public func parameters(_ method: CalibrationMethod, names: [String]) -> [String: QuantParams] {
         var out: [String: QuantParams] = [:]
-        for (name, lo) in minimum {
+        for name in names {
+            guard let lo = minimum[name] else { continue }
             let hi = maximum[name]!
             switch method {
             case .minMax:

@@ -28,6 +28,9 @@ public struct ConversionOptions: Sendable {
     public var selectionSamples = 16
     /// Force a method instead of choosing by measured error.
     public var method: CalibrationMethod?
+    /// Correct the systematic part of the quantisation error: each layer's bias for its weight error
+    /// (WeightQuantizer), and the classifier's bias for the mean logit shift measured on calibration slices.
+    public var biasCorrection = true
     public var modelCard = "Trained on synthetic phantoms only. Not for clinical use."
     /// Seeds of the synthetic calibration phantoms (kept away from evaluation seeds).
     public var syntheticSeed: UInt64 = 910_000
@@ -156,26 +159,32 @@ public enum ModelConverter {
         }
 
         let floatCalibration = floatLogits.map { $0.map(sigmoid) }
+        let names = QuantizedResNet18.activationNames(head: parameters.head.layout)
+        let means = options.biasCorrection ? stats.channelMeans : nil
 
         // Choose the calibration method by measured output error.
         let selection = Array(0..<calibration.count).filter { $0 % max(1, calibration.count / options.selectionSamples) == 0 }
             .prefix(options.selectionSamples)
         // Error = mean |p_int8 - p_float|; saturated probabilities can tie, so the mean |logit difference| breaks ties.
         var methodErrors: [String: Double] = [:]
+        var logitShifts: [CalibrationMethod: [Float]] = [:]
         var chosen = options.method ?? .minMax
         var best = (Double.infinity, Double.infinity)
         for method in options.method.map({ [$0] }) ?? CalibrationMethod.allCases {
-            let network = WeightQuantizer.network(parameters, activations: stats.parameters(method))
+            let network = WeightQuantizer.network(parameters, activations: stats.parameters(method, names: names), inputMeans: means)
             let int8 = Int8ResNet18(network)
             var error = 0.0, logitError = 0.0, n = 0
+            var shift = [Double](repeating: 0, count: classes.count)
             for i in selection {
                 let logits = int8.run(calibration[i]).logits
                 for (c, (a, b)) in zip(logits.map(sigmoid), floatCalibration[i]).enumerated() {
                     error += Double(abs(a - b))
                     logitError += Double(abs(logits[c] - floatLogits[i][c]))
+                    shift[c] += Double(logits[c] - floatLogits[i][c]) / Double(selection.count)
                     n += 1
                 }
             }
+            logitShifts[method] = shift.map { Float($0) }
             let mean = (error / Double(max(1, n)), logitError / Double(max(1, n)))
             methodErrors[method.rawValue] = mean.0
             log("  \(method.rawValue): mean |p_int8 - p_float| = \(String(format: "%.6f", mean.0)), mean |logit difference| = \(String(format: "%.5f", mean.1)) on \(selection.count) slices")
@@ -184,7 +193,11 @@ public enum ModelConverter {
                 chosen = method
             }
         }
-        let network = WeightQuantizer.network(parameters, activations: stats.parameters(chosen))
+        var network = WeightQuantizer.network(parameters, activations: stats.parameters(chosen, names: names), inputMeans: means)
+        if options.biasCorrection {
+            network = network.correctingLogits(by: logitShifts[chosen]!)
+            log("  classifier bias correction: mean logit shift " + logitShifts[chosen]!.map { String(format: "%+.4f", $0) }.joined(separator: " "))
+        }
         let int8 = Int8ResNet18(network)
 
         // Report: per-layer SQNR on the first selection slices, agreement on both sets.
@@ -193,9 +206,9 @@ public enum ModelConverter {
         for i in selection.prefix(4) {
             _ = float.run(calibration[i]) { name, v in
                 if floatActs[name] == nil { order.append(name) }
-                floatActs[name, default: []] += v
+                floatActs[name, default: []] += v.values
             }
-            _ = int8.run(calibration[i]) { name, v in intActs[name, default: []] += v }
+            _ = int8.run(calibration[i]) { name, v in intActs[name, default: []] += v.values }
         }
         let layers = order.map { ConversionReport.LayerSQNR(name: $0, sqnrDB: sqnr(reference: floatActs[$0]!, quantized: intActs[$0] ?? [])) }
         let calibrationAgreement = agreement(int8: int8, inputs: calibration, floatProbabilities: floatCalibration,

@@ -47,6 +47,19 @@ public enum ClassActivationMap {
     /// (dy/dmax_k + dy/dmean_k) / HW, and the map is ReLU(sum over k of that weight x A_k).
     public static func compute(features a: FeatureMap, head: HeadWeights, classIndex c: Int) -> Heatmap {
         let n = a.height * a.width, k = a.channels
+        let weight = gradientWeights(features: a, head: head, classIndex: c)
+        var map = [Float](repeating: 0, count: n)
+        for j in 0..<k where weight[j] != 0 {
+            for p in 0..<n { map[p] += weight[j] * a.values[j * n + p] }
+        }
+        let top = map.max() ?? 0
+        map = map.map { top > 0 ? max($0, 0) / top : 0 }
+        return Heatmap(classIndex: c, width: a.width, height: a.height, values: map)
+    }
+
+    /// The per-channel weights of the map: fc weights (CAM) or spatially averaged gradients (Grad-CAM).
+    public static func gradientWeights(features a: FeatureMap, head: HeadWeights, classIndex c: Int) -> [Float] {
+        let n = a.height * a.width, k = a.channels
         var weight = [Float](repeating: 0, count: k)
         switch head {
         case .torchvision(let w, _):
@@ -61,13 +74,7 @@ public enum ClassActivationMap {
             }
             for j in 0..<k { weight[j] = (gf[j] + gf[k + j]) / Float(n) }
         }
-        var map = [Float](repeating: 0, count: n)
-        for j in 0..<k where weight[j] != 0 {
-            for p in 0..<n { map[p] += weight[j] * a.values[j * n + p] }
-        }
-        let top = map.max() ?? 0
-        map = map.map { top > 0 ? max($0, 0) / top : 0 }
-        return Heatmap(classIndex: c, width: a.width, height: a.height, values: map)
+        return weight
     }
 
     /// The heatmap over a preview of the model input: grey brain window below, a blue-to-red scale on top

@@ -18,6 +18,16 @@ public struct FeatureMap: Sendable, Equatable {
     }
 }
 
+extension FeatureMap {
+    /// A feature vector (pooled features, a hidden layer) as C x 1 x 1.
+    public static func vector(_ values: [Float]) -> FeatureMap {
+        FeatureMap(channels: values.count, height: 1, width: 1, values: values)
+    }
+}
+
+/// Sees named activations as an executor produces them (calibration, SQNR, debugging).
+public typealias ActivationObserver = (String, FeatureMap) -> Void
+
 /// Output size of a convolution or pooling window along one axis.
 @inline(__always)
 func outputLength(_ input: Int, kernel: Int, stride: Int, padding: Int) -> Int {

@@ -17,37 +17,39 @@ public struct FloatResNet18: Sendable {
     }
 
     /// Runs the network on a normalised CHW input. `observe` sees every activation the int8 model quantises,
-    /// by name ("input", "stem", "layer1.0.conv1", "layer1.0", "layer2.0.downsample", ..., "pool", "head.fc1").
-    public func run(_ input: FeatureMap, observe: ((String, [Float]) -> Void)? = nil) -> Output {
+    /// by name ("input", "stem", "layer1.0.conv1", "layer1.0", "layer2.0.downsample", ..., "pool", "head.fc1"),
+    /// and "maxpool" (the input of layer1, quantised with the stem's parameters).
+    public func run(_ input: FeatureMap, observe: ActivationObserver? = nil) -> Output {
         precondition(input.channels == 3, "ResNet18 takes 3 channels")
-        observe?("input", input.values)
+        observe?("input", input)
         var x = Self.conv(input, parameters.stem, relu: true)
-        observe?("stem", x.values)
+        observe?("stem", x)
         x = Self.maxPool(x)
+        observe?("maxpool", x)
         for (i, block) in parameters.blocks.enumerated() {
             let name = ResNet18Parameters.blockNames[i]
             let mid = Self.conv(x, block.conv1, relu: true)
-            observe?("\(name).conv1", mid.values)
+            observe?("\(name).conv1", mid)
             var shortcut = x
             if let down = block.downsample {
                 shortcut = Self.conv(x, down, relu: false)
-                observe?("\(name).downsample", shortcut.values)
+                observe?("\(name).downsample", shortcut)
             }
             x = Self.conv(mid, block.conv2, relu: true, residual: shortcut)
-            observe?(name, x.values)
+            observe?(name, x)
         }
         let features = x
         let logits: [Float]
         switch parameters.head {
         case .torchvision(let fc):
             let pooled = Self.globalAverage(features)
-            observe?("pool", pooled)
+            observe?("pool", .vector(pooled))
             logits = Self.linear(pooled, fc, relu: false)
         case .fastai(let fc1, let fc2):
             let pooled = Self.globalMax(features) + Self.globalAverage(features)
-            observe?("pool", pooled)
+            observe?("pool", .vector(pooled))
             let hidden = Self.linear(pooled, fc1, relu: true)
-            observe?("head.fc1", hidden)
+            observe?("head.fc1", .vector(hidden))
             logits = Self.linear(hidden, fc2, relu: false)
         }
         return Output(logits: logits, features: features)

@@ -22,10 +22,12 @@ public struct Int8ResNet18: Sendable {
         var bytes: [UInt8]
         var q: QuantParams
 
-        func dequantized() -> [Float] { bytes.map { q.dequantize($0) } }
+        func dequantized() -> FeatureMap {
+            FeatureMap(channels: channels, height: height, width: width, values: bytes.map { q.dequantize($0) })
+        }
     }
 
-    public func run(_ input: FeatureMap, observe: ((String, [Float]) -> Void)? = nil) -> Output {
+    public func run(_ input: FeatureMap, observe: ActivationObserver? = nil) -> Output {
         let a = model.activations
         let inQ = a["input"]!
         var x = QTensor(channels: input.channels, height: input.height, width: input.width,
@@ -34,6 +36,7 @@ public struct Int8ResNet18: Sendable {
         x = conv(x, model.stem, output: a["stem"]!, relu: true)
         observe?("stem", x.dequantized())
         x = maxPool(x)
+        observe?("maxpool", x.dequantized())
         for (i, block) in model.blocks.enumerated() {
             let name = ResNet18Parameters.blockNames[i]
             let mid = conv(x, block.conv1, output: a["\(name).conv1"]!, relu: true)
@@ -46,7 +49,7 @@ public struct Int8ResNet18: Sendable {
             x = conv(mid, block.conv2, output: a[name]!, relu: true, residual: shortcut)
             observe?(name, x.dequantized())
         }
-        let features = FeatureMap(channels: x.channels, height: x.height, width: x.width, values: x.dequantized())
+        let features = x.dequantized()
         let logits: [Float]
         switch model.head {
         case .torchvision(let fc):

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import ICHIngest
 import ICHPreprocessing
 
 /// What a model file says about itself (the JSON block of `.ichm`).
@@ -127,20 +128,7 @@ public struct ModelFile: Sendable {
 
     /// Writes through a temporary file and a rename: a failed write leaves no model behind.
     public func write(to path: String) throws {
-        let bytes = try encode()
-        let url = URL(fileURLWithPath: path)
-        let temp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
-        do {
-            try bytes.write(to: temp)
-            if FileManager.default.fileExists(atPath: path) {
-                _ = try FileManager.default.replaceItemAt(url, withItemAt: temp)
-            } else {
-                try FileManager.default.moveItem(at: temp, to: url)
-            }
-        } catch {
-            try? FileManager.default.removeItem(at: temp)
-            throw error
-        }
+        try AtomicFile.write(try encode(), to: path)
     }
 
     public func encode() throws -> Data {

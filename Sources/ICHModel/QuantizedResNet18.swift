@@ -101,6 +101,25 @@ public struct QuantizedResNet18: Sendable, Equatable {
         }
     }
 
+    /// The same network with `shift[c]` subtracted from logit c, through the last layer's int32 bias
+    /// (empirical bias correction of the classifier: the mean int8-minus-float logit on calibration slices).
+    public func correctingLogits(by shift: [Float]) -> QuantizedResNet18 {
+        func corrected(_ l: QuantizedLinear, inputScale: Float) -> QuantizedLinear {
+            var l = l
+            for c in 0..<l.outFeatures {
+                let units = Double(shift[c]) / (Double(inputScale) * Double(l.weightScales[c]))
+                l.bias[c] = Int32(clamping: Int64(Double(l.bias[c]) - units.rounded(.toNearestOrEven)))
+            }
+            return l
+        }
+        var out = self
+        switch head {
+        case .torchvision(let fc): out.head = .torchvision(fc: corrected(fc, inputScale: activations["pool"]!.scale))
+        case .fastai(let fc1, let fc2): out.head = .fastai(fc1: fc1, fc2: corrected(fc2, inputScale: activations["head.fc1"]!.scale))
+        }
+        return out
+    }
+
     /// Every activation name the executor needs parameters for.
     public static func activationNames(head: WeightLayout) -> [String] {
         var names = ["input", "stem"]
@@ -142,37 +161,61 @@ public enum WeightQuantizer {
         }
     }
 
-    public static func conv(_ p: ConvParameters, inputScale: Float) -> QuantizedConv {
+    /// Bias correction (Nagel et al., 2019): quantising weights moves each output's expectation by
+    /// sum over inputs of (w_q - w) x E[input]; subtracting that from the bias removes the systematic part of the
+    /// weight error. `inputMeans` holds E[input] per input channel (from calibration); nil: no correction.
+    static func correctedBias(_ bias: [Float], weights: [Float], quantized: [Int8], scales: [Float], inputMeans: [Float]?,
+                              inChannels: Int) -> [Float] {
+        guard let means = inputMeans, means.count == inChannels else { return bias }
+        let perOutput = weights.count / bias.count, perInput = perOutput / inChannels
+        return bias.indices.map { o in
+            var shift = 0.0
+            for j in 0..<perOutput {
+                let k = o * perOutput + j
+                shift += (Double(quantized[k]) * Double(scales[o]) - Double(weights[k])) * Double(means[j / perInput])
+            }
+            return Float(Double(bias[o]) - shift)
+        }
+    }
+
+    public static func conv(_ p: ConvParameters, inputScale: Float, inputMeans: [Float]? = nil) -> QuantizedConv {
         let (w, s) = quantize(p.weights, rows: p.outChannels)
+        let b = correctedBias(p.bias, weights: p.weights, quantized: w, scales: s, inputMeans: inputMeans, inChannels: p.inChannels)
         return QuantizedConv(outChannels: p.outChannels, inChannels: p.inChannels, kernel: p.kernel, stride: p.stride,
-                             padding: p.padding, weights: w, weightScales: s, bias: bias(p.bias, inputScale: inputScale, weightScales: s))
+                             padding: p.padding, weights: w, weightScales: s, bias: bias(b, inputScale: inputScale, weightScales: s))
     }
 
-    public static func linear(_ p: LinearParameters, inputScale: Float) -> QuantizedLinear {
+    public static func linear(_ p: LinearParameters, inputScale: Float, inputMeans: [Float]? = nil) -> QuantizedLinear {
         let (w, s) = quantize(p.weights, rows: p.outFeatures)
+        let b = correctedBias(p.bias, weights: p.weights, quantized: w, scales: s, inputMeans: inputMeans, inChannels: p.inFeatures)
         return QuantizedLinear(outFeatures: p.outFeatures, inFeatures: p.inFeatures, weights: w, weightScales: s,
-                               bias: bias(p.bias, inputScale: inputScale, weightScales: s))
+                               bias: bias(b, inputScale: inputScale, weightScales: s))
     }
 
-    /// The whole network, given activation parameters for every name in `activationNames`.
-    public static func network(_ p: ResNet18Parameters, activations a: [String: QuantParams]) -> QuantizedResNet18 {
-        let stem = conv(p.stem, inputScale: a["input"]!.scale)
+    /// The whole network, given activation parameters for every name in `activationNames`, and optionally the
+    /// per-channel means of every layer's input for bias correction (names as the float executor observes them).
+    public static func network(_ p: ResNet18Parameters, activations a: [String: QuantParams],
+                               inputMeans m: [String: [Float]]? = nil) -> QuantizedResNet18 {
+        let stem = conv(p.stem, inputScale: a["input"]!.scale, inputMeans: m?["input"])
         var blocks: [QuantizedBlock] = []
         var previous = "stem"  // max pool keeps the stem's parameters
+        var previousMeans = "maxpool"
         for (i, b) in p.blocks.enumerated() {
             let name = ResNet18Parameters.blockNames[i]
             let input = a[previous]!.scale
             blocks.append(QuantizedBlock(
-                conv1: conv(b.conv1, inputScale: input),
-                conv2: conv(b.conv2, inputScale: a["\(name).conv1"]!.scale),
-                downsample: b.downsample.map { conv($0, inputScale: input) }))
+                conv1: conv(b.conv1, inputScale: input, inputMeans: m?[previousMeans]),
+                conv2: conv(b.conv2, inputScale: a["\(name).conv1"]!.scale, inputMeans: m?["\(name).conv1"]),
+                downsample: b.downsample.map { conv($0, inputScale: input, inputMeans: m?[previousMeans]) }))
             previous = name
+            previousMeans = name
         }
         let head: QuantizedHead
         switch p.head {
-        case .torchvision(let fc): head = .torchvision(fc: linear(fc, inputScale: a["pool"]!.scale))
+        case .torchvision(let fc): head = .torchvision(fc: linear(fc, inputScale: a["pool"]!.scale, inputMeans: m?["pool"]))
         case .fastai(let fc1, let fc2):
-            head = .fastai(fc1: linear(fc1, inputScale: a["pool"]!.scale), fc2: linear(fc2, inputScale: a["head.fc1"]!.scale))
+            head = .fastai(fc1: linear(fc1, inputScale: a["pool"]!.scale, inputMeans: m?["pool"]),
+                           fc2: linear(fc2, inputScale: a["head.fc1"]!.scale, inputMeans: m?["head.fc1"]))
         }
         return QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: a)
     }

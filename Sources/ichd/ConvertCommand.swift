@@ -41,8 +41,14 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "Force a calibration method: min-max, percentile or mse.")
     var method: CalibrationMethod?
 
+    @Flag(help: "Leave out bias correction (for comparison; the report shows what it buys).")
+    var noBiasCorrection = false
+
     @Option(help: "Most calibration slices used.")
     var calibrationSamples = 64
+
+    @Option(help: "Side of the square model input the weights were trained at.")
+    var inputSize = 256
 
     @Option(help: "Write the full report as JSON here.")
     var report: String?
@@ -52,6 +58,7 @@ struct ConvertCommand: ParsableCommand {
             throw ValidationError("give --calibrate DIR, or --allow-synthetic-calibration to calibrate on synthetic phantoms")
         }
         if calibrationSamples < 1 { throw ValidationError("--calibration-samples must be at least 1") }
+        if !(32...1024).contains(inputSize) || inputSize % 32 != 0 { throw ValidationError("--input-size: a multiple of 32 within 32...1024") }
     }
 
     func run() throws {
@@ -67,7 +74,9 @@ struct ConvertCommand: ParsableCommand {
             options.thresholds = values.map { $0! }
         }
         options.method = method
+        options.biasCorrection = !noBiasCorrection
         options.calibrationSamples = calibrationSamples
+        options.preprocessing.outputSize = inputSize
         let model: ModelFile, summary: ConversionReport
         do {
             (model, summary) = try ModelConverter.convert(options) { printError($0) }

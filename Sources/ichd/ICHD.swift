@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ICHIngest
 
 /// `ichd`: the appliance's single executable. Exit codes: 0 ok, 1 input rejected, 2 usage error.
 @main
@@ -31,19 +32,12 @@ func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
-/// Writes through a temporary file and a rename, so a reader never sees half a file.
+/// Atomic write (see AtomicFile), with the error as a usage-level failure of the command.
 func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-    let url = URL(fileURLWithPath: path)
-    let temp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
     do {
-        try Data(bytes).write(to: temp)
-        if FileManager.default.fileExists(atPath: url.path) {
-            _ = try FileManager.default.replaceItemAt(url, withItemAt: temp)
-        } else {
-            try FileManager.default.moveItem(at: temp, to: url)
-        }
+        try AtomicFile.write(Data(bytes), to: path)
     } catch {
-        try? FileManager.default.removeItem(at: temp)
-        throw ValidationError("cannot write \(path): \(error.localizedDescription)")
+        printError(error.description)
+        throw rejectedExit
     }
 }

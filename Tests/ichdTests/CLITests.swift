@@ -6,7 +6,7 @@ import Testing
 
 /// Runs the built `ichd` the way a user does and checks output, files and exit codes.
 @Suite struct CLITests {
-    struct Run {
+    struct Run: Sendable {
         var status: Int32
         var stdout: String
         var stderr: String

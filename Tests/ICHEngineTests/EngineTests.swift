@@ -1,0 +1,186 @@
+import Foundation
+import ICHConverter
+import ICHEngine
+import ICHModel
+import ICHPhantom
+import ICHPreprocessing
+import ICHTestSupport
+import Testing
+
+@Suite struct FloatExecutorTests {
+    @Test func convolutionMatchesNaive() {
+        var rng = SeededGenerator(seed: 5)
+        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (7, 2, 3), (1, 2, 0)] {
+            let x = FeatureMap(channels: 3, height: 9, width: 7, values: (0..<189).map { _ in Float(rng.gaussian()) })
+            let w = (0..<(4 * 3 * k * k)).map { _ in Float(rng.gaussian()) }
+            let params = ConvParameters(outChannels: 4, inChannels: 3, kernel: k, stride: s, padding: p, weights: w, bias: [0.1, -0.2, 0.3, 0])
+            let y = FloatResNet18.conv(x, params, relu: false)
+            for o in 0..<4 {
+                for oy in 0..<y.height {
+                    for ox in 0..<y.width {
+                        var e = Double(params.bias[o])
+                        for i in 0..<3 {
+                            for ky in 0..<k {
+                                for kx in 0..<k {
+                                    let iy = oy * s + ky - p, ix = ox * s + kx - p
+                                    guard iy >= 0, iy < 9, ix >= 0, ix < 7 else { continue }
+                                    e += Double(w[((o * 3 + i) * k + ky) * k + kx]) * Double(x.values[(i * 9 + iy) * 7 + ix])
+                                }
+                            }
+                        }
+                        #expect(abs(Double(y.values[(o * y.height + oy) * y.width + ox]) - e) < 1e-4)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shared fixtures: random ResNet18s (both heads) quantised with calibration on small random-phantom inputs.
+enum Networks {
+    static func parameters(_ layout: WeightLayout, classes: Int, seed: UInt64) throws -> ResNet18Parameters {
+        try ResNet18Layout.load(Safetensors.File(tensors: RandomResNet18.stateDict(layout: layout, numClasses: classes, seed: seed)))
+    }
+
+    /// Inputs at 64x64: phantom slices through the real preprocessing.
+    static let inputs: [FeatureMap] = {
+        var spec = Preprocessing.rsna
+        spec.outputSize = 64
+        let pre = SlicePreprocessor(spec)
+        return (0..<3).flatMap { s in
+            PhantomSeries(seed: 500 + UInt64(s), positive: s == 0, size: 128).slices().filter {
+                if case .score = pre.assess($0.image) { return true } else { return false }
+            }.prefix(4).map { slice in
+                let m = pre.prepare(slice.image)
+                return FeatureMap(channels: 3, height: 64, width: 64, values: m.tensor)
+            }
+        }
+    }()
+
+    static func quantized(_ p: ResNet18Parameters) -> QuantizedResNet18 {
+        let float = FloatResNet18(p)
+        var stats = ActivationStatistics(expectedObservations: inputs.count)
+        for x in inputs { _ = float.run(x) { stats.observe($0, $1) } }
+        return WeightQuantizer.network(p, activations: stats.parameters(.minMax, names: QuantizedResNet18.activationNames(head: p.head.layout)),
+                                       inputMeans: stats.channelMeans)
+    }
+}
+
+@Suite struct Int8ExecutorTests {
+    @Test(arguments: [WeightLayout.torchvision, .fastai])
+    func int8StaysCloseToFloat(_ layout: WeightLayout) throws {
+        let p = try Networks.parameters(layout, classes: 6, seed: 11)
+        let q = Networks.quantized(p)
+        let float = FloatResNet18(p), int8 = Int8ResNet18(q)
+        var worst: Float = 0
+        for x in Networks.inputs {
+            let pf = float.run(x).logits.map(sigmoid), pq = int8.run(x).logits.map(sigmoid)
+            worst = max(worst, zip(pf, pq).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst < 0.05, "max |p_int8 - p_float| = \(worst)")
+    }
+
+    @Test func int8IsDeterministicAndDiffersFromAnUncalibratedModel() throws {
+        let p = try Networks.parameters(.torchvision, classes: 2, seed: 12)
+        let q = Networks.quantized(p)
+        let x = Networks.inputs[0]
+        #expect(Int8ResNet18(q).run(x).logits == Int8ResNet18(q).run(x).logits)
+        // A model with absurd activation ranges must do worse: the test can fail.
+        var bad = q
+        for k in bad.activations.keys { bad.activations[k] = QuantParams(scale: 1, zeroPoint: 0) }
+        let pf = FloatResNet18(p).run(x).logits
+        let good = zip(Int8ResNet18(q).run(x).logits, pf).map { abs($0 - $1) }.max()!
+        let worse = zip(Int8ResNet18(bad).run(x).logits, pf).map { abs($0 - $1) }.max()!
+        #expect(good < worse)
+    }
+}
+
+@Suite struct ModelFileTests {
+    static func model() throws -> ModelFile {
+        let p = try Networks.parameters(.fastai, classes: 2, seed: 13)
+        let q = Networks.quantized(p)
+        let meta = ModelMetadata(head: .fastai, classNames: ["any", "other"], preprocessing: .rsna, thresholds: [0.5, 0.3],
+                                 quantization: QuantizationInfo(scheme: "test", requantization: "test", activations: q.activations),
+                                 calibration: CalibrationSummary(method: "min-max", methodErrors: [:], samples: 1, heldOutSamples: 0,
+                                                                 source: "test", synthetic: true),
+                                 sourceSHA256: "00", converterVersion: "test", created: "2026-11-26T00:00:00Z", modelCard: "test")
+        return ModelFile(metadata: meta, network: q)
+    }
+
+    @Test func roundTripAndAlignment() throws {
+        let m = try Self.model()
+        let data = try m.encode()
+        let back = try ModelFile.decode(data)
+        #expect(back.network == m.network)
+        #expect(back.metadata.classNames == ["any", "other"] && back.metadata.thresholds == [0.5, 0.3])
+        #expect(back.metadata.tensors.allSatisfy { $0.offset % 64 == 0 })
+        #expect(try m.encode() == data, "encoding is deterministic")
+    }
+
+    @Test func damagedFilesAreRefusedWithReasons() throws {
+        let data = try Self.model().encode()
+        func reason(_ d: Data) -> String? {
+            do {
+                _ = try ModelFile.decode(d)
+                return nil
+            } catch {
+                return error.description
+            }
+        }
+        #expect(reason(data.prefix(data.count - 100))?.contains("truncated") == true)
+        var flipped = data
+        flipped[data.count / 2] ^= 0x40
+        #expect(reason(flipped)?.contains("SHA-256") == true)
+        var version = data
+        version[8] = 9
+        #expect(reason(version)?.contains("version 9") == true)
+        #expect(reason(Data("hello".utf8))?.contains("not an ichd model") == true)
+        var other = try Self.model()
+        other.metadata.architecture = "resnet50"
+        #expect(reason(try other.encode())?.contains("architecture resnet50") == true)
+        other = try Self.model()
+        other.metadata.thresholds = [0.5]
+        #expect(reason(try other.encode())?.contains("thresholds") == true)
+    }
+}
+
+@Suite struct ActivationMapTests {
+    @Test func torchvisionCAMIsTheWeightedFeatureSum() throws {
+        let p = try Networks.parameters(.torchvision, classes: 2, seed: 14)
+        let out = FloatResNet18(p).run(Networks.inputs[0])
+        guard case .torchvision(let fc) = p.head else { return }
+        let map = ClassActivationMap.compute(features: out.features, head: HeadWeights(p.head), classIndex: 1)
+        let n = out.features.height * out.features.width
+        var raw = [Float](repeating: 0, count: n)
+        for k in 0..<512 { for j in 0..<n { raw[j] += fc.weights[512 + k] * out.features.values[k * n + j] } }
+        let top = raw.max()!
+        for j in 0..<n { #expect(abs(map.values[j] - max(raw[j], 0) / top) < 1e-4) }
+    }
+
+    /// The closed-form Grad-CAM weights of the fastai head against finite differences of the head itself.
+    @Test func fastaiGradCAMMatchesFiniteDifferences() throws {
+        let p = try Networks.parameters(.fastai, classes: 3, seed: 15)
+        guard case .fastai(let fc1, let fc2) = p.head else { return }
+        let features = FloatResNet18(p).run(Networks.inputs[1]).features
+        let n = features.height * features.width
+        func logit(_ a: FeatureMap) -> Double {
+            let f = FloatResNet18.globalMax(a) + FloatResNet18.globalAverage(a)
+            return Double(FloatResNet18.linear(FloatResNet18.linear(f, fc1, relu: true), fc2, relu: false)[2])
+        }
+        // Shifting all of channel k by h moves its max and its mean by h, so
+        // d y / d(shift of channel k) = dy/dmax_k + dy/dmean_k = n x alpha_k.
+        let h: Float = 1e-2
+        var rng = SeededGenerator(seed: 3)
+        for _ in 0..<12 {
+            let k = Int(rng.next() % 512)
+            var plus = features, minus = features
+            for j in 0..<n {
+                plus.values[k * n + j] += h
+                minus.values[k * n + j] -= h
+            }
+            let numeric = (logit(plus) - logit(minus)) / Double(2 * h)
+            let analytic = Double(ClassActivationMap.gradientWeights(features: features, head: HeadWeights(p.head), classIndex: 2)[k]) * Double(n)
+            #expect(abs(numeric - analytic) < 1e-2 * max(1, abs(numeric)), "channel \(k): numeric \(numeric), closed form \(analytic)")
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import ICHKernels
+import ICHPhantom
+import Testing
+
+/// The reference integer kernels against a second, deliberately naive formulation (every tap bounds-checked,
+/// each output computed on its own), over random shapes with edges, odd channel counts, strides and padding.
+@Suite struct KernelTests {
+    struct Shape: CustomTestStringConvertible, Sendable {
+        var s: ReferenceKernels.ConvShape
+        var testDescription: String { "\(s.inChannels)x\(s.inHeight)x\(s.inWidth) -> \(s.outChannels), k\(s.kernel) s\(s.stride) p\(s.padding)" }
+    }
+
+    static let shapes: [Shape] = {
+        var rng = SeededGenerator(seed: 42)
+        var out: [Shape] = []
+        for (k, p) in [(1, 0), (3, 1), (7, 3), (3, 0), (3, 2)] {
+            for stride in [1, 2] {
+                let h = 1 + Int(rng.next() % 11), w = 1 + Int(rng.next() % 13)
+                guard h + 2 * p >= k, w + 2 * p >= k else { continue }
+                out.append(Shape(s: .init(inChannels: 1 + Int(rng.next() % 5), inHeight: h, inWidth: w,
+                                          outChannels: 1 + Int(rng.next() % 7), kernel: k, stride: stride, padding: p)))
+            }
+        }
+        return out
+    }()
+
+    @Test(arguments: shapes)
+    func convAccumulatorsMatchNaive(_ shape: Shape) {
+        let s = shape.s
+        var rng = SeededGenerator(seed: UInt64(s.inHeight * 100 + s.inWidth))
+        let input = (0..<(s.inChannels * s.inHeight * s.inWidth)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let weights = (0..<(s.outChannels * s.inChannels * s.kernel * s.kernel)).map { _ in Int8(Int(rng.next() % 255) - 127) }
+        let bias = (0..<s.outChannels).map { _ in Int32(Int(rng.next() % 20001) - 10000) }
+        let zero = Int32(rng.next() % 256)
+        var acc = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
+        ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &acc)
+        for o in 0..<s.outChannels {
+            for oy in 0..<s.outHeight {
+                for ox in 0..<s.outWidth {
+                    var expected = Int(bias[o])
+                    for i in 0..<s.inChannels {
+                        for ky in 0..<s.kernel {
+                            for kx in 0..<s.kernel {
+                                let iy = oy * s.stride + ky - s.padding, ix = ox * s.stride + kx - s.padding
+                                if iy < 0 || iy >= s.inHeight || ix < 0 || ix >= s.inWidth { continue }
+                                let x = Int(input[(i * s.inHeight + iy) * s.inWidth + ix]) - Int(zero)
+                                expected += x * Int(weights[((o * s.inChannels + i) * s.kernel + ky) * s.kernel + kx])
+                            }
+                        }
+                    }
+                    #expect(Int(acc[(o * s.outHeight + oy) * s.outWidth + ox]) == expected)
+                }
+            }
+        }
+    }
+
+    @Test func requantizationFollowsTheContract() {
+        let plain = OutputClamp(zero: 10, relu: false)
+        // round half to even: 0.5 -> 0, 1.5 -> 2, -0.5 -> 0, -1.5 -> -2
+        #expect(requantize(1, scale: 0.5, zero: plain.zero, lower: plain.lower, upper: plain.upper) == 10)
+        #expect(requantize(3, scale: 0.5, zero: plain.zero, lower: plain.lower, upper: plain.upper) == 12)
+        #expect(requantize(-1, scale: 0.5, zero: plain.zero, lower: plain.lower, upper: plain.upper) == 10)
+        #expect(requantize(-3, scale: 0.5, zero: plain.zero, lower: plain.lower, upper: plain.upper) == 8)
+        // clamps at 0 and 255 without a zero-point wrap
+        #expect(requantize(-100_000, scale: 1, zero: plain.zero, lower: plain.lower, upper: plain.upper) == 0)
+        #expect(requantize(Int32.max, scale: 1, zero: plain.zero, lower: plain.lower, upper: plain.upper) == 255)
+        // ReLU: nothing below the zero point
+        let relu = OutputClamp(zero: 10, relu: true)
+        #expect(requantize(-7, scale: 1, zero: relu.zero, lower: relu.lower, upper: relu.upper) == 10)
+        // residual: v = acc*s + (r - rz)*rs
+        #expect(requantize(4, scale: 0.5, residual: 20, residualZero: 16, residualScale: 0.25, zero: 0, lower: 0, upper: 255) == 3)
+    }
+
+    @Test func poolingAndLinear() {
+        // 1 channel 4x4 ramp: max pool 3x3 s2 p1 -> 2x2 maxima
+        let input: [UInt8] = Array(0..<16)
+        var pooled = [UInt8](repeating: 0, count: 4)
+        ReferenceKernels.maxPool3x3s2(input: input, channels: 1, height: 4, width: 4, output: &pooled)
+        #expect(pooled == [5, 7, 13, 15])
+        var sums = [Int32](repeating: 0, count: 1), maxima = [UInt8](repeating: 0, count: 1)
+        ReferenceKernels.channelSumsAndMaxima(input: input, channels: 1, plane: 16, zero: 3, sums: &sums, maxima: &maxima)
+        #expect(sums == [72])
+        #expect(maxima == [15])
+        var acc = [Int32](repeating: 0, count: 2)
+        ReferenceKernels.linearAccumulate(input: [1, 2, 3], inFeatures: 3, inZero: 1, weights: [1, 2, 3, -1, -2, -3], bias: [10, 20],
+                                          outFeatures: 2, acc: &acc)
+        let expected: [Int32] = [18, 12]
+        #expect(acc == expected)
+    }
+}

@@ -3,12 +3,15 @@
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Native libraries (DICOM, JPEG, GPIO), pkg-config for SwiftPM, python3 + pip to fetch public test files.
-APT_PACKAGES := libdcmtk-dev libturbojpeg0-dev libgpiod-dev pkg-config python3 python3-pip
+# Native libraries (DICOM, JPEG, GPIO), pkg-config for SwiftPM, python3 + pip + venv for the public test files
+# and the ONNX Runtime cross-check (dev and test only: the appliance never runs Python).
+APT_PACKAGES := libdcmtk-dev libturbojpeg0-dev libgpiod-dev pkg-config python3 python3-pip python3-venv
 ICHD := .build/release/ichd
 DEMO := demo-out
 
-.PHONY: deps build demo test test-data bench clean
+VENV := .cache/venv
+
+.PHONY: deps build demo test test-data bench verify verify-float clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,6 +42,22 @@ TEST_FLAGS := -c release -Xswiftc -enable-testing
 test: deps test-data
 	$(SWIFT) build $(TEST_FLAGS) --build-tests
 	$(SWIFT) test $(TEST_FLAGS) --skip-build
+	$(MAKE) verify-float
+
+$(VENV)/.installed: bench/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+# The float32 executor against ONNX Runtime on the same weights (both layouts, N = 1, 2, 6, F32/F16/BF16).
+verify-float: $(VENV)/.installed
+	$(SWIFT) build -c release
+	$(VENV)/bin/python bench/verify_engines.py --float-only --seeds 1
+
+# Also int8 against float32 after conversion (several minutes; see docs/converting.md for the figures).
+verify: $(VENV)/.installed
+	$(SWIFT) build -c release
+	$(VENV)/bin/python bench/verify_engines.py
 
 bench: build
 	$(ICHD) bench --stage preprocess

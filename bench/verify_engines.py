@@ -6,7 +6,7 @@
    int8 probabilities stay within 0.02 of float32 and every decision agrees where float32 is more than 0.02 away
    from the threshold.
 
-Usage: python3 bench/verify_engines.py [--ichd .build/release/ichd] [--seeds 2] [--size 256] [--slices 12]
+Usage: python3 bench/verify_engines.py [--ichd .build/release/ichd] [--seeds 2] [--slices 12] [--float-only]
 Needs numpy, onnx, onnxruntime (bench/requirements.txt). Ends with "N passed, M failed"; exit 1 on a failure."""
 import argparse, glob, json, os, subprocess, sys, tempfile
 
@@ -18,9 +18,9 @@ from resnet18_reference import as_stored, build_onnx, random_state_dict, session
 ap = argparse.ArgumentParser()
 ap.add_argument("--ichd", default=".build/release/ichd")
 ap.add_argument("--seeds", type=int, default=2)
-ap.add_argument("--size", type=int, default=256)
 ap.add_argument("--slices", type=int, default=12, help="held-out phantom slices for the int8 check")
 ap.add_argument("--calibration-samples", type=int, default=16)
+ap.add_argument("--float-only", action="store_true", help="only the float32 check (what make test runs)")
 args = ap.parse_args()
 
 passed = failed = 0
@@ -68,17 +68,17 @@ for layout in ["torchvision", "fastai"]:
             write_safetensors(w, sd, dtype)
             sess = session(build_onnx(as_stored(sd, dtype), layout, n))
             inputs = [np.fromfile(tensors[seed % len(tensors)], dtype="<f4")]
-            inputs.append(rng.normal(0, 1, 3 * args.size * args.size).astype(np.float32))
+            inputs.append(rng.normal(0, 1, 3 * 256 * 256).astype(np.float32))
             for k, x in enumerate(inputs):
                 x.astype("<f4").tofile(f"{tmp}/x.f32")
-                ref = sess.run(["logits"], {"input": x.reshape(1, 3, args.size, args.size)})[0][0]
+                ref = sess.run(["logits"], {"input": x.reshape(1, 3, 256, 256)})[0][0]
                 got = np.array(json.loads(ichd("infer", "--model", w, "--tensor", f"{tmp}/x.f32", "--json"))["logits"])
                 err = np.max(np.abs(got - ref)) / max(1.0, np.max(np.abs(ref)))
                 check(err <= 1e-4, f"float32 {layout} N={n} seed={seed} {dtype} input={'slice' if k == 0 else 'noise'}: "
                                    f"relative logit error {err:.2e}")
 
 # 2. int8 against float32 on held-out phantom slices
-for layout in ["torchvision", "fastai"]:
+for layout in [] if args.float_only else ["torchvision", "fastai"]:
     sd = random_state_dict(layout, 6, 77)
     w = f"{tmp}/{layout}-int8.safetensors"
     write_safetensors(w, sd)

@@ -36,13 +36,14 @@ demo: build
 test-data:
 	bash scripts/fetch-test-data.sh
 
-# Tests build in release (with testing enabled): the engines run real networks, far too slow in debug.
-TEST_FLAGS := -c release -Xswiftc -enable-testing
+# Tests build in release with testing enabled (the engines run real networks, far too slow in debug), in their
+# own scratch folder so that they and the demo's plain release build do not rebuild each other.
+TEST_FLAGS := -c release -Xswiftc -enable-testing --scratch-path .build-test
 
-test: deps test-data
+test: deps test-data $(VENV)/.installed
 	$(SWIFT) build $(TEST_FLAGS) --build-tests
 	$(SWIFT) test $(TEST_FLAGS) --skip-build
-	$(MAKE) verify-float
+	$(VENV)/bin/python bench/verify_engines.py --float-only --seeds 1 --ichd .build-test/release/ichd
 
 $(VENV)/.installed: bench/requirements.txt
 	python3 -m venv $(VENV)
@@ -50,17 +51,15 @@ $(VENV)/.installed: bench/requirements.txt
 	touch $@
 
 # The float32 executor against ONNX Runtime on the same weights (both layouts, N = 1, 2, 6, F32/F16/BF16).
-verify-float: $(VENV)/.installed
-	$(SWIFT) build -c release
+verify-float: build $(VENV)/.installed
 	$(VENV)/bin/python bench/verify_engines.py --float-only --seeds 1
 
 # Also int8 against float32 after conversion (several minutes; see docs/converting.md for the figures).
-verify: $(VENV)/.installed
-	$(SWIFT) build -c release
+verify: build $(VENV)/.installed
 	$(VENV)/bin/python bench/verify_engines.py
 
 bench: build
 	$(ICHD) bench --stage preprocess
 
 clean:
-	rm -rf .build $(DEMO)
+	rm -rf .build .build-test $(DEMO)

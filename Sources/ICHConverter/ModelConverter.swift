@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import ICHEngine
+import ICHIngest
 import ICHModel
 import ICHPhantom
 import ICHPreprocessing
@@ -85,7 +86,6 @@ public struct ConversionReport: Codable, Sendable {
 /// Float ResNet18 weights in, verified int8 model out.
 public enum ModelConverter {
     public static let version = "ichd-convert 1"
-    public static let rsnaClasses = ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
     public static let syntheticWarning = "CALIBRATED ON SYNTHETIC PHANTOMS, NOT ON REAL SCANS: activation ranges may not fit real data"
 
     public static func convert(_ options: ConversionOptions, log: (String) -> Void = { _ in }) throws(ConversionError) -> (ModelFile, ConversionReport) {
@@ -107,7 +107,7 @@ public enum ModelConverter {
             throw ConversionError("\(options.weightsPath): \(error)")
         }
         let sha = SHA256.hash(data: weightBytes).map { String(format: "%02x", $0) }.joined()
-        let classes = options.classNames ?? (parameters.numClasses == 6 ? rsnaClasses : (0..<parameters.numClasses).map { "class\($0)" })
+        let classes = options.classNames ?? RSNALabels.defaultClassNames(count: parameters.numClasses)
         guard classes.count == parameters.numClasses else {
             throw ConversionError("\(classes.count) class names for a model with \(parameters.numClasses) outputs")
         }

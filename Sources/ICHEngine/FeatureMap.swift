@@ -27,17 +27,3 @@ extension FeatureMap {
 
 /// Sees named activations as an executor produces them (calibration, SQNR, debugging).
 public typealias ActivationObserver = (String, FeatureMap) -> Void
-
-/// Output size of a convolution or pooling window along one axis.
-@inline(__always)
-func outputLength(_ input: Int, kernel: Int, stride: Int, padding: Int) -> Int {
-    (input + 2 * padding - kernel) / stride + 1
-}
-
-/// The output positions o with 0 <= o*stride + k - padding < input: the taps that read inside the input.
-@inline(__always)
-func validOutputRange(input: Int, output: Int, k: Int, stride: Int, padding: Int) -> Range<Int> {
-    let lo = max(0, (padding - k + stride - 1) / stride)
-    let hi = min(output, (input - 1 + padding - k) / stride + 1)
-    return lo..<max(lo, hi)
-}

@@ -1,3 +1,4 @@
+import ICHKernels
 import ICHModel
 
 /// The float32 reference executor: ResNet18 exactly as the folded parameters describe it, written for
@@ -60,8 +61,8 @@ public struct FloatResNet18: Sendable {
     /// out[o] = bias[o] + sum over i, ky, kx of w[o][i][ky][kx] * in[i][oy*s+ky-p][ox*s+kx-p] (+ residual), then ReLU.
     public static func conv(_ x: FeatureMap, _ p: ConvParameters, relu: Bool, residual: FeatureMap? = nil) -> FeatureMap {
         precondition(x.channels == p.inChannels)
-        let oh = outputLength(x.height, kernel: p.kernel, stride: p.stride, padding: p.padding)
-        let ow = outputLength(x.width, kernel: p.kernel, stride: p.stride, padding: p.padding)
+        let oh = ConvGeometry.outputLength(x.height, kernel: p.kernel, stride: p.stride, padding: p.padding)
+        let ow = ConvGeometry.outputLength(x.width, kernel: p.kernel, stride: p.stride, padding: p.padding)
         var out = FeatureMap(channels: p.outChannels, height: oh, width: ow)
         let k = p.kernel, s = p.stride, pad = p.padding
         x.values.withUnsafeBufferPointer { src in
@@ -73,9 +74,9 @@ public struct FloatResNet18: Sendable {
                         for i in 0..<p.inChannels {
                             let input = src.baseAddress! + i * x.height * x.width
                             for ky in 0..<k {
-                                let rows = validOutputRange(input: x.height, output: oh, k: ky, stride: s, padding: pad)
+                                let rows = ConvGeometry.validOutputs(input: x.height, output: oh, tap: ky, stride: s, padding: pad)
                                 for kx in 0..<k {
-                                    let cols = validOutputRange(input: x.width, output: ow, k: kx, stride: s, padding: pad)
+                                    let cols = ConvGeometry.validOutputs(input: x.width, output: ow, tap: kx, stride: s, padding: pad)
                                     let weight = w[((o * p.inChannels + i) * k + ky) * k + kx]
                                     for oy in rows {
                                         let inRow = input + (oy * s + ky - pad) * x.width + kx - pad
@@ -100,8 +101,8 @@ public struct FloatResNet18: Sendable {
 
     /// 3x3, stride 2, padding 1 (padding never wins the max).
     public static func maxPool(_ x: FeatureMap) -> FeatureMap {
-        let oh = outputLength(x.height, kernel: 3, stride: 2, padding: 1)
-        let ow = outputLength(x.width, kernel: 3, stride: 2, padding: 1)
+        let oh = ConvGeometry.outputLength(x.height, kernel: 3, stride: 2, padding: 1)
+        let ow = ConvGeometry.outputLength(x.width, kernel: 3, stride: 2, padding: 1)
         var out = FeatureMap(channels: x.channels, height: oh, width: ow)
         for c in 0..<x.channels {
             for oy in 0..<oh {

@@ -104,7 +104,8 @@ public struct Int8ResNet18: Sendable {
     }
 
     func maxPool(_ x: QTensor) -> QTensor {
-        let oh = (x.height - 1) / 2 + 1, ow = (x.width - 1) / 2 + 1
+        let oh = ConvGeometry.outputLength(x.height, kernel: 3, stride: 2, padding: 1)
+        let ow = ConvGeometry.outputLength(x.width, kernel: 3, stride: 2, padding: 1)
         var out = [UInt8](repeating: 0, count: x.channels * oh * ow)
         x.bytes.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in

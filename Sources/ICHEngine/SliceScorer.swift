@@ -1,4 +1,5 @@
 import Foundation
+import ICHIngest
 import ICHModel
 import ICHPreprocessing
 
@@ -51,8 +52,7 @@ public struct SliceScorer: Sendable {
     public init(parameters: ResNet18Parameters, preprocessing: Preprocessing = .rsna) {
         engine = .float(FloatResNet18(parameters))
         let n = parameters.numClasses
-        classNames = n == 6 ? ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
-            : (0..<n).map { "class\($0)" }
+        classNames = RSNALabels.defaultClassNames(count: n)
         thresholds = [Float](repeating: 0.5, count: n)
         self.preprocessing = preprocessing
         head = HeadWeights(parameters.head)

@@ -1,3 +1,19 @@
+/// Sizes and bounds of a convolution or pooling window along one axis (shared by every executor and kernel).
+public enum ConvGeometry {
+    @inline(__always)
+    public static func outputLength(_ input: Int, kernel: Int, stride: Int, padding: Int) -> Int {
+        (input + 2 * padding - kernel) / stride + 1
+    }
+
+    /// The output positions o whose tap reads inside the input: 0 <= o * stride + tap - padding < input.
+    @inline(__always)
+    public static func validOutputs(input: Int, output: Int, tap: Int, stride: Int, padding: Int) -> Range<Int> {
+        let lo = max(0, (padding - tap + stride - 1) / stride)
+        let hi = min(output, (input - 1 + padding - tap) / stride + 1)
+        return lo..<max(lo, hi)
+    }
+}
+
 /// Plain loops with exact integer semantics: the reference every optimised kernel is tested against, and the
 /// int8 engine's kernels until the SIMD ones replace them. Tensors are CHW, batch 1.
 public enum ReferenceKernels {
@@ -15,8 +31,8 @@ public enum ReferenceKernels {
             self.padding = padding
         }
 
-        public var outHeight: Int { (inHeight + 2 * padding - kernel) / stride + 1 }
-        public var outWidth: Int { (inWidth + 2 * padding - kernel) / stride + 1 }
+        public var outHeight: Int { ConvGeometry.outputLength(inHeight, kernel: kernel, stride: stride, padding: padding) }
+        public var outWidth: Int { ConvGeometry.outputLength(inWidth, kernel: kernel, stride: stride, padding: padding) }
     }
 
     /// Accumulators of a u8 x s8 convolution: acc[o][y][x] = bias[o] + sum (in - inZero) * w[o][i][ky][kx].
@@ -32,9 +48,9 @@ public enum ReferenceKernels {
             for i in 0..<s.inChannels {
                 let src = input + i * s.inHeight * s.inWidth
                 for ky in 0..<k {
-                    let rows = taps(s.inHeight, oh, ky, s.stride, s.padding)
+                    let rows = ConvGeometry.validOutputs(input: s.inHeight, output: oh, tap: ky, stride: s.stride, padding: s.padding)
                     for kx in 0..<k {
-                        let cols = taps(s.inWidth, ow, kx, s.stride, s.padding)
+                        let cols = ConvGeometry.validOutputs(input: s.inWidth, output: ow, tap: kx, stride: s.stride, padding: s.padding)
                         let w = Int32(weights[((o * s.inChannels + i) * k + ky) * k + kx])
                         for oy in rows {
                             let row = src + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
@@ -45,14 +61,6 @@ public enum ReferenceKernels {
                 }
             }
         }
-    }
-
-    /// Output positions whose tap k reads inside an input of length n.
-    @inline(__always)
-    static func taps(_ n: Int, _ out: Int, _ k: Int, _ stride: Int, _ padding: Int) -> Range<Int> {
-        let lo = max(0, (padding - k + stride - 1) / stride)
-        let hi = min(out, (n - 1 + padding - k) / stride + 1)
-        return lo..<max(lo, hi)
     }
 
     /// Requantises `channels` planes of accumulators with per-channel scales, optionally adding a residual.
@@ -77,7 +85,8 @@ public enum ReferenceKernels {
     /// 3x3 stride-2 max pool with padding 1 on bytes of one quantisation (padding never wins).
     public static func maxPool3x3s2(input: UnsafePointer<UInt8>, channels: Int, height: Int, width: Int,
                                     output: UnsafeMutablePointer<UInt8>) {
-        let oh = (height + 2 - 3) / 2 + 1, ow = (width + 2 - 3) / 2 + 1
+        let oh = ConvGeometry.outputLength(height, kernel: 3, stride: 2, padding: 1)
+        let ow = ConvGeometry.outputLength(width, kernel: 3, stride: 2, padding: 1)
         for c in 0..<channels {
             for oy in 0..<oh {
                 for ox in 0..<ow {

@@ -12,8 +12,6 @@ public struct PhantomSeries: Sendable {
         public var labels: Set<String>
     }
 
-    public static let subtypes = ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
-
     public var seed: UInt64
     public var positive: Bool
     public var size: Int = 512

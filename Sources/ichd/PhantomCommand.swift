@@ -53,7 +53,7 @@ struct PhantomCommand: ParsableCommand {
                 } catch {
                     throw ValidationError(error.description)
                 }
-                for subtype in PhantomSeries.subtypes {
+                for subtype in RSNALabels.subtypes {
                     labelRows.append("ID_\(slice.identity.sopInstanceUID)_\(subtype),\(slice.labels.contains(subtype) ? 1 : 0)")
                 }
             }

@@ -7,18 +7,7 @@ import Testing
 @Suite struct ConvertCLITests {
     let dir = TemporaryDirectory()
 
-    func ichd(_ args: String...) throws -> CLITests.Run {
-        let process = Process()
-        process.executableURL = CLITests.binary
-        process.arguments = args
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLITests.Run(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
+    func ichd(_ arguments: String...) throws -> ICHDRun { try runICHD(arguments) }
 
     func weights(_ layout: WeightLayout, classes: Int, seed: UInt64, edit: (inout [String: NamedTensor]) -> Void = { _ in }) throws -> String {
         var dict = RandomResNet18.stateDict(layout: layout, numClasses: classes, seed: seed)

@@ -6,15 +6,7 @@ import Testing
 @Suite struct PhantomCLITests {
     let dir = TemporaryDirectory()
 
-    func run(_ args: String...) throws -> Int32 {
-        let p = Process()
-        p.executableURL = CLITests.binary
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        return p.terminationStatus
-    }
+    func run(_ arguments: String...) throws -> Int32 { try runICHD(arguments).status }
 
     @Test func sameSeedSameBytesAndLabelsMatchTheSlices() throws {
         #expect(try run("phantom", "--out", dir.file("a"), "--series", "2", "--seed", "5", "--positive") == 0)

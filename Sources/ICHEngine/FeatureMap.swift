@@ -27,3 +27,6 @@ extension FeatureMap {
 
 /// Sees named activations as an executor produces them (calibration, SQNR, debugging).
 public typealias ActivationObserver = (String, FeatureMap) -> Void
+
+/// Gets each layer's name, wall time and multiply-accumulate count as an executor runs it.
+public typealias LayerProfiler = (String, Duration, Int) -> Void

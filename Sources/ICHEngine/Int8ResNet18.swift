@@ -27,43 +27,78 @@ public struct Int8ResNet18: Sendable {
         }
     }
 
-    public func run(_ input: FeatureMap, observe: ActivationObserver? = nil) -> Output {
+    /// Runs the network. `observe` sees dequantised activations; `profile` gets each layer's name, wall time and
+    /// multiply-accumulates (for `ichd bench`).
+    public func run(_ input: FeatureMap, observe: ActivationObserver? = nil, profile: LayerProfiler? = nil) -> Output {
         let a = model.activations
         let inQ = a["input"]!
         var x = QTensor(channels: input.channels, height: input.height, width: input.width,
                         bytes: input.values.map { inQ.quantize($0) }, q: inQ)
         observe?("input", x.dequantized())
-        x = conv(x, model.stem, output: a["stem"]!, relu: true)
+        x = timed("stem", profile) { conv(x, model.stem, output: a["stem"]!, relu: true) }
         observe?("stem", x.dequantized())
-        x = maxPool(x)
+        x = timed("maxpool", profile) { maxPool(x) }
         observe?("maxpool", x.dequantized())
         for (i, block) in model.blocks.enumerated() {
             let name = ResNet18Parameters.blockNames[i]
-            let mid = conv(x, block.conv1, output: a["\(name).conv1"]!, relu: true)
+            let mid = timed("\(name).conv1", profile) { conv(x, block.conv1, output: a["\(name).conv1"]!, relu: true) }
             observe?("\(name).conv1", mid.dequantized())
             var shortcut = x
             if let down = block.downsample {
-                shortcut = conv(x, down, output: a["\(name).downsample"]!, relu: false)
+                shortcut = timed("\(name).downsample", profile) { conv(x, down, output: a["\(name).downsample"]!, relu: false) }
                 observe?("\(name).downsample", shortcut.dequantized())
             }
-            x = conv(mid, block.conv2, output: a[name]!, relu: true, residual: shortcut)
+            x = timed("\(name).conv2", profile) { conv(mid, block.conv2, output: a[name]!, relu: true, residual: shortcut) }
             observe?(name, x.dequantized())
         }
         let features = x.dequantized()
         let logits: [Float]
         switch model.head {
         case .torchvision(let fc):
-            let pooled = pool(x, output: a["pool"]!, withMax: false)
+            let pooled = timed("pool", profile) { pool(x, output: a["pool"]!, withMax: false) }
             observe?("pool", pooled.dequantized())
-            logits = linearLogits(pooled, fc)
+            logits = timed("fc", profile) { linearLogits(pooled, fc) }
         case .fastai(let fc1, let fc2):
-            let pooled = pool(x, output: a["pool"]!, withMax: true)
+            let pooled = timed("pool", profile) { pool(x, output: a["pool"]!, withMax: true) }
             observe?("pool", pooled.dequantized())
-            let hidden = linear(pooled, fc1, output: a["head.fc1"]!)
+            let hidden = timed("head.fc1", profile) { linear(pooled, fc1, output: a["head.fc1"]!) }
             observe?("head.fc1", hidden.dequantized())
-            logits = linearLogits(hidden, fc2)
+            logits = timed("head.fc2", profile) { linearLogits(hidden, fc2) }
         }
         return Output(logits: logits, features: features)
+    }
+
+    /// Times `body` when profiling; the MACs come from the tensor it returns and the layer's shape.
+    @inline(__always)
+    func timed(_ name: String, _ profile: LayerProfiler?, _ body: () -> QTensor) -> QTensor {
+        guard let profile else { return body() }
+        let start = ContinuousClock.now
+        let out = body()
+        profile(name, ContinuousClock.now - start, macs(name, out))
+        return out
+    }
+
+    @inline(__always)
+    func timed(_ name: String, _ profile: LayerProfiler?, _ body: () -> [Float]) -> [Float] {
+        guard let profile else { return body() }
+        let start = ContinuousClock.now
+        let out = body()
+        profile(name, ContinuousClock.now - start, macs(name, nil))
+        return out
+    }
+
+    /// Multiply-accumulates of a layer given its output.
+    func macs(_ name: String, _ out: QTensor?) -> Int {
+        let layers = Dictionary(uniqueKeysWithValues: ModelLayers.convs(model).map { ($0.0, $0.1) })
+        if let conv = layers[name], let out {
+            return out.height * out.width * conv.outChannels * conv.inChannels * conv.kernel * conv.kernel
+        }
+        switch (name, model.head) {
+        case ("fc", .torchvision(let fc)): return fc.inFeatures * fc.outFeatures
+        case ("head.fc1", .fastai(let fc1, _)): return fc1.inFeatures * fc1.outFeatures
+        case ("head.fc2", .fastai(_, let fc2)): return fc2.inFeatures * fc2.outFeatures
+        default: return 0
+        }
     }
 
     func conv(_ x: QTensor, _ layer: QuantizedConv, output: QuantParams, relu: Bool, residual: QTensor? = nil) -> QTensor {

@@ -139,12 +139,12 @@ public struct ModelFile: Sendable {
             entries.append(TensorEntry(name: name, dtype: dtype, shape: shape, offset: section.count, length: bytes.count))
             section.append(bytes)
         }
-        for (name, layer) in Self.convs(network) {
+        for (name, layer) in ModelLayers.convs(network) {
             add("\(name).weight", "i8", [layer.outChannels, layer.inChannels, layer.kernel, layer.kernel], layer.weights.withUnsafeBytes { Data($0) })
             add("\(name).weight_scale", "f32", [layer.outChannels], Self.littleEndian(layer.weightScales))
             add("\(name).bias", "i32", [layer.outChannels], Self.littleEndian(layer.bias))
         }
-        for (name, layer) in Self.linears(network.head) {
+        for (name, layer) in ModelLayers.linears(network.head) {
             add("\(name).weight", "i8", [layer.outFeatures, layer.inFeatures], layer.weights.withUnsafeBytes { Data($0) })
             add("\(name).weight_scale", "f32", [layer.outFeatures], Self.littleEndian(layer.weightScales))
             add("\(name).bias", "i32", [layer.outFeatures], Self.littleEndian(layer.bias))
@@ -277,8 +277,8 @@ public struct ModelFile: Sendable {
         let head: QuantizedHead = metadata.head == .torchvision
             ? .torchvision(fc: try linear("fc", classes, 512))
             : .fastai(fc1: try linear("head.fc1", 512, 1024), fc2: try linear("head.fc2", classes, 512))
-        let expectedNames = Set(convs(QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: activations)).map(\.0)
-            + linears(head).map(\.0)).flatMap { ["\($0).weight", "\($0).weight_scale", "\($0).bias"] }
+        let expectedNames = Set(ModelLayers.convs(QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: activations)).map(\.0)
+            + ModelLayers.linears(head).map(\.0)).flatMap { ["\($0).weight", "\($0).weight_scale", "\($0).bias"] }
         if let extra = table.keys.first(where: { !expectedNames.contains($0) }) {
             throw ModelFileError("unexpected tensor \(extra)")
         }
@@ -286,24 +286,6 @@ public struct ModelFile: Sendable {
     }
 
     // MARK: Helpers
-
-    static func convs(_ n: QuantizedResNet18) -> [(String, QuantizedConv)] {
-        var list = [("stem", n.stem)]
-        for (i, b) in n.blocks.enumerated() {
-            let name = ResNet18Parameters.blockNames[i]
-            list.append(("\(name).conv1", b.conv1))
-            list.append(("\(name).conv2", b.conv2))
-            if let d = b.downsample { list.append(("\(name).downsample", d)) }
-        }
-        return list
-    }
-
-    static func linears(_ head: QuantizedHead) -> [(String, QuantizedLinear)] {
-        switch head {
-        case .torchvision(let fc): [("fc", fc)]
-        case .fastai(let fc1, let fc2): [("head.fc1", fc1), ("head.fc2", fc2)]
-        }
-    }
 
     static func littleEndian<T: FixedWidthInteger>(_ values: [T]) -> Data {
         var d = Data(capacity: values.count * MemoryLayout<T>.size)

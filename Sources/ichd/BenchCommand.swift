@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import ICHEngine
 import ICHIngest
+import ICHModel
 import ICHPhantom
 import ICHPreprocessing
 
@@ -12,14 +14,20 @@ struct BenchCommand: ParsableCommand {
             --stage preprocess: open + decode + Hounsfield conversion + coverage + crop + resize + normalise of \
             one slice, single-threaded, repeated. Without --input a synthetic 512x512 head slice (16-bit signed, \
             explicit little endian) is written to a temporary folder and used.
+            --model M.ichm (stage engine): int8 inference on one preprocessed slice: min/median/p99, a per-layer \
+            table with GMAC/s, whole-network GMAC/s, peak RSS, model load time and load-to-first-result time.
             """)
 
     enum Stage: String, ExpressibleByArgument, CaseIterable {
         case preprocess
+        case engine
     }
 
-    @Option(help: "Stage to measure: \(Stage.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var stage: Stage = .preprocess
+    @Option(help: "Stage to measure: \(Stage.allCases.map(\.rawValue).joined(separator: ", ")) (engine with --model).")
+    var stage: Stage?
+
+    @Option(help: "int8 model (.ichm) for the engine benchmark.")
+    var model: String?
 
     @Option(help: "Slice file to use (DICOM or JPEG).")
     var input: String?
@@ -35,9 +43,12 @@ struct BenchCommand: ParsableCommand {
 
     func validate() throws {
         if runs < 1 || warmup < 0 { throw ValidationError("--runs must be at least 1 and --warmup at least 0") }
+        if stage == .engine && model == nil { throw ValidationError("--stage engine needs --model M.ichm") }
+        if stage == .preprocess && model != nil { throw ValidationError("--model belongs to the engine stage") }
     }
 
     func run() throws {
+        if let model { return try benchEngine(model) }
         let tempDir = FileManager.default.temporaryDirectory.appendingPathComponent("ichd-bench-\(getpid())")
         defer { try? FileManager.default.removeItem(at: tempDir) }
         let path: String
@@ -87,7 +98,7 @@ struct BenchCommand: ParsableCommand {
         let preprocess = Summary(zip(totalTimes, decodeTimes).map { $0 - $1 })
         if json {
             let object: [String: Any] = [
-                "stage": stage.rawValue, "input": input ?? "synthetic 512x512 CT", "runs": runs, "threads": 1,
+                "stage": "preprocess", "input": input ?? "synthetic 512x512 CT", "runs": runs, "threads": 1,
                 "min_ms": total.min, "median_ms": total.median, "p99_ms": total.p99, "mean_ms": total.mean,
                 "decode_median_ms": decode.median, "preprocess_median_ms": preprocess.median,
             ]
@@ -116,5 +127,97 @@ struct Summary {
         median = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
         p99 = sorted.isEmpty ? 0 : sorted[Swift.min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
         mean = sorted.isEmpty ? 0 : sorted.reduce(0, +) / Double(sorted.count)
+    }
+}
+
+extension BenchCommand {
+    func benchEngine(_ path: String) throws {
+        let start = ContinuousClock.now
+        let file: ModelFile
+        do {
+            file = try ModelFile.load(path: path)
+        } catch {
+            printError(error.description)
+            throw rejectedExit
+        }
+        let scorer = SliceScorer(model: file)
+        guard case .int8(let engine) = scorer.engine else { preconditionFailure("a model file is int8") }
+        let loaded = ContinuousClock.now
+        let input = try benchInput(scorer.preprocessing)
+        let prepared = ContinuousClock.now
+        _ = engine.run(input)
+        let firstResult = ContinuousClock.now - prepared + (loaded - start)
+
+        var totals: [Double] = []
+        var layerTimes: [String: [Double]] = [:], layerMACs: [String: Int] = [:], order: [String] = []
+        for i in 0..<(warmup + runs) {
+            let t0 = ContinuousClock.now
+            _ = engine.run(input)
+            let t = Self.ms(ContinuousClock.now - t0)
+            if i >= warmup { totals.append(t) }
+        }
+        // Per-layer times from separate profiled runs (the clock reads cost a little; totals above are clean).
+        for _ in 0..<max(3, min(runs, 20)) {
+            _ = engine.run(input, profile: { name, duration, macs in
+                if layerTimes[name] == nil { order.append(name) }
+                layerTimes[name, default: []].append(Self.ms(duration))
+                layerMACs[name] = macs
+            })
+        }
+        let total = Summary(totals)
+        let macs = layerMACs.values.reduce(0, +)
+        let gmacs = Double(macs) / (total.median * 1e6)
+        let rss = Self.peakRSSMiB()
+        let layers: [(String, Double, Int)] = order.map { ($0, Summary(layerTimes[$0]!).median, layerMACs[$0]!) }
+        if json {
+            let object: [String: Any] = [
+                "stage": "engine", "model": path, "engine": "int8 reference kernels", "runs": runs, "threads": 1,
+                "input_size": input.height, "min_ms": total.min, "median_ms": total.median, "p99_ms": total.p99,
+                "gmacs_per_s": gmacs, "macs": macs, "peak_rss_mib": rss, "load_ms": Self.ms(loaded - start),
+                "first_result_ms": Self.ms(firstResult),
+                "layers": layers.map { ["name": $0.0, "median_ms": $0.1, "macs": $0.2, "gmacs_per_s": Double($0.2) / ($0.1 * 1e6)] },
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("stage engine, \(path), int8, \(input.height)x\(input.width) input, \(runs) runs, 1 thread")
+        print(String(format: "  total    min %.2f ms  median %.2f ms  p99 %.2f ms  %.2f GMAC/s (%.3f GMAC)",
+                     total.min, total.median, total.p99, gmacs, Double(macs) / 1e9))
+        print(String(format: "  load %.1f ms, load to first result %.1f ms, peak RSS %.1f MiB",
+                     Self.ms(loaded - start), Self.ms(firstResult), rss))
+        print("  layer                  median ms   GMAC/s")
+        for (name, ms, m) in layers {
+            let rate = m > 0 ? String(format: "%8.2f", Double(m) / (ms * 1e6)) : "       -"
+            print("  \(name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%9.3f", ms))  \(rate)")
+        }
+    }
+
+    /// The model input for the engine benchmark: --input through the model's preprocessing, or a synthetic slice.
+    func benchInput(_ spec: Preprocessing) throws -> FeatureMap {
+        let pipeline = SlicePipeline(preprocessing: spec)
+        if let input {
+            var prepared: ModelInput?
+            pipeline.process(path: input, force: true, frames: 0..<1) { result in
+                if case .ready(_, let m) = result.outcome { prepared = m }
+            }
+            guard let prepared else {
+                printError("\(input): not a usable slice")
+                throw rejectedExit
+            }
+            return FeatureMap(channels: prepared.channels, height: prepared.size, width: prepared.size, values: prepared.tensor)
+        }
+        var synth = HeadSliceSynthesizer(size: 512, seed: 1)
+        synth.bleed = (0.4, 0.45, 0.04, 70)
+        let m = pipeline.preprocessor.prepare(synth.render())
+        return FeatureMap(channels: m.channels, height: m.size, width: m.size, values: m.tensor)
+    }
+
+    /// Peak resident set size of this process (VmHWM), in MiB.
+    static func peakRSSMiB() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb / 1024
     }
 }

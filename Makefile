@@ -44,6 +44,7 @@ test: deps test-data $(VENV)/.installed
 	$(SWIFT) build $(TEST_FLAGS) --build-tests
 	$(SWIFT) test $(TEST_FLAGS) --skip-build
 	$(VENV)/bin/python bench/verify_engines.py --float-only --seeds 1 --ichd .build-test/release/ichd
+	bash scripts/check-aarch64.sh
 
 $(VENV)/.installed: bench/requirements.txt
 	python3 -m venv $(VENV)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Proves the kernels module portable: compiles Sources/ICHKernels (standard library only) for aarch64 with the
+# shared a64 tool, for generic armv8-a (Raspberry Pi 4) and cortex-a76 (Raspberry Pi 5), and fails if it
+# does not compile or imports more than the standard library. Writes the assembly to .build-a64/ for inspection
+# (../shared/tools/a64/loop-stats.sh counts the instructions of each inner loop).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+tool=${A64_TOOL:-$root/../shared/tools/a64}
+if [ ! -x "$tool/compile.sh" ]; then
+    echo "check-aarch64: $tool/compile.sh not found (the shared a64 tool sits beside the repository)" >&2
+    exit 1
+fi
+out=$root/.build-a64
+mkdir -p "$out"
+files=("$root"/Sources/ICHKernels/*.swift)
+if grep -lE '^import (Foundation|Glibc|Darwin)' "${files[@]}"; then
+    echo "check-aarch64: the kernels module must import nothing but the standard library" >&2
+    exit 1
+fi
+for target in armv8-a:"" cortex-a76:"--cpu cortex-a76"; do
+    name=${target%%:*}
+    # shellcheck disable=SC2086
+    "$tool/compile.sh" ${target#*:} "${files[@]}" -o "$out/kernels-$name.s"
+    echo "check-aarch64: ICHKernels compiles for aarch64 ($name): $out/kernels-$name.s"
+done

@@ -40,11 +40,12 @@ test-data:
 # own scratch folder so that they and the demo's plain release build do not rebuild each other.
 TEST_FLAGS := -c release -Xswiftc -enable-testing --scratch-path .build-test
 
+# The swift test run comes last so that its summary closes the output.
 test: deps test-data $(VENV)/.installed
-	$(SWIFT) build $(TEST_FLAGS) --build-tests
-	$(SWIFT) test $(TEST_FLAGS) --skip-build
-	$(VENV)/bin/python bench/verify_engines.py --float-only --seeds 1 --ichd .build-test/release/ichd
 	bash scripts/check-aarch64.sh
+	$(SWIFT) build $(TEST_FLAGS) --build-tests
+	$(VENV)/bin/python bench/verify_engines.py --float-only --seeds 1 --ichd .build-test/release/ichd
+	$(SWIFT) test $(TEST_FLAGS) --skip-build
 
 $(VENV)/.installed: bench/requirements.txt
 	python3 -m venv $(VENV)

@@ -5,9 +5,16 @@ import ICHModel
 /// kernel that honours it gives the same bytes. Logits leave the last layer as float (one multiply each).
 public struct Int8ResNet18: Sendable {
     public let model: QuantizedResNet18
+    /// Every convolution's weights, packed once for the GEMM kernel (keyed by layer name).
+    let packed: [String: PackedConvWeights]
 
     public init(_ model: QuantizedResNet18) {
         self.model = model
+        var packed: [String: PackedConvWeights] = [:]
+        for (name, conv) in ModelLayers.convs(model) {
+            packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels, kernel: conv.kernel)
+        }
+        self.packed = packed
     }
 
     public struct Output: Sendable {
@@ -35,20 +42,20 @@ public struct Int8ResNet18: Sendable {
         var x = QTensor(channels: input.channels, height: input.height, width: input.width,
                         bytes: input.values.map { inQ.quantize($0) }, q: inQ)
         observe?("input", x.dequantized())
-        x = timed("stem", profile) { conv(x, model.stem, output: a["stem"]!, relu: true) }
+        x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true) }
         observe?("stem", x.dequantized())
         x = timed("maxpool", profile) { maxPool(x) }
         observe?("maxpool", x.dequantized())
         for (i, block) in model.blocks.enumerated() {
             let name = ResNet18Parameters.blockNames[i]
-            let mid = timed("\(name).conv1", profile) { conv(x, block.conv1, output: a["\(name).conv1"]!, relu: true) }
+            let mid = timed("\(name).conv1", profile) { conv(x, block.conv1, "\(name).conv1", output: a["\(name).conv1"]!, relu: true) }
             observe?("\(name).conv1", mid.dequantized())
             var shortcut = x
             if let down = block.downsample {
-                shortcut = timed("\(name).downsample", profile) { conv(x, down, output: a["\(name).downsample"]!, relu: false) }
+                shortcut = timed("\(name).downsample", profile) { conv(x, down, "\(name).downsample", output: a["\(name).downsample"]!, relu: false) }
                 observe?("\(name).downsample", shortcut.dequantized())
             }
-            x = timed("\(name).conv2", profile) { conv(mid, block.conv2, output: a[name]!, relu: true, residual: shortcut) }
+            x = timed("\(name).conv2", profile) { conv(mid, block.conv2, "\(name).conv2", output: a[name]!, relu: true, residual: shortcut) }
             observe?(name, x.dequantized())
         }
         let features = x.dequantized()
@@ -101,7 +108,7 @@ public struct Int8ResNet18: Sendable {
         }
     }
 
-    func conv(_ x: QTensor, _ layer: QuantizedConv, output: QuantParams, relu: Bool, residual: QTensor? = nil) -> QTensor {
+    func conv(_ x: QTensor, _ layer: QuantizedConv, _ name: String, output: QuantParams, relu: Bool, residual: QTensor? = nil) -> QTensor {
         let shape = ReferenceKernels.ConvShape(inChannels: x.channels, inHeight: x.height, inWidth: x.width,
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
@@ -109,12 +116,13 @@ public struct Int8ResNet18: Sendable {
         var out = [UInt8](repeating: 0, count: layer.outChannels * plane)
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
+        var scratch = [UInt8](repeating: 0, count: ConvGEMM.scratchBytes(shape))
         x.bytes.withUnsafeBufferPointer { src in
-            layer.weights.withUnsafeBufferPointer { w in
-                layer.bias.withUnsafeBufferPointer { b in
-                    acc.withUnsafeMutableBufferPointer { dst in
-                        ReferenceKernels.convAccumulate(shape, input: src.baseAddress!, inZero: x.q.zeroPoint, weights: w.baseAddress!,
-                                                        bias: b.baseAddress!, acc: dst.baseAddress!)
+            layer.bias.withUnsafeBufferPointer { b in
+                acc.withUnsafeMutableBufferPointer { dst in
+                    scratch.withUnsafeMutableBufferPointer { tmp in
+                        ConvGEMM.convAccumulate(shape, input: src.baseAddress!, inZero: x.q.zeroPoint, weights: packed[name]!,
+                                                bias: b.baseAddress!, acc: dst.baseAddress!, scratch: tmp.baseAddress!)
                     }
                 }
             }

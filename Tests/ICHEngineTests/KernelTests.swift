@@ -54,6 +54,28 @@ import Testing
         }
     }
 
+    /// The im2col + int16-pair GEMM kernel gives the reference's accumulators bit for bit.
+    @Test(arguments: shapes + [Shape(s: .init(inChannels: 64, inHeight: 16, inWidth: 16, outChannels: 64, kernel: 3, stride: 1, padding: 1)),
+                               Shape(s: .init(inChannels: 3, inHeight: 37, inWidth: 29, outChannels: 64, kernel: 7, stride: 2, padding: 3)),
+                               Shape(s: .init(inChannels: 33, inHeight: 9, inWidth: 9, outChannels: 18, kernel: 1, stride: 2, padding: 0))])
+    func gemmKernelMatchesReference(_ shape: Shape) {
+        let s = shape.s
+        var rng = SeededGenerator(seed: UInt64(s.inChannels * 1000 + s.outChannels))
+        let input = (0..<(s.inChannels * s.inHeight * s.inWidth)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        // Extremes included: -127 and 127 weights with 0 and 255 inputs stress the int16 pair sums.
+        let weights = (0..<(s.outChannels * s.inChannels * s.kernel * s.kernel)).map { i in i % 7 == 0 ? Int8(127) : i % 11 == 0 ? Int8(-127) : Int8(Int(rng.next() % 255) - 127) }
+        let bias = (0..<s.outChannels).map { _ in Int32(Int(rng.next() % 20001) - 10000) }
+        for zero in [Int32(0), Int32(rng.next() % 256), 255] {
+            var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
+            ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
+            let packed = PackedConvWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels, kernel: s.kernel)
+            var got = [Int32](repeating: 0, count: expected.count)
+            var scratch = [UInt8](repeating: 0, count: ConvGEMM.scratchBytes(s))
+            ConvGEMM.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch)
+            #expect(got == expected, "zero point \(zero)")
+        }
+    }
+
     @Test func requantizationFollowsTheContract() {
         let plain = OutputClamp(zero: 10, relu: false)
         // round half to even: 0.5 -> 0, 1.5 -> 2, -0.5 -> 0, -1.5 -> -2

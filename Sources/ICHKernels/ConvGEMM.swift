@@ -1,0 +1,172 @@
+// u8 x s8 convolution as im2col + GEMM on int16 pair products, exact int32 accumulation.
+//
+// Why this shape: x86 without VNNI multiplies int8 fastest as int16 pairs (vpmaddwd: a0*b0 + a1*b1 into one
+// int32 lane, exact for |a| <= 255 and |b| <= 127), and LLVM emits vpmaddwd from Swift only for the pattern
+// "widen to Int32 lanes, multiply, evenHalf &+ oddHalf" (../shared/KNOWHOW.md). So K is consumed in pairs:
+// activations are im2col'ed pair-interleaved (x[k][p], x[k+1][p] adjacent), weights packed as int16 pairs per
+// output channel, and a 4-channel x 16-pixel tile keeps 8 SIMD8<Int32> accumulators in registers.
+//
+// Padding taps read the input zero point, so acc = bias + sum x*w - zero * sum w, which equals the reference
+// bias + sum (x - zero) * w for every output (the correction is folded into `biasMinusZeroSums`).
+
+/// Weights of one convolution, packed once at model load.
+public struct PackedConvWeights: Sendable {
+    public static let channelTile = 4
+    public static let pixelTile = 16
+
+    public let outChannels: Int
+    public let inChannels: Int
+    public let kernel: Int
+    /// K = inChannels x kernel x kernel, rounded up to even (the extra tap has weight 0).
+    public let pairs: Int
+    /// For each tile of 4 output channels, for each K pair, 4 x (w[k], w[k+1]) as Int16: [tile][pair][4][2].
+    let packed: [Int16]
+    /// Per output channel, sum of its weights (for the zero-point correction).
+    public let weightSums: [Int32]
+
+    /// `weights` OIHW as in `QuantizedConv`.
+    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int) {
+        self.outChannels = outChannels
+        self.inChannels = inChannels
+        self.kernel = kernel
+        let k = inChannels * kernel * kernel
+        pairs = (k + 1) / 2
+        let tiles = (outChannels + Self.channelTile - 1) / Self.channelTile
+        var packed = [Int16](repeating: 0, count: tiles * pairs * Self.channelTile * 2)
+        var sums = [Int32](repeating: 0, count: outChannels)
+        for o in 0..<outChannels {
+            let tile = o / Self.channelTile, lane = o % Self.channelTile
+            for j in 0..<k {
+                let w = weights[o * k + j]
+                sums[o] += Int32(w)
+                packed[((tile * pairs + j / 2) * Self.channelTile + lane) * 2 + (j & 1)] = Int16(w)
+            }
+        }
+        self.packed = packed
+        weightSums = sums
+    }
+}
+
+public enum ConvGEMM {
+    /// Bytes of the im2col buffer `convAccumulate` needs for this shape.
+    public static func scratchBytes(_ s: ReferenceKernels.ConvShape) -> Int {
+        let pixels = s.outHeight * s.outWidth
+        let padded = (pixels + PackedConvWeights.pixelTile - 1) / PackedConvWeights.pixelTile * PackedConvWeights.pixelTile
+        return (s.inChannels * s.kernel * s.kernel + 1) / 2 * padded * 2
+    }
+
+    /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them (CHW in, CHW out).
+    /// `scratch` holds at least `scratchBytes(s)` bytes.
+    public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
+                                      weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
+                                      acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>) {
+        let oh = s.outHeight, ow = s.outWidth, pixels = oh * ow
+        let nt = PackedConvWeights.pixelTile
+        let paddedPixels = (pixels + nt - 1) / nt * nt
+        im2colPairs(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), pairs: w.pairs, paddedPixels: paddedPixels, out: scratch)
+        let mt = PackedConvWeights.channelTile
+        w.packed.withUnsafeBufferPointer { packed in
+            for tile in 0..<((s.outChannels + mt - 1) / mt) {
+                var start = SIMD4<Int32>(repeating: 0)
+                for lane in 0..<mt where tile * mt + lane < s.outChannels {
+                    let o = tile * mt + lane
+                    start[lane] = bias[o] &- inZero &* w.weightSums[o]
+                }
+                let panel = packed.baseAddress! + tile * w.pairs * mt * 2
+                var p = 0
+                while p < paddedPixels {
+                    tile4x16(pairs: w.pairs, weights: panel, columns: UnsafePointer(scratch) + p * 2, stride: paddedPixels * 2,
+                             start: start, acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
+                    p += nt
+                }
+            }
+        }
+    }
+
+    /// im2col with K pairs interleaved: out[(pair x paddedPixels + p) x 2 + (k & 1)] = x[k][p]; taps in the
+    /// padding and pixels past the end read the zero point.
+    static func im2colPairs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, pairs: Int,
+                            paddedPixels: Int, out: UnsafeMutablePointer<UInt8>) {
+        let oh = s.outHeight, ow = s.outWidth, k = s.kernel
+        out.update(repeating: zero, count: pairs * paddedPixels * 2)
+        for i in 0..<s.inChannels {
+            let plane = input + i * s.inHeight * s.inWidth
+            for ky in 0..<k {
+                let rows = ConvGeometry.validOutputs(input: s.inHeight, output: oh, tap: ky, stride: s.stride, padding: s.padding)
+                for kx in 0..<k {
+                    let cols = ConvGeometry.validOutputs(input: s.inWidth, output: ow, tap: kx, stride: s.stride, padding: s.padding)
+                    let kk = (i * k + ky) * k + kx
+                    let dst = out + (kk / 2) * paddedPixels * 2 + (kk & 1)
+                    for oy in rows {
+                        let src = plane + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
+                        let row = dst + oy * ow * 2
+                        for ox in cols { row[ox * 2] = src[ox * s.stride] }
+                    }
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func widen(_ v: SIMD16<UInt8>) -> SIMD16<Int32> {
+        var r = SIMD16<Int32>()
+        for i in 0..<16 { r[i] = Int32(v[i]) }
+        return r
+    }
+
+    @inline(__always)
+    static func pairBroadcast(_ p: UnsafePointer<Int16>) -> SIMD16<Int32> {
+        let a = Int32(p[0]), b = Int32(p[1])
+        return SIMD16<Int32>(a, b, a, b, a, b, a, b, a, b, a, b, a, b, a, b)
+    }
+
+    /// int16 pair products summed into int32 lanes (vpmaddwd on x86).
+    @inline(__always)
+    static func madd(_ x: SIMD16<Int32>, _ w: SIMD16<Int32>) -> SIMD8<Int32> {
+        let p = x &* w
+        return p.evenHalf &+ p.oddHalf
+    }
+
+    /// 4 output channels x 16 pixels over all K pairs, then stores the accumulators that exist.
+    @inline(__always)
+    static func tile4x16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<UInt8>, stride: Int,
+                         start: SIMD4<Int32>, acc: UnsafeMutablePointer<Int32>, channel: Int, channels: Int,
+                         pixel: Int, pixels: Int) {
+        var a00 = SIMD8<Int32>(repeating: start[0]), a01 = a00
+        var a10 = SIMD8<Int32>(repeating: start[1]), a11 = a10
+        var a20 = SIMD8<Int32>(repeating: start[2]), a21 = a20
+        var a30 = SIMD8<Int32>(repeating: start[3]), a31 = a30
+        var w = weights
+        var c = columns
+        for _ in 0..<pairs {
+            let x0 = widen(UnsafeRawPointer(c).loadUnaligned(as: SIMD16<UInt8>.self))
+            let x1 = widen(UnsafeRawPointer(c + 16).loadUnaligned(as: SIMD16<UInt8>.self))
+            let w0 = pairBroadcast(w), w1 = pairBroadcast(w + 2), w2 = pairBroadcast(w + 4), w3 = pairBroadcast(w + 6)
+            a00 &+= madd(x0, w0); a01 &+= madd(x1, w0)
+            a10 &+= madd(x0, w1); a11 &+= madd(x1, w1)
+            a20 &+= madd(x0, w2); a21 &+= madd(x1, w2)
+            a30 &+= madd(x0, w3); a31 &+= madd(x1, w3)
+            w += 8
+            c += stride
+        }
+        store(a00, a01, acc: acc, row: channel, channels: channels, pixel: pixel, pixels: pixels)
+        store(a10, a11, acc: acc, row: channel + 1, channels: channels, pixel: pixel, pixels: pixels)
+        store(a20, a21, acc: acc, row: channel + 2, channels: channels, pixel: pixel, pixels: pixels)
+        store(a30, a31, acc: acc, row: channel + 3, channels: channels, pixel: pixel, pixels: pixels)
+    }
+
+    /// Stores 16 accumulators of one output channel, only those inside the real channels and pixels.
+    @inline(__always)
+    static func store(_ lo: SIMD8<Int32>, _ hi: SIMD8<Int32>, acc: UnsafeMutablePointer<Int32>, row: Int, channels: Int,
+                      pixel: Int, pixels: Int) {
+        guard row < channels else { return }
+        let out = acc + row * pixels + pixel
+        if pixel + 16 <= pixels {
+            UnsafeMutableRawPointer(out).storeBytes(of: lo, as: SIMD8<Int32>.self)
+            UnsafeMutableRawPointer(out + 8).storeBytes(of: hi, as: SIMD8<Int32>.self)
+        } else {
+            for j in 0..<min(8, pixels - pixel) { out[j] = lo[j] }
+            for j in 0..<max(0, min(8, pixels - pixel - 8)) { out[8 + j] = hi[j] }
+        }
+    }
+}

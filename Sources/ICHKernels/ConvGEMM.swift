@@ -3,8 +3,9 @@
 // Why this shape: x86 without VNNI multiplies int8 fastest as int16 pairs (vpmaddwd: a0*b0 + a1*b1 into one
 // int32 lane, exact for |a| <= 255 and |b| <= 127), and LLVM emits vpmaddwd from Swift only for the pattern
 // "widen to Int32 lanes, multiply, evenHalf &+ oddHalf" (../shared/KNOWHOW.md). So K is consumed in pairs:
-// activations are im2col'ed pair-interleaved (x[k][p], x[k+1][p] adjacent), weights packed as int16 pairs per
-// output channel, and a 4-channel x 16-pixel tile keeps 8 SIMD8<Int32> accumulators in registers.
+// activations are im2col'ed pair-interleaved (x[k][p], x[k+1][p] adjacent) and tile-major (16 pixels x all K
+// contiguous), weights packed as int16 pairs per output channel, and a 4-channel x 16-pixel tile keeps 8
+// SIMD8<Int32> accumulators in registers.
 //
 // Padding taps read the input zero point, so acc = bias + sum x*w - zero * sum w, which equals the reference
 // bias + sum (x - zero) * w for every output (the correction is folded into `biasMinusZeroSums`).
@@ -65,29 +66,36 @@ public enum ConvGEMM {
         let paddedPixels = (pixels + nt - 1) / nt * nt
         im2colPairs(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), pairs: w.pairs, paddedPixels: paddedPixels, out: scratch)
         let mt = PackedConvWeights.channelTile
+        let tiles = (s.outChannels + mt - 1) / mt
+        var starts = [SIMD4<Int32>](repeating: .zero, count: tiles)
+        for tile in 0..<tiles {
+            for lane in 0..<mt where tile * mt + lane < s.outChannels {
+                let o = tile * mt + lane
+                starts[tile][lane] = bias[o] &- inZero &* w.weightSums[o]
+            }
+        }
+        // Pixel tiles outside, channel tiles inside: one pixel tile's columns (pairs x 32 bytes) stay in L1
+        // while every channel tile's weights stream past it.
         w.packed.withUnsafeBufferPointer { packed in
-            for tile in 0..<((s.outChannels + mt - 1) / mt) {
-                var start = SIMD4<Int32>(repeating: 0)
-                for lane in 0..<mt where tile * mt + lane < s.outChannels {
-                    let o = tile * mt + lane
-                    start[lane] = bias[o] &- inZero &* w.weightSums[o]
+            var p = 0
+            while p < paddedPixels {
+                let columns = UnsafePointer(scratch) + p * w.pairs * 2
+                for tile in 0..<tiles {
+                    tile4x16(pairs: w.pairs, weights: packed.baseAddress! + tile * w.pairs * mt * 2, columns: columns,
+                             start: starts[tile], acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
                 }
-                let panel = packed.baseAddress! + tile * w.pairs * mt * 2
-                var p = 0
-                while p < paddedPixels {
-                    tile4x16(pairs: w.pairs, weights: panel, columns: UnsafePointer(scratch) + p * 2, stride: paddedPixels * 2,
-                             start: start, acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
-                    p += nt
-                }
+                p += nt
             }
         }
     }
 
-    /// im2col with K pairs interleaved: out[(pair x paddedPixels + p) x 2 + (k & 1)] = x[k][p]; taps in the
-    /// padding and pixels past the end read the zero point.
+    /// im2col, tile-major with K pairs interleaved: for pixel tile t (16 pixels), pair j, pixel q of the tile,
+    /// out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] = x[k][16t + q]. Padding taps and pixels past the end read
+    /// the zero point.
     static func im2colPairs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, pairs: Int,
                             paddedPixels: Int, out: UnsafeMutablePointer<UInt8>) {
         let oh = s.outHeight, ow = s.outWidth, k = s.kernel
+        let nt = PackedConvWeights.pixelTile
         out.update(repeating: zero, count: pairs * paddedPixels * 2)
         for i in 0..<s.inChannels {
             let plane = input + i * s.inHeight * s.inWidth
@@ -96,11 +104,20 @@ public enum ConvGEMM {
                 for kx in 0..<k {
                     let cols = ConvGeometry.validOutputs(input: s.inWidth, output: ow, tap: kx, stride: s.stride, padding: s.padding)
                     let kk = (i * k + ky) * k + kx
-                    let dst = out + (kk / 2) * paddedPixels * 2 + (kk & 1)
+                    let dst = out + (kk / 2) * nt * 2 + (kk & 1)
+                    guard !cols.isEmpty else { continue }
                     for oy in rows {
                         let src = plane + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
-                        let row = dst + oy * ow * 2
-                        for ox in cols { row[ox * 2] = src[ox * s.stride] }
+                        let first = oy * ow + cols.lowerBound
+                        var tile = dst + (first / nt) * pairs * nt * 2, q = first % nt
+                        for ox in cols {
+                            tile[q * 2] = src[ox * s.stride]
+                            q += 1
+                            if q == nt {
+                                q = 0
+                                tile += pairs * nt * 2
+                            }
+                        }
                     }
                 }
             }
@@ -114,10 +131,15 @@ public enum ConvGEMM {
         return r
     }
 
+    /// The weight pair (w[k], w[k+1]) of one channel on every lane pair: one 32-bit broadcast, seen as 16 int16
+    /// lanes and sign-extended (vpbroadcastd feeding vpmaddwd; building the lanes one by one costs 5 shuffles).
     @inline(__always)
     static func pairBroadcast(_ p: UnsafePointer<Int16>) -> SIMD16<Int32> {
-        let a = Int32(p[0]), b = Int32(p[1])
-        return SIMD16<Int32>(a, b, a, b, a, b, a, b, a, b, a, b, a, b, a, b)
+        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int32.self)
+        let lanes = unsafeBitCast(SIMD8<Int32>(repeating: pair), to: SIMD16<Int16>.self)
+        var r = SIMD16<Int32>()
+        for i in 0..<16 { r[i] = Int32(lanes[i]) }
+        return r
     }
 
     /// int16 pair products summed into int32 lanes (vpmaddwd on x86).
@@ -129,7 +151,7 @@ public enum ConvGEMM {
 
     /// 4 output channels x 16 pixels over all K pairs, then stores the accumulators that exist.
     @inline(__always)
-    static func tile4x16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<UInt8>, stride: Int,
+    static func tile4x16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<UInt8>,
                          start: SIMD4<Int32>, acc: UnsafeMutablePointer<Int32>, channel: Int, channels: Int,
                          pixel: Int, pixels: Int) {
         var a00 = SIMD8<Int32>(repeating: start[0]), a01 = a00
@@ -147,7 +169,7 @@ public enum ConvGEMM {
             a20 &+= madd(x0, w2); a21 &+= madd(x1, w2)
             a30 &+= madd(x0, w3); a31 &+= madd(x1, w3)
             w += 8
-            c += stride
+            c += 32
         }
         store(a00, a01, acc: acc, row: channel, channels: channels, pixel: pixel, pixels: pixels)
         store(a10, a11, acc: acc, row: channel + 1, channels: channels, pixel: pixel, pixels: pixels)

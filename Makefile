@@ -7,6 +7,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # and the ONNX Runtime cross-check (dev and test only: the appliance never runs Python).
 APT_PACKAGES := libdcmtk-dev libturbojpeg0-dev libgpiod-dev pkg-config python3 python3-pip python3-venv
 ICHD := .build/release/ichd
+# CPU tuning for the kernels (scripts/arch-flags.sh: haswell on AVX2 x86, cortex-a76 on a Pi 5).
+ARCH_FLAGS := $(shell bash scripts/arch-flags.sh)
 DEMO := demo-out
 
 VENV := .cache/venv
@@ -21,7 +23,7 @@ deps:
 	fi
 
 build: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release $(ARCH_FLAGS)
 
 # The main job as far as it is built: synthetic series dropped into a local folder, ingested and
 # preprocessed by the appliance's own code. Scoring, the lamp and the serial alert join in later issues.
@@ -38,7 +40,7 @@ test-data:
 
 # Tests build in release with testing enabled (the engines run real networks, far too slow in debug), in their
 # own scratch folder so that they and the demo's plain release build do not rebuild each other.
-TEST_FLAGS := -c release -Xswiftc -enable-testing --scratch-path .build-test
+TEST_FLAGS := -c release -Xswiftc -enable-testing --scratch-path .build-test $(ARCH_FLAGS)
 
 # The swift test run comes last so that its summary closes the output.
 test: deps test-data $(VENV)/.installed

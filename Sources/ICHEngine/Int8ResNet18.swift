@@ -152,7 +152,7 @@ public struct Int8ResNet18: Sendable {
         var out = [UInt8](repeating: 0, count: x.channels * oh * ow)
         x.bytes.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                ReferenceKernels.maxPool3x3s2(input: src.baseAddress!, channels: x.channels, height: x.height, width: x.width, output: dst.baseAddress!)
+                PoolKernels.maxPool3x3s2(input: src.baseAddress!, channels: x.channels, height: x.height, width: x.width, output: dst.baseAddress!)
             }
         }
         return QTensor(channels: x.channels, height: oh, width: ow, bytes: out, q: x.q)

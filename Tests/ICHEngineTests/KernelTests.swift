@@ -76,6 +76,17 @@ import Testing
         }
     }
 
+    @Test(arguments: [(1, 1), (1, 2), (2, 1), (4, 4), (5, 7), (64, 64), (33, 17)])
+    func maxPoolMatchesReference(_ height: Int, _ width: Int) {
+        var rng = SeededGenerator(seed: UInt64(height * 100 + width))
+        let input = (0..<(3 * height * width)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let oh = (height - 1) / 2 + 1, ow = (width - 1) / 2 + 1
+        var expected = [UInt8](repeating: 0, count: 3 * oh * ow), got = expected
+        ReferenceKernels.maxPool3x3s2(input: input, channels: 3, height: height, width: width, output: &expected)
+        PoolKernels.maxPool3x3s2(input: input, channels: 3, height: height, width: width, output: &got)
+        #expect(got == expected)
+    }
+
     @Test func requantizationFollowsTheContract() {
         let plain = OutputClamp(zero: 10, relu: false)
         // round half to even: 0.5 -> 0, 1.5 -> 2, -0.5 -> 0, -1.5 -> -2

@@ -7,9 +7,14 @@ public struct Int8ResNet18: Sendable {
     public let model: QuantizedResNet18
     /// Every convolution's weights, packed once for the GEMM kernel (keyed by layer name).
     let packed: [String: PackedConvWeights]
+    /// The threads convolutions split their output tiles over; results are identical for every count.
+    let pool: WorkerPool
 
-    public init(_ model: QuantizedResNet18) {
+    public var threads: Int { pool.count }
+
+    public init(_ model: QuantizedResNet18, threads: Int = 1) {
         self.model = model
+        pool = WorkerPool(threads: threads)
         var packed: [String: PackedConvWeights] = [:]
         for (name, conv) in ModelLayers.convs(model) {
             packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels, kernel: conv.kernel)
@@ -112,7 +117,8 @@ public struct Int8ResNet18: Sendable {
         let shape = ReferenceKernels.ConvShape(inChannels: x.channels, inHeight: x.height, inWidth: x.width,
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
-        var acc = [Int32](repeating: 0, count: layer.outChannels * plane)
+        // Every accumulator is written by the kernel: no zero fill.
+        var acc = [Int32](unsafeUninitializedCapacity: layer.outChannels * plane) { _, count in count = layer.outChannels * plane }
         var out = [UInt8](repeating: 0, count: layer.outChannels * plane)
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
@@ -122,7 +128,8 @@ public struct Int8ResNet18: Sendable {
                 acc.withUnsafeMutableBufferPointer { dst in
                     scratch.withUnsafeMutableBufferPointer { tmp in
                         ConvGEMM.convAccumulate(shape, input: src.baseAddress!, inZero: x.q.zeroPoint, weights: packed[name]!,
-                                                bias: b.baseAddress!, acc: dst.baseAddress!, scratch: tmp.baseAddress!)
+                                                bias: b.baseAddress!, acc: dst.baseAddress!, scratch: tmp.baseAddress!,
+                                                parallel: { pool.parallelFor($0, $1) })
                     }
                 }
             }
@@ -130,15 +137,22 @@ public struct Int8ResNet18: Sendable {
         acc.withUnsafeBufferPointer { accs in
             scales.withUnsafeBufferPointer { sc in
                 out.withUnsafeMutableBufferPointer { o in
-                    if let residual {
-                        residual.bytes.withUnsafeBufferPointer { r in
-                            ReferenceKernels.requantizePlanes(acc: accs.baseAddress!, channels: layer.outChannels, plane: plane, scales: sc.baseAddress!,
-                                                              clamp: clamp, residual: r.baseAddress!, residualZero: residual.q.zeroPoint,
-                                                              residualScale: residual.q.scale / output.scale, output: o.baseAddress!)
+                    // Channels split over the pool; each channel's bytes are the same whoever computes them.
+                    let scales = sc.baseAddress!, outBase = o.baseAddress!, accBase = accs.baseAddress!
+                    func requantize(_ r: UnsafePointer<UInt8>?) {
+                        pool.parallelFor(layer.outChannels) { channels in
+                            let offset = channels.lowerBound * plane
+                            ReferenceKernels.requantizePlanes(acc: accBase + offset, channels: channels.count, plane: plane,
+                                                              scales: scales + channels.lowerBound, clamp: clamp, residual: r.map { $0 + offset },
+                                                              residualZero: residual?.q.zeroPoint ?? 0,
+                                                              residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
+                                                              output: outBase + offset)
                         }
+                    }
+                    if let residual {
+                        residual.bytes.withUnsafeBufferPointer { requantize($0.baseAddress!) }
                     } else {
-                        ReferenceKernels.requantizePlanes(acc: accs.baseAddress!, channels: layer.outChannels, plane: plane, scales: sc.baseAddress!,
-                                                          clamp: clamp, output: o.baseAddress!)
+                        requantize(nil)
                     }
                 }
             }

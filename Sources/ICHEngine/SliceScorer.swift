@@ -40,8 +40,9 @@ public struct SliceScorer: Sendable {
         }
     }
 
-    public init(model: ModelFile) {
-        engine = .int8(Int8ResNet18(model.network))
+    /// `threads`: the int8 engine's worker count (results are identical for every count).
+    public init(model: ModelFile, threads: Int = 1) {
+        engine = .int8(Int8ResNet18(model.network, threads: threads))
         classNames = model.metadata.classNames
         thresholds = model.metadata.thresholds
         preprocessing = model.metadata.preprocessing
@@ -59,7 +60,7 @@ public struct SliceScorer: Sendable {
     }
 
     /// Opens `.ichm` (int8) or `.safetensors` (float reference; layout detected unless given).
-    public init(path: String, layout: WeightLayout? = nil) throws(ScorerError) {
+    public init(path: String, layout: WeightLayout? = nil, threads: Int = 1) throws(ScorerError) {
         if path.hasSuffix(".safetensors") {
             do {
                 self.init(parameters: try ResNet18Layout.load(try Safetensors.read(path: path), layout: layout))
@@ -68,7 +69,7 @@ public struct SliceScorer: Sendable {
             }
         } else {
             do {
-                self.init(model: try ModelFile.load(path: path))
+                self.init(model: try ModelFile.load(path: path), threads: threads)
             } catch {
                 throw ScorerError(description: "\(path): \(error.description)")
             }

@@ -58,13 +58,17 @@ public enum ConvGEMM {
 
     /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them (CHW in, CHW out).
     /// `scratch` holds at least `scratchBytes(s)` bytes.
+    /// `parallel(n, body)` runs body over a partition of 0..<n (pixel tiles), possibly on several threads:
+    /// every tile's result is the same whoever computes it.
     public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
                                       weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
-                                      acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>) {
+                                      acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
+                                      parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) }) {
         let oh = s.outHeight, ow = s.outWidth, pixels = oh * ow
         let nt = PackedConvWeights.pixelTile
         let paddedPixels = (pixels + nt - 1) / nt * nt
-        im2colPairs(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), pairs: w.pairs, paddedPixels: paddedPixels, out: scratch)
+        im2colPairs(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), pairs: w.pairs, paddedPixels: paddedPixels,
+                    out: scratch, parallel: parallel)
         let mt = PackedConvWeights.channelTile
         let tiles = (s.outChannels + mt - 1) / mt
         var starts = [SIMD4<Int32>](repeating: .zero, count: tiles)
@@ -77,14 +81,15 @@ public enum ConvGEMM {
         // Pixel tiles outside, channel tiles inside: one pixel tile's columns (pairs x 32 bytes) stay in L1
         // while every channel tile's weights stream past it.
         w.packed.withUnsafeBufferPointer { packed in
-            var p = 0
-            while p < paddedPixels {
-                let columns = UnsafePointer(scratch) + p * w.pairs * 2
-                for tile in 0..<tiles {
-                    tile4x16(pairs: w.pairs, weights: packed.baseAddress! + tile * w.pairs * mt * 2, columns: columns,
-                             start: starts[tile], acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
+            parallel(paddedPixels / nt) { pixelTiles in
+                for t in pixelTiles {
+                    let p = t * nt
+                    let columns = UnsafePointer(scratch) + p * w.pairs * 2
+                    for tile in 0..<tiles {
+                        tile4x16(pairs: w.pairs, weights: packed.baseAddress! + tile * w.pairs * mt * 2, columns: columns,
+                                 start: starts[tile], acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
+                    }
                 }
-                p += nt
             }
         }
     }
@@ -92,30 +97,38 @@ public enum ConvGEMM {
     /// im2col, tile-major with K pairs interleaved: for pixel tile t (16 pixels), pair j, pixel q of the tile,
     /// out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] = x[k][16t + q]. Padding taps and pixels past the end read
     /// the zero point.
+    /// Input channels are split over `parallel`; each writes its own bytes.
     static func im2colPairs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, pairs: Int,
-                            paddedPixels: Int, out: UnsafeMutablePointer<UInt8>) {
+                            paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
+                            parallel: (Int, (Range<Int>) -> Void) -> Void) {
         let oh = s.outHeight, ow = s.outWidth, k = s.kernel
         let nt = PackedConvWeights.pixelTile
-        out.update(repeating: zero, count: pairs * paddedPixels * 2)
-        for i in 0..<s.inChannels {
-            let plane = input + i * s.inHeight * s.inWidth
-            for ky in 0..<k {
-                let rows = ConvGeometry.validOutputs(input: s.inHeight, output: oh, tap: ky, stride: s.stride, padding: s.padding)
-                for kx in 0..<k {
-                    let cols = ConvGeometry.validOutputs(input: s.inWidth, output: ow, tap: kx, stride: s.stride, padding: s.padding)
-                    let kk = (i * k + ky) * k + kx
-                    let dst = out + (kk / 2) * nt * 2 + (kk & 1)
-                    guard !cols.isEmpty else { continue }
-                    for oy in rows {
-                        let src = plane + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
-                        let first = oy * ow + cols.lowerBound
-                        var tile = dst + (first / nt) * pairs * nt * 2, q = first % nt
-                        for ox in cols {
-                            tile[q * 2] = src[ox * s.stride]
-                            q += 1
-                            if q == nt {
-                                q = 0
-                                tile += pairs * nt * 2
+        let bytes = pairs * paddedPixels * 2, chunk = 1 << 16
+        parallel((bytes + chunk - 1) / chunk) { chunks in
+            let start = chunks.lowerBound * chunk, end = min(bytes, chunks.upperBound * chunk)
+            (out + start).update(repeating: zero, count: end - start)
+        }
+        parallel(s.inChannels) { channels in
+            for i in channels {
+                let plane = input + i * s.inHeight * s.inWidth
+                for ky in 0..<k {
+                    let rows = ConvGeometry.validOutputs(input: s.inHeight, output: oh, tap: ky, stride: s.stride, padding: s.padding)
+                    for kx in 0..<k {
+                        let cols = ConvGeometry.validOutputs(input: s.inWidth, output: ow, tap: kx, stride: s.stride, padding: s.padding)
+                        let kk = (i * k + ky) * k + kx
+                        let dst = out + (kk / 2) * nt * 2 + (kk & 1)
+                        guard !cols.isEmpty else { continue }
+                        for oy in rows {
+                            let src = plane + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
+                            let first = oy * ow + cols.lowerBound
+                            var tile = dst + (first / nt) * pairs * nt * 2, q = first % nt
+                            for ox in cols {
+                                tile[q * 2] = src[ox * s.stride]
+                                q += 1
+                                if q == nt {
+                                    q = 0
+                                    tile += pairs * nt * 2
+                                }
                             }
                         }
                     }

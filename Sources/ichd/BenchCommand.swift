@@ -29,6 +29,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "int8 model (.ichm) for the engine benchmark.")
     var model: String?
 
+    @Option(help: "Engine threads (engine stage).")
+    var threads = 1
+
     @Option(help: "Slice file to use (DICOM or JPEG).")
     var input: String?
 
@@ -43,6 +46,7 @@ struct BenchCommand: ParsableCommand {
 
     func validate() throws {
         if runs < 1 || warmup < 0 { throw ValidationError("--runs must be at least 1 and --warmup at least 0") }
+        if !(1...64).contains(threads) { throw ValidationError("--threads must be within 1...64") }
         if stage == .engine && model == nil { throw ValidationError("--stage engine needs --model M.ichm") }
         if stage == .preprocess && model != nil { throw ValidationError("--model belongs to the engine stage") }
     }
@@ -140,7 +144,7 @@ extension BenchCommand {
             printError(error.description)
             throw rejectedExit
         }
-        let scorer = SliceScorer(model: file)
+        let scorer = SliceScorer(model: file, threads: threads)
         guard case .int8(let engine) = scorer.engine else { preconditionFailure("a model file is int8") }
         let loaded = ContinuousClock.now
         let input = try benchInput(scorer.preprocessing)
@@ -171,7 +175,7 @@ extension BenchCommand {
         let layers: [(String, Double, Int)] = order.map { ($0, Summary(layerTimes[$0]!).median, layerMACs[$0]!) }
         if json {
             let object: [String: Any] = [
-                "stage": "engine", "model": path, "engine": "int8 reference kernels", "runs": runs, "threads": 1,
+                "stage": "engine", "model": path, "engine": "int8", "runs": runs, "threads": threads,
                 "input_size": input.height, "min_ms": total.min, "median_ms": total.median, "p99_ms": total.p99,
                 "gmacs_per_s": gmacs, "macs": macs, "peak_rss_mib": rss, "load_ms": Self.ms(loaded - start),
                 "first_result_ms": Self.ms(firstResult),
@@ -181,7 +185,7 @@ extension BenchCommand {
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        print("stage engine, \(path), int8, \(input.height)x\(input.width) input, \(runs) runs, 1 thread")
+        print("stage engine, \(path), int8, \(input.height)x\(input.width) input, \(runs) runs, \(threads) thread(s)")
         print(String(format: "  total    min %.2f ms  median %.2f ms  p99 %.2f ms  %.2f GMAC/s (%.3f GMAC)",
                      total.min, total.median, total.p99, gmacs, Double(macs) / 1e9))
         print(String(format: "  load %.1f ms, load to first result %.1f ms, peak RSS %.1f MiB",

@@ -80,6 +80,21 @@ enum Networks {
         #expect(worst < 0.05, "max |p_int8 - p_float| = \(worst)")
     }
 
+    /// Threads split output tiles and channels: every thread count must give the same bits.
+    @Test func resultsAreIdenticalForEveryThreadCount() throws {
+        let p = try Networks.parameters(.fastai, classes: 3, seed: 16)
+        let q = Networks.quantized(p)
+        let reference = Int8ResNet18(q, threads: 1)
+        for threads in [2, 3, 5] {
+            let parallel = Int8ResNet18(q, threads: threads)
+            for x in Networks.inputs.prefix(3) {
+                let a = reference.run(x), b = parallel.run(x)
+                #expect(a.logits == b.logits, "\(threads) threads")
+                #expect(a.features == b.features, "\(threads) threads")
+            }
+        }
+    }
+
     @Test func int8IsDeterministicAndDiffersFromAnUncalibratedModel() throws {
         let p = try Networks.parameters(.torchvision, classes: 2, seed: 12)
         let q = Networks.quantized(p)

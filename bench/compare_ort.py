@@ -97,7 +97,7 @@ results = {
     "ort-int8-exact": time_ort(model_int8, exact=True),
 }
 bench = json.loads(ichd("bench", "--model", f"{tmp}/m.ichm", "--input", picked[len(picked) // 2], "--runs",
-                        str(args.runs), "--json"))
+                        str(args.runs), "--threads", str(args.threads), "--json"))
 results["ichd-int8"] = bench["median_ms"]
 print(f"ResNet18 256x256 batch 1, {args.threads} thread(s), median of {args.runs} runs, {time.strftime('%Y-%m-%d')}")
 for k, v in results.items():

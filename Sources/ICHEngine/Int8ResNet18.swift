@@ -4,7 +4,8 @@ import ICHModel
 /// The int8 executor: exact integer arithmetic per the contract in ICHKernels/Requantize.swift, so any
 /// kernel that honours it gives the same bytes. Logits leave the last layer as float (one multiply each).
 public struct Int8ResNet18: Sendable {
-    public let model: QuantizedResNet18
+    /// The network; its convolution weights live only in `packed` (the int8 copies are dropped at load).
+    let model: QuantizedResNet18
     /// Every convolution's weights, packed once for the GEMM kernel (keyed by layer name).
     let packed: [String: PackedConvWeights]
     /// The threads convolutions split their output tiles over; results are identical for every count.
@@ -13,13 +14,20 @@ public struct Int8ResNet18: Sendable {
     public var threads: Int { pool.count }
 
     public init(_ model: QuantizedResNet18, threads: Int = 1) {
-        self.model = model
         pool = WorkerPool(threads: threads)
         var packed: [String: PackedConvWeights] = [:]
         for (name, conv) in ModelLayers.convs(model) {
             packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels, kernel: conv.kernel)
         }
         self.packed = packed
+        var lean = model
+        lean.stem.weights = []
+        for i in lean.blocks.indices {
+            lean.blocks[i].conv1.weights = []
+            lean.blocks[i].conv2.weights = []
+            lean.blocks[i].downsample?.weights = []
+        }
+        self.model = lean
     }
 
     public struct Output: Sendable {

@@ -196,8 +196,9 @@ public struct ModelFile: Sendable {
         guard metadataLength > 0, metadataLength <= payloadLength, (headerSize + metadataLength) % alignment == 0 else {
             throw ModelFileError("corrupted model file: metadata length \(metadataLength)")
         }
-        let payload = data.subdata(in: headerSize..<data.count)
-        guard Array(data.subdata(in: 32..<64)) == Array(SHA256.hash(data: payload)) else {
+        // Slices, not copies: the mapped file is read in place (a copy would double the model's memory at load).
+        let payload = data[(data.startIndex + headerSize)...]
+        guard Array(data[(data.startIndex + 32)..<(data.startIndex + 64)]) == Array(SHA256.hash(data: payload)) else {
             throw ModelFileError("corrupted model file: SHA-256 of the payload does not match")
         }
         let json = payload.prefix(metadataLength)
@@ -207,7 +208,7 @@ public struct ModelFile: Sendable {
         } catch {
             throw ModelFileError("unreadable model metadata: \(error)")
         }
-        let section = payload.subdata(in: metadataLength..<payload.count)
+        let section = payload[(payload.startIndex + metadataLength)...]
         return try assemble(metadata, section)
     }
 

@@ -137,14 +137,13 @@ struct Summary {
 extension BenchCommand {
     func benchEngine(_ path: String) throws {
         let start = ContinuousClock.now
-        let file: ModelFile
+        let scorer: SliceScorer
         do {
-            file = try ModelFile.load(path: path)
+            scorer = try SliceScorer(path: path, threads: threads)
         } catch {
             printError(error.description)
             throw rejectedExit
         }
-        let scorer = SliceScorer(model: file, threads: threads)
         guard case .int8(let engine) = scorer.engine else { preconditionFailure("a model file is int8") }
         let loaded = ContinuousClock.now
         let input = try benchInput(scorer.preprocessing)

@@ -53,7 +53,7 @@ public struct Int8ResNet18: Sendable {
         let a = model.activations
         let inQ = a["input"]!
         var x = QTensor(channels: input.channels, height: input.height, width: input.width,
-                        bytes: input.values.map { inQ.quantize($0) }, q: inQ)
+                        bytes: quantizeInput(input.values, inQ), q: inQ)
         observe?("input", x.dequantized())
         x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true) }
         observe?("stem", x.dequantized())
@@ -168,13 +168,30 @@ public struct Int8ResNet18: Sendable {
         return QTensor(channels: layer.outChannels, height: shape.outHeight, width: shape.outWidth, bytes: out, q: output)
     }
 
+    /// The float input to bytes, split over the pool.
+    func quantizeInput(_ values: [Float], _ q: QuantParams) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: values.count) { out, count in
+            values.withUnsafeBufferPointer { src in
+                let base = out.baseAddress!, input = src.baseAddress!
+                pool.parallelFor(values.count) { range in
+                    for i in range { base[i] = q.quantize(input[i]) }
+                }
+            }
+            count = values.count
+        }
+    }
+
     func maxPool(_ x: QTensor) -> QTensor {
         let oh = ConvGeometry.outputLength(x.height, kernel: 3, stride: 2, padding: 1)
         let ow = ConvGeometry.outputLength(x.width, kernel: 3, stride: 2, padding: 1)
         var out = [UInt8](repeating: 0, count: x.channels * oh * ow)
         x.bytes.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                PoolKernels.maxPool3x3s2(input: src.baseAddress!, channels: x.channels, height: x.height, width: x.width, output: dst.baseAddress!)
+                let input = src.baseAddress!, output = dst.baseAddress!
+                pool.parallelFor(x.channels) { channels in
+                    PoolKernels.maxPool3x3s2(input: input + channels.lowerBound * x.height * x.width, channels: channels.count,
+                                             height: x.height, width: x.width, output: output + channels.lowerBound * oh * ow)
+                }
             }
         }
         return QTensor(channels: x.channels, height: oh, width: ow, bytes: out, q: x.q)

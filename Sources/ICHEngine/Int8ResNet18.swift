@@ -125,45 +125,42 @@ public struct Int8ResNet18: Sendable {
         let shape = ReferenceKernels.ConvShape(inChannels: x.channels, inHeight: x.height, inWidth: x.width,
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
-        // Every accumulator is written by the kernel: no zero fill.
-        var acc = [Int32](unsafeUninitializedCapacity: layer.outChannels * plane) { _, count in count = layer.outChannels * plane }
-        var out = [UInt8](repeating: 0, count: layer.outChannels * plane)
+        // Every accumulator and output byte is written by the kernels: no zero fill.
+        let acc = UnsafeMutablePointer<Int32>.allocate(capacity: layer.outChannels * plane)
+        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: ConvGEMM.scratchBytes(shape))
+        defer {
+            acc.deallocate()
+            scratch.deallocate()
+        }
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
-        var scratch = [UInt8](repeating: 0, count: ConvGEMM.scratchBytes(shape))
-        x.bytes.withUnsafeBufferPointer { src in
-            layer.bias.withUnsafeBufferPointer { b in
-                acc.withUnsafeMutableBufferPointer { dst in
-                    scratch.withUnsafeMutableBufferPointer { tmp in
-                        ConvGEMM.convAccumulate(shape, input: src.baseAddress!, inZero: x.q.zeroPoint, weights: packed[name]!,
-                                                bias: b.baseAddress!, acc: dst.baseAddress!, scratch: tmp.baseAddress!,
-                                                parallel: { pool.parallelFor($0, $1) })
-                    }
-                }
-            }
-        }
-        acc.withUnsafeBufferPointer { accs in
-            scales.withUnsafeBufferPointer { sc in
-                out.withUnsafeMutableBufferPointer { o in
-                    // Channels split over the pool; each channel's bytes are the same whoever computes them.
-                    let scales = sc.baseAddress!, outBase = o.baseAddress!, accBase = accs.baseAddress!
-                    func requantize(_ r: UnsafePointer<UInt8>?) {
-                        pool.parallelFor(layer.outChannels) { channels in
-                            let offset = channels.lowerBound * plane
-                            ReferenceKernels.requantizePlanes(acc: accBase + offset, channels: channels.count, plane: plane,
-                                                              scales: scales + channels.lowerBound, clamp: clamp, residual: r.map { $0 + offset },
-                                                              residualZero: residual?.q.zeroPoint ?? 0,
-                                                              residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
-                                                              output: outBase + offset)
+        let out = [UInt8](unsafeUninitializedCapacity: layer.outChannels * plane) { o, count in
+            let outBase = o.baseAddress!
+            x.bytes.withUnsafeBufferPointer { src in
+                layer.bias.withUnsafeBufferPointer { b in
+                    scales.withUnsafeBufferPointer { sc in
+                        let scaleBase = sc.baseAddress!
+                        func run(_ r: UnsafePointer<UInt8>?) {
+                            // Each thread requantises the pixels whose accumulators it has just computed.
+                            ConvGEMM.convAccumulate(shape, input: src.baseAddress!, inZero: x.q.zeroPoint, weights: packed[name]!,
+                                                    bias: b.baseAddress!, acc: acc, scratch: scratch,
+                                                    parallel: { pool.parallelFor($0, $1) },
+                                                    finish: { pixels in
+                                ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: scaleBase,
+                                                                  clamp: clamp, residual: r, residualZero: residual?.q.zeroPoint ?? 0,
+                                                                  residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
+                                                                  output: outBase, pixels: pixels)
+                            })
+                        }
+                        if let residual {
+                            residual.bytes.withUnsafeBufferPointer { run($0.baseAddress!) }
+                        } else {
+                            run(nil)
                         }
                     }
-                    if let residual {
-                        residual.bytes.withUnsafeBufferPointer { requantize($0.baseAddress!) }
-                    } else {
-                        requantize(nil)
-                    }
                 }
             }
+            count = layer.outChannels * plane
         }
         return QTensor(channels: layer.outChannels, height: shape.outHeight, width: shape.outWidth, bytes: out, q: output)
     }

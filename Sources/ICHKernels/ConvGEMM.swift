@@ -60,10 +60,13 @@ public enum ConvGEMM {
     /// `scratch` holds at least `scratchBytes(s)` bytes.
     /// `parallel(n, body)` runs body over a partition of 0..<n (pixel tiles), possibly on several threads:
     /// every tile's result is the same whoever computes it.
+    /// `finish(pixels)`, when given, runs on the same thread right after the accumulators of that pixel range
+    /// are complete (the requantisation), so the work needs one parallel region, not two.
     public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
                                       weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
                                       acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
-                                      parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) }) {
+                                      parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) },
+                                      finish: ((Range<Int>) -> Void)? = nil) {
         let oh = s.outHeight, ow = s.outWidth, pixels = oh * ow
         let nt = PackedConvWeights.pixelTile
         let paddedPixels = (pixels + nt - 1) / nt * nt
@@ -90,23 +93,41 @@ public enum ConvGEMM {
                                  start: starts[tile], acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
                     }
                 }
+                finish?(min(pixels, pixelTiles.lowerBound * nt)..<min(pixels, pixelTiles.upperBound * nt))
             }
         }
     }
 
     /// im2col, tile-major with K pairs interleaved: for pixel tile t (16 pixels), pair j, pixel q of the tile,
-    /// out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] = x[k][16t + q]. Padding taps and pixels past the end read
-    /// the zero point.
-    /// Input channels are split over `parallel`; each writes its own bytes.
+    /// out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] = x[k][16t + q]. Padding taps, pixels past the end and the
+    /// odd K's last tap read the zero point. Every byte is written (no separate fill pass); input channels are
+    /// split over `parallel`, each writing its own bytes.
     static func im2colPairs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, pairs: Int,
                             paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
                             parallel: (Int, (Range<Int>) -> Void) -> Void) {
-        let oh = s.outHeight, ow = s.outWidth, k = s.kernel
-        let nt = PackedConvWeights.pixelTile
-        let bytes = pairs * paddedPixels * 2, chunk = 1 << 16
-        parallel((bytes + chunk - 1) / chunk) { chunks in
-            let start = chunks.lowerBound * chunk, end = min(bytes, chunks.upperBound * chunk)
-            (out + start).update(repeating: zero, count: end - start)
+        let oh = s.outHeight, ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k
+        let nt = PackedConvWeights.pixelTile, tileStride = pairs * nt * 2
+        /// Writes row kk of the column matrix; `value(oy, ox)` is only asked inside the valid window.
+        func writeRow(_ kk: Int, _ rows: Range<Int>, _ cols: Range<Int>, _ source: (Int) -> UnsafePointer<UInt8>?) {
+            var tile = out + (kk / 2) * nt * 2 + (kk & 1), q = 0
+            @inline(__always) func put(_ v: UInt8) {
+                tile[q * 2] = v
+                q += 1
+                if q == nt {
+                    q = 0
+                    tile += tileStride
+                }
+            }
+            for oy in 0..<oh {
+                guard rows.contains(oy), let src = source(oy) else {
+                    for _ in 0..<ow { put(zero) }
+                    continue
+                }
+                for _ in 0..<min(cols.lowerBound, ow) { put(zero) }
+                for ox in cols { put(src[ox * s.stride]) }
+                for _ in max(cols.upperBound, cols.lowerBound)..<ow { put(zero) }
+            }
+            for _ in (oh * ow)..<paddedPixels { put(zero) }
         }
         parallel(s.inChannels) { channels in
             for i in channels {
@@ -115,24 +136,13 @@ public enum ConvGEMM {
                     let rows = ConvGeometry.validOutputs(input: s.inHeight, output: oh, tap: ky, stride: s.stride, padding: s.padding)
                     for kx in 0..<k {
                         let cols = ConvGeometry.validOutputs(input: s.inWidth, output: ow, tap: kx, stride: s.stride, padding: s.padding)
-                        let kk = (i * k + ky) * k + kx
-                        let dst = out + (kk / 2) * nt * 2 + (kk & 1)
-                        guard !cols.isEmpty else { continue }
-                        for oy in rows {
-                            let src = plane + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
-                            let first = oy * ow + cols.lowerBound
-                            var tile = dst + (first / nt) * pairs * nt * 2, q = first % nt
-                            for ox in cols {
-                                tile[q * 2] = src[ox * s.stride]
-                                q += 1
-                                if q == nt {
-                                    q = 0
-                                    tile += pairs * nt * 2
-                                }
-                            }
+                        writeRow((i * k + ky) * k + kx, rows, cols) { oy in
+                            plane + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
                         }
                     }
                 }
+                // An odd K leaves one tap of the last pair without a weight: fill it with the zero point too.
+                if i == s.inChannels - 1 && taps % 2 == 1 { writeRow(taps, 0..<0, 0..<0) { _ in nil } }
             }
         }
     }

@@ -64,18 +64,20 @@ public enum ReferenceKernels {
     }
 
     /// Requantises `channels` planes of accumulators with per-channel scales, optionally adding a residual.
+    /// `pixels` limits the work to part of every plane (default: all of it).
     public static func requantizePlanes(acc: UnsafePointer<Int32>, channels: Int, plane: Int, scales: UnsafePointer<Float>,
                                         clamp: OutputClamp, residual: UnsafePointer<UInt8>? = nil, residualZero: Int32 = 0,
-                                        residualScale: Float = 0, output: UnsafeMutablePointer<UInt8>) {
+                                        residualScale: Float = 0, output: UnsafeMutablePointer<UInt8>, pixels: Range<Int>? = nil) {
+        let span = pixels ?? 0..<plane
         for o in 0..<channels {
             let base = o * plane
             if let residual {
-                for j in 0..<plane {
+                for j in span {
                     output[base + j] = requantize(acc[base + j], scale: scales[o], residual: residual[base + j], residualZero: residualZero,
                                                   residualScale: residualScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
                 }
             } else {
-                for j in 0..<plane {
+                for j in span {
                     output[base + j] = requantize(acc[base + j], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
                 }
             }

@@ -1,47 +1,70 @@
 import Foundation
+import Synchronization
 
 /// A fixed set of threads that run one job at a time, each worker on its own share. Created once (thread
 /// count from config or CLI); the caller's thread is worker 0, so `WorkerPool(threads: 1)` starts no thread.
 /// Work is split by fixed ranges, never by who is free first, so results do not depend on scheduling.
+///
+/// A ResNet18 slice is about 40 parallel regions of a millisecond or less; waking a sleeping thread costs tens
+/// of microseconds, so workers and the caller spin briefly on atomics before falling back to the condition.
 public final class WorkerPool: @unchecked Sendable {
     public let count: Int
-    private let condition = NSCondition()
-    private var job: ((Int) -> Void)?
-    private var generation = 0
-    private var pending = 0
-    private var stopping = false
+    static let spins = 20_000
+    /// Owned by the pool and by every worker thread, so a thread that wakes after the pool is gone finds its
+    /// state still there (and `stopping` set).
+    private let state: State
+
+    final class State: @unchecked Sendable {
+        let condition = NSCondition()
+        var job: ((Int) -> Void)?
+        var generation = 0
+        var stopping = false
+        /// `generation` as the spinning workers read it.
+        let published = Atomic<Int>(0)
+        /// Workers still running the current job.
+        let remaining = Atomic<Int>(0)
+
+        func publish() {
+            generation += 1
+            published.store(generation, ordering: .releasing)
+            condition.broadcast()
+        }
+    }
 
     public init(threads: Int) {
         count = max(1, threads)
+        state = State()
         for worker in 1..<count {
-            let thread = Thread { [unowned self] in self.loop(worker) }
+            let thread = Thread { [state] in Self.loop(worker, state) }
             thread.name = "ichd-worker-\(worker)"
             thread.start()
         }
     }
 
     deinit {
-        condition.lock()
-        stopping = true
-        condition.broadcast()
-        condition.unlock()
+        state.condition.lock()
+        state.stopping = true
+        state.publish()
+        state.condition.unlock()
     }
 
     /// Runs `body(worker)` for every worker in 0..<count and returns when all have finished.
     public func run(_ body: (Int) -> Void) {
         guard count > 1 else { return body(0) }
+        let s = state
         withoutActuallyEscaping(body) { body in
-            condition.lock()
-            job = body
-            pending = count - 1
-            generation += 1
-            condition.broadcast()
-            condition.unlock()
+            s.condition.lock()
+            s.job = body
+            s.remaining.store(count - 1, ordering: .releasing)
+            s.publish()
+            s.condition.unlock()
             body(0)
-            condition.lock()
-            while pending > 0 { condition.wait() }
-            job = nil
-            condition.unlock()
+            var spun = 0
+            while s.remaining.load(ordering: .acquiring) > 0 && spun < Self.spins { spun += 1 }
+            s.condition.lock()
+            while s.remaining.load(ordering: .acquiring) > 0 { s.condition.wait() }
+            s.job = nil
+            s.condition.unlock()
         }
     }
 
@@ -57,25 +80,28 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    private func loop(_ worker: Int) {
+    private static func loop(_ worker: Int, _ s: State) {
         var seen = 0
         while true {
-            condition.lock()
-            while generation == seen && !stopping { condition.wait() }
-            if stopping {
-                condition.unlock()
+            var spun = 0
+            while s.published.load(ordering: .acquiring) == seen && spun < spins { spun += 1 }
+            s.condition.lock()
+            while s.generation == seen && !s.stopping { s.condition.wait() }
+            if s.stopping {
+                s.condition.unlock()
                 return
             }
-            seen = generation
-            var work = job
-            condition.unlock()
+            seen = s.generation
+            var work = s.job
+            s.condition.unlock()
             work?(worker)
             // Drop the job before reporting done: `run` lends it without escaping and checks nobody kept it.
             work = nil
-            condition.lock()
-            pending -= 1
-            if pending == 0 { condition.broadcast() }
-            condition.unlock()
+            if s.remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                s.condition.lock()
+                s.condition.broadcast()
+                s.condition.unlock()
+            }
         }
     }
 }

@@ -199,3 +199,30 @@ enum Networks {
         }
     }
 }
+
+@Suite struct WorkerPoolTests {
+    @Test func parallelForCoversEveryIndexOnce() {
+        for threads in [1, 2, 3, 7] {
+            let pool = WorkerPool(threads: threads)
+            for total in [0, 1, 2, 5, 64, 1000] {
+                let hits = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(1, total))
+                hits.initialize(repeating: 0)
+                pool.parallelFor(total) { range in for i in range { hits[i] += 1 } }
+                #expect(hits.prefix(total).allSatisfy { $0 == 1 }, "\(threads) threads, \(total) items")
+                hits.deallocate()
+            }
+        }
+    }
+
+    /// Pools are created and dropped while their threads may still be waking: nothing may touch freed state.
+    @Test func poolsComeAndGo() {
+        for round in 0..<200 {
+            let pool = WorkerPool(threads: 2 + round % 3)
+            let seen = UnsafeMutableBufferPointer<Int>.allocate(capacity: pool.count)
+            seen.initialize(repeating: 0)
+            pool.run { worker in seen[worker] = worker + 1 }
+            #expect(Array(seen) == Array(1...pool.count))
+            seen.deallocate()
+        }
+    }
+}

@@ -11,11 +11,12 @@ and prints medians and ratios (ichd / ort). Run on a quiet machine; it is noisy.
 
 Usage: python3 bench/compare_ort.py [--threads 1] [--runs 30] [--ichd .build/release/ichd] [--layout torchvision]
 Needs bench/requirements.txt."""
-import argparse, glob, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, glob, json, os, statistics, sys, tempfile, time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ichd_cli import ichd_runner
 from resnet18_reference import build_onnx, random_state_dict, write_safetensors
 
 ap = argparse.ArgumentParser()
@@ -31,11 +32,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 
-def ichd(*a):
-    r = subprocess.run([args.ichd, *a], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"ichd {' '.join(a)}: {r.stderr}")
-    return r.stdout
+ichd = ichd_runner(args.ichd)
 
 
 tmp = tempfile.mkdtemp(prefix="ichd-compare-")

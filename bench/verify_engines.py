@@ -8,11 +8,12 @@
 
 Usage: python3 bench/verify_engines.py [--ichd .build/release/ichd] [--seeds 2] [--slices 12] [--float-only]
 Needs numpy, onnx, onnxruntime (bench/requirements.txt). Ends with "N passed, M failed"; exit 1 on a failure."""
-import argparse, glob, json, os, subprocess, sys, tempfile
+import argparse, glob, json, os, sys, tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ichd_cli import ichd_runner
 from resnet18_reference import as_stored, build_onnx, random_state_dict, session, write_safetensors
 
 ap = argparse.ArgumentParser()
@@ -35,11 +36,7 @@ def check(ok, what):
         failed += 1
 
 
-def ichd(*a):
-    r = subprocess.run([args.ichd, *a], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"ichd {' '.join(a)} failed ({r.returncode}): {r.stderr}")
-    return r.stdout
+ichd = ichd_runner(args.ichd)
 
 
 tmp = tempfile.mkdtemp(prefix="ichd-verify-")

@@ -292,7 +292,7 @@ public enum CalibrationSlices {
                 case .rejected(let r): problems.append("\(file): \(r.message)")
                 case .skipped: skipped += 1
                 case .ready(_, let input?):
-                    inputs.append(FeatureMap(channels: input.channels, height: input.size, width: input.size, values: input.tensor))
+                    inputs.append(FeatureMap(input))
                 case .ready(_, nil): break
                 }
             }
@@ -316,7 +316,7 @@ public enum CalibrationSlices {
             for slice in PhantomSeries(seed: s, positive: s % 2 == 0).slices() where out.count < count {
                 guard case .score = pipeline.preprocessor.assess(slice.image) else { continue }
                 let input = pipeline.preprocessor.prepare(slice.image)
-                out.append(FeatureMap(channels: input.channels, height: input.size, width: input.size, values: input.tensor))
+                out.append(FeatureMap(input))
             }
             s += 1
         }

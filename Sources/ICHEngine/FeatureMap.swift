@@ -1,3 +1,5 @@
+import ICHPreprocessing
+
 /// A float activation tensor, channel-major (CHW, batch 1).
 public struct FeatureMap: Sendable, Equatable {
     public var channels: Int
@@ -19,6 +21,11 @@ public struct FeatureMap: Sendable, Equatable {
 }
 
 extension FeatureMap {
+    /// A preprocessed slice as the network's input tensor.
+    public init(_ input: ModelInput) {
+        self.init(channels: input.channels, height: input.size, width: input.size, values: input.tensor)
+    }
+
     /// A feature vector (pooled features, a hidden layer) as C x 1 x 1.
     public static func vector(_ values: [Float]) -> FeatureMap {
         FeatureMap(channels: values.count, height: 1, width: 1, values: values)

@@ -94,6 +94,6 @@ public struct SliceScorer: Sendable {
     }
 
     public func score(_ input: ModelInput, heatmaps: (SliceScore) -> [Int] = { _ in [] }) -> SliceScore {
-        score(FeatureMap(channels: input.channels, height: input.size, width: input.size, values: input.tensor), heatmaps: heatmaps)
+        score(FeatureMap(input), heatmaps: heatmaps)
     }
 }

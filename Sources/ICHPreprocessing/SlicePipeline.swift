@@ -73,6 +73,19 @@ public struct SlicePipeline: Sendable {
         }
     }
 
+    /// One slice of a file (frame `frame`) prepared for the model even when it would be skipped; the
+    /// assessment says whether it would be.
+    public func prepareSlice(path: String, frame: Int = 0) throws(IngestRejection) -> (assessment: SliceAssessment, input: ModelInput) {
+        var result: SliceResult?
+        process(path: path, force: true, frames: frame..<(frame + 1)) { result = $0 }
+        guard let result else { throw .invalidDimensions("the object has no frame \(frame)") }
+        switch result.outcome {
+        case .rejected(let rejection): throw rejection
+        case .ready(let assessment, let input?): return (assessment, input)
+        case .ready(_, nil), .skipped: preconditionFailure("force: true prepares every slice")
+        }
+    }
+
     private func outcome(_ assessment: SliceAssessment, prepare: Bool, force: Bool,
                          _ make: () -> ModelInput) -> SliceResult.Outcome {
         if case .skip = assessment, !force { return .skipped(assessment) }

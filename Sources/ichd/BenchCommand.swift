@@ -200,20 +200,17 @@ extension BenchCommand {
     func benchInput(_ spec: Preprocessing) throws -> FeatureMap {
         let pipeline = SlicePipeline(preprocessing: spec)
         if let input {
-            var prepared: ModelInput?
-            pipeline.process(path: input, force: true, frames: 0..<1) { result in
-                if case .ready(_, let m) = result.outcome { prepared = m }
-            }
-            guard let prepared else {
-                printError("\(input): not a usable slice")
+            do {
+                return FeatureMap(try pipeline.prepareSlice(path: input).input)
+            } catch {
+                printError("\(input): \(error.message)")
                 throw rejectedExit
             }
-            return FeatureMap(channels: prepared.channels, height: prepared.size, width: prepared.size, values: prepared.tensor)
         }
         var synth = HeadSliceSynthesizer(size: 512, seed: 1)
         synth.bleed = (0.4, 0.45, 0.04, 70)
         let m = pipeline.preprocessor.prepare(synth.render())
-        return FeatureMap(channels: m.channels, height: m.size, width: m.size, values: m.tensor)
+        return FeatureMap(m)
     }
 
     /// Peak resident set size of this process (VmHWM), in MiB.

@@ -70,22 +70,16 @@ struct InferCommand: ParsableCommand {
             let m = ModelInput(size: size, channels: 3, tensor: values, crop: CropBox(x: 0, y: 0, side: size), brainCoverage: 0)
             preview = m.previewImage(spec: scorer.preprocessing)
         } else {
-            var prepared: ModelInput?
-            var failure: String?
-            SlicePipeline(preprocessing: scorer.preprocessing).process(path: image!, force: true, frames: 0..<1) { result in
-                switch result.outcome {
-                case .rejected(let r): failure = r.message
-                case .ready(let assessment, let m):
-                    if let reason = assessment.reason { printError("warning: \(image!): would be skipped: \(reason)") }
-                    prepared = m
-                case .skipped: break
-                }
-            }
-            guard let prepared else {
-                printError("\(image!): \(failure ?? "no slice")")
+            let prepared: ModelInput
+            do {
+                let (assessment, slice) = try SlicePipeline(preprocessing: scorer.preprocessing).prepareSlice(path: image!)
+                if let reason = assessment.reason { printError("warning: \(image!): would be skipped: \(reason)") }
+                prepared = slice
+            } catch {
+                printError("\(image!): \(error.message)")
                 throw rejectedExit
             }
-            input = FeatureMap(channels: prepared.channels, height: prepared.size, width: prepared.size, values: prepared.tensor)
+            input = FeatureMap(prepared)
             preview = prepared.previewImage(spec: scorer.preprocessing)
         }
         let result = scorer.score(input) { score in

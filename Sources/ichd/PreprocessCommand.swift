@@ -33,33 +33,25 @@ struct PreprocessCommand: ParsableCommand {
     func run() throws {
         let spec = Preprocessing.rsna
         let pipeline = SlicePipeline(preprocessing: spec)
-        var result: SliceResult?
-        pipeline.process(path: file, force: true, frames: frame..<(frame + 1)) { result = $0 }
-        guard let result else {
-            printError("\(file): no frame \(frame) in this object")
+        let assessment: SliceAssessment, input: ModelInput
+        do {
+            (assessment, input) = try pipeline.prepareSlice(path: file, frame: frame)
+        } catch {
+            printError("\(file): \(error.message)")
             throw rejectedExit
         }
-        switch result.outcome {
-        case .rejected(let rejection):
-            printError("\(file): \(rejection.message)")
-            throw rejectedExit
-        case .skipped:
-            preconditionFailure("force: true prepares skipped slices")
-        case .ready(let assessment, let input):
-            guard let input else { preconditionFailure("prepare: true yields an input") }
-            if let reason = assessment.reason { printError("warning: \(file): would be skipped: \(reason)") }
-            if let tensor {
-                var bytes = [UInt8]()
-                bytes.reserveCapacity(input.tensor.count * 4)
-                for v in input.tensor { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
-                try writeAtomically(bytes, to: tensor)
-            }
-            if let out {
-                let jpeg = try JPEGCodec.encode(input.previewImage(spec: spec), quality: 92)
-                try writeAtomically(jpeg, to: out)
-            }
-            print("\(file): \(input.channels)x\(input.size)x\(input.size), crop x=\(input.crop.x) y=\(input.crop.y) side=\(input.crop.side), "
-                  + "brain coverage \(String(format: "%.2f%%", input.brainCoverage * 100))")
+        if let reason = assessment.reason { printError("warning: \(file): would be skipped: \(reason)") }
+        if let tensor {
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(input.tensor.count * 4)
+            for v in input.tensor { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
+            try writeAtomically(bytes, to: tensor)
         }
+        if let out {
+            let jpeg = try JPEGCodec.encode(input.previewImage(spec: spec), quality: 92)
+            try writeAtomically(jpeg, to: out)
+        }
+        print("\(file): \(input.channels)x\(input.size)x\(input.size), crop x=\(input.crop.x) y=\(input.crop.y) side=\(input.crop.side), "
+              + "brain coverage \(String(format: "%.2f%%", input.brainCoverage * 100))")
     }
 }

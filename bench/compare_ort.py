@@ -11,7 +11,7 @@ and prints medians and ratios (ichd / ort). Run on a quiet machine; it is noisy.
 
 Usage: python3 bench/compare_ort.py [--threads 1] [--runs 30] [--ichd .build/release/ichd] [--layout torchvision]
 Needs bench/requirements.txt."""
-import argparse, glob, json, os, statistics, sys, tempfile, time
+import argparse, atexit, glob, json, os, shutil, statistics, sys, tempfile, time
 
 import numpy as np
 
@@ -36,6 +36,7 @@ ichd = ichd_runner(args.ichd)
 
 
 tmp = tempfile.mkdtemp(prefix="ichd-compare-")
+atexit.register(shutil.rmtree, tmp, True)
 sd = random_state_dict(args.layout, 6, 4242)
 weights = f"{tmp}/w.safetensors"
 write_safetensors(weights, sd)

@@ -8,7 +8,7 @@
 
 Usage: python3 bench/verify_engines.py [--ichd .build/release/ichd] [--seeds 2] [--slices 12] [--float-only]
 Needs numpy, onnx, onnxruntime (bench/requirements.txt). Ends with "N passed, M failed"; exit 1 on a failure."""
-import argparse, glob, json, os, sys, tempfile
+import argparse, atexit, glob, json, os, shutil, sys, tempfile
 
 import numpy as np
 
@@ -40,6 +40,7 @@ ichd = ichd_runner(args.ichd)
 
 
 tmp = tempfile.mkdtemp(prefix="ichd-verify-")
+atexit.register(shutil.rmtree, tmp, True)
 # Realistic inputs: phantom slices through the appliance's own preprocessing.
 ichd("phantom", "--out", f"{tmp}/cal", "--series", "4", "--seed", "7000", "--positive-rate", "0.5")
 ichd("phantom", "--out", f"{tmp}/held", "--series", "2", "--seed", "8000", "--positive-rate", "0.5")

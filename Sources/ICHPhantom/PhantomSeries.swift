@@ -1,9 +1,9 @@
 import Foundation
 import ICHIngest
 
-/// A synthetic axial head-CT series: the head as an ellipsoid sampled every `sliceSpacing` mm, blank slices
-/// above the vertex, and (for positive series) an intraparenchymal-like hyperdense sphere that spans several
-/// slices. Deliberately simple: it exercises ingest, preprocessing and labelling end to end; it is not anatomy.
+/// A synthetic axial head-CT series of a `HeadPhantom`: slice identities (UIDs under 2.25, positions, spacing),
+/// the bleeds of a positive series (one to three subtypes), per-slice labels from what was drawn, and the
+/// storage the series is written in (the variants scanners send).
 public struct PhantomSeries: Sendable {
     public struct Slice: Sendable {
         public var image: HounsfieldImage
@@ -28,39 +28,44 @@ public struct PhantomSeries: Sendable {
         "2.25." + parts.map { String($0) }.joined(separator: ".")
     }
 
+    /// The bleeds of this series: none for a negative one, one to three distinct subtypes for a positive one.
+    public var subtypes: [HeadPhantom.Subtype] {
+        guard positive else { return [] }
+        var rng = SeededGenerator(seed: seed ^ 0xB1EED)
+        var all = HeadPhantom.Subtype.allCases
+        all.shuffle(using: &rng)
+        return Array(all.prefix(1 + Int(rng.next() % 3)))
+    }
+
+    /// How the series is stored, varied by seed over what the field sends: signed and unsigned, 12 and 16 bits
+    /// stored, the RSNA wrapped form, other slopes, and compressed transfer syntaxes.
+    public var storage: CTStorage {
+        let variants: [CTStorage] = [
+            CTStorage(),
+            CTStorage(bitsStored: 12, signed: false, rescaleIntercept: -1024, transferSyntax: TransferSyntax.implicitLittleEndian),
+            .rsnaWrappedUnsigned12,
+            CTStorage(transferSyntax: TransferSyntax.jpegLosslessSV1),
+            CTStorage(bitsStored: 12, signed: false, rescaleIntercept: -1024, transferSyntax: TransferSyntax.rleLossless),
+            CTStorage(transferSyntax: TransferSyntax.jpegLSLossless),
+            CTStorage(signed: false, rescaleSlope: 0.5, rescaleIntercept: -2048, transferSyntax: TransferSyntax.deflatedExplicitLittleEndian),
+        ]
+        return variants[Int(seed % UInt64(variants.count))]
+    }
+
     public func slices() -> [Slice] {
-        var rng = SeededGenerator(seed: seed)
-        let count = 20 + Int(rng.next() % 21)                  // 20-40 slices
-        let headHalfHeight = Double(count - 3) * sliceSpacing / 2  // the top slices are above the vertex
-        let centreZ = headHalfHeight
+        let head = HeadPhantom(seed: seed, subtypes: subtypes, sliceSpacing: sliceSpacing)
         let study = Self.uid(seed, 1), series = Self.uid(seed, 1, 1)
-        // Bleed: a sphere inside the brain, away from the skull.
-        let bleedZ = centreZ + (rng.unit() - 0.5) * 1.6 * headHalfHeight
-        let bleedRadius = 6 + rng.unit() * 12                   // mm
-        let bleedX = 0.5 + (rng.unit() - 0.5) * 0.25, bleedY = 0.5 + (rng.unit() - 0.5) * 0.3
         let pixelSpacing = 250.0 / Double(size)
-        var out: [Slice] = []
-        for k in 0..<count {
-            let z = Double(k) * sliceSpacing
-            let t = (z - centreZ) / headHalfHeight
-            var synth = HeadSliceSynthesizer(size: size, seed: seed &* 1000 &+ UInt64(k))
-            synth.crossSection = t.magnitude < 1 ? (1 - t * t).squareRoot() : 0
-            var labels: Set<String> = []
-            let dz = z - bleedZ
-            if positive, dz.magnitude < bleedRadius {
-                let r = (bleedRadius * bleedRadius - dz * dz).squareRoot() / (pixelSpacing * Double(size))
-                synth.bleed = (bleedX, bleedY, r, Float(60 + rng.unit() * 25))
-            }
-            let (image, bleedPixels) = synth.renderCountingBleed()
-            if bleedPixels > 0 { labels = ["any", "intraparenchymal"] }
+        return (0..<head.sliceCount).map { k in
+            let (image, drawn) = head.render(slice: k, size: size)
             var identity = CTSliceIdentity(studyInstanceUID: study, seriesInstanceUID: series,
                                            sopInstanceUID: Self.uid(seed, 1, 1, UInt64(k + 1)), instanceNumber: k + 1)
-            identity.imagePositionPatient = [-125, -125, z]
+            identity.imagePositionPatient = [-125, -125, head.sliceZ(k)]
             identity.pixelSpacing = [pixelSpacing, pixelSpacing]
             identity.sliceThickness = sliceSpacing
             identity.accessionNumber = "PH\(seed)"
-            out.append(Slice(image: image, identity: identity, labels: labels))
+            let labels = drawn.isEmpty ? Set<String>() : Set(["any"] + drawn.map(\.rawValue))
+            return Slice(image: image, identity: identity, labels: labels)
         }
-        return out
     }
 }

@@ -90,7 +90,7 @@ public struct Preprocessing: Codable, Sendable, Equatable {
 
     /// The fastai notebook the research project followed dropped slices under 2% brain; the project's text
     /// says 20%, which would drop the top and bottom slices of the head where small bleeds also occur.
-    /// 2% until the phantom study (docs/preprocessing.md) measures the largest value that drops no bleed.
+    /// 2% drops no bleed slice of ichd's phantoms (lowest bleed coverage 2.3%; docs/preprocessing.md).
     public static let defaultMinBrainCoverage = 0.02
 
     /// The RSNA 2019 recipe: brain L40/W80, subdural L80/W200, bone L600/W2800, head crop, 256x256, ImageNet stats.

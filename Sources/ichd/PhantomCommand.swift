@@ -8,8 +8,11 @@ struct PhantomCommand: ParsableCommand {
         commandName: "phantom",
         abstract: "Write synthetic head-CT series (DICOM, through DCMTK) with RSNA-format labels.",
         discussion: """
-            Synthetic phantoms only: an ellipsoid head with skull, brain and ventricles, blank slices above the \
-            vertex, and in positive series a hyperdense sphere labelled intraparenchymal. Same seed, same bytes. \
+            Synthetic phantoms only (ICHPhantom.HeadPhantom): scalp, skull with diploe, cortex with sulci, white \
+            matter, ventricles, cisterns, skull base, blank slices above the vertex; positive series carry one to \
+            three bleed subtypes (epidural lens, subdural crescent, subarachnoid sulcal blood, intraparenchymal \
+            blob with optional rim, intraventricular layering) consistent across slices. Storage varies by series \
+            (12/16 bits, signed/unsigned, the RSNA wrapped form, slope 0.5, compressed syntaxes). Same seed, same bytes. \
             Writes DIR/<series>/<n>.dcm, DIR/labels.csv (ID,Label rows ID_<SOPInstanceUID>_<subtype>) and \
             DIR/series.csv.
             """)
@@ -29,6 +32,9 @@ struct PhantomCommand: ParsableCommand {
     @Flag(help: "Every series has a bleed (a known-positive series for commissioning).")
     var positive = false
 
+    @Flag(help: "Store every series as 16-bit signed explicit little endian (default: storage varies by series).")
+    var plainStorage = false
+
     func validate() throws {
         if series < 1 { throw ValidationError("--series must be at least 1") }
         if !(0...1).contains(positiveRate) { throw ValidationError("--positive-rate must be within 0...1") }
@@ -37,7 +43,7 @@ struct PhantomCommand: ParsableCommand {
     func run() throws {
         let root = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        var labelRows = ["ID,Label"], seriesRows = ["SeriesInstanceUID,Folder,Slices,Positive"]
+        var labelRows = ["ID,Label"], seriesRows = ["SeriesInstanceUID,Folder,Slices,Positive,Subtypes"]
         for i in 0..<series {
             let s = seed &+ UInt64(i)
             var pick = SeededGenerator(seed: s ^ 0x5EED)
@@ -49,7 +55,7 @@ struct PhantomCommand: ParsableCommand {
             for slice in slices {
                 let path = root.appendingPathComponent(folder).appendingPathComponent(String(format: "%03d.dcm", slice.identity.instanceNumber)).path
                 do {
-                    try CTSliceWriter.write(image: slice.image, identity: slice.identity, storage: CTStorage(), to: path)
+                    try CTSliceWriter.write(image: slice.image, identity: slice.identity, storage: plainStorage ? CTStorage() : phantom.storage, to: path)
                 } catch {
                     throw ValidationError(error.description)
                 }
@@ -57,7 +63,8 @@ struct PhantomCommand: ParsableCommand {
                     labelRows.append("ID_\(slice.identity.sopInstanceUID)_\(subtype),\(slice.labels.contains(subtype) ? 1 : 0)")
                 }
             }
-            seriesRows.append("\(slices[0].identity.seriesInstanceUID),\(folder),\(slices.count),\(isPositive ? 1 : 0)")
+            seriesRows.append("\(slices[0].identity.seriesInstanceUID),\(folder),\(slices.count),\(isPositive ? 1 : 0),"
+                              + phantom.subtypes.map(\.rawValue).sorted().joined(separator: " "))
         }
         try writeAtomically(Array((labelRows.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("labels.csv").path)
         try writeAtomically(Array((seriesRows.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("series.csv").path)

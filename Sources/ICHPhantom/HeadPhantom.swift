@@ -1,0 +1,219 @@
+import Foundation
+import ICHIngest
+
+/// A synthetic head in 3-D, sampled as axial CT slices in Hounsfield units. Everything is synthetic: it is a
+/// test object with the geometry CT readers expect, not anatomy of any person.
+///
+/// Frame: millimetres, x to the patient's left, y to the back, z up. The head is an ellipsoid (semi-axes a, b in
+/// plane, c in z) centred at the origin of the series, rotated in plane by `rotation` and sheared by `tilt` (a
+/// gantry tilt moves the centre with z). From outside in: air (-1000), scalp (about 40), skull (cortical bone
+/// about 1400 around a diploe of about 700), cortex (grey matter about 40, with CSF-filled sulci), white matter
+/// (about 28), lateral and third ventricles (CSF about 8), basal cisterns on middle-low slices and the skull base
+/// (bone) on the lowest ones; blank slices above the vertex.
+///
+/// Bleeds (50-90 HU) are 3-D objects, so neighbouring slices agree:
+/// epidural — a biconvex lens against the inner table; subdural — a thin crescent along the inner table over a
+/// wide arc; subarachnoid — hyperdense blood filling sulci over a sector (and cisterns when low); intraparenchymal
+/// — an ellipsoid in white matter with an optional low-density rim; intraventricular — blood layering in the
+/// dependent (posterior) part of a lateral ventricle.
+public struct HeadPhantom: Sendable {
+    public enum Subtype: String, CaseIterable, Sendable {
+        case epidural, intraparenchymal, intraventricular, subarachnoid, subdural
+    }
+
+    struct Bleed: Sendable {
+        var subtype: Subtype
+        /// Angular position (radians, in the head frame) for skull-adjacent and sulcal bleeds.
+        var angle: Double
+        /// Angular half-width (radians).
+        var span: Double
+        /// Centre height and half-extent in z (mm).
+        var z: Double
+        var height: Double
+        /// Largest thickness (mm) for epidural/subdural; radius (mm) for intraparenchymal.
+        var size: Double
+        /// Centre in plane (mm, head frame) for intraparenchymal.
+        var x: Double
+        var y: Double
+        var hu: Double
+        /// Intraparenchymal: width (mm) of a low-density rim, 0 for none. Intraventricular: which ventricle (+-1).
+        var extra: Double
+    }
+
+    public let seed: UInt64
+    /// In-plane semi-axes and vertical semi-axis of the head (mm).
+    let a: Double, b: Double, c: Double
+    let rotation: Double
+    let tilt: (x: Double, y: Double)
+    let offset: (x: Double, y: Double)
+    let scalp: Double, skull: Double
+    let noise: Double
+    let bleeds: [Bleed]
+    /// z of the skull base (lowest slice) and the slice spacing (mm).
+    public let zBottom: Double
+    public let spacing: Double
+    public let sliceCount: Int
+
+    /// A random head; `subtypes` lists the bleeds to place (empty: a negative series).
+    public init(seed: UInt64, subtypes: [Subtype], sliceSpacing: Double = 5) {
+        var rng = SeededGenerator(seed: seed)
+        self.seed = seed
+        a = 68 + 10 * rng.unit()
+        b = 84 + 12 * rng.unit()
+        c = 62 + 10 * rng.unit()
+        rotation = (rng.unit() - 0.5) * 0.35
+        tilt = ((rng.unit() - 0.5) * 0.15, (rng.unit() - 0.5) * 0.3)
+        offset = ((rng.unit() - 0.5) * 20, (rng.unit() - 0.5) * 20)
+        scalp = 3 + 3 * rng.unit()
+        skull = 5 + 3 * rng.unit()
+        noise = 3 + 3 * rng.unit()
+        spacing = sliceSpacing
+        // From the skull base (about 0.75 c below the centre) to a little above the vertex.
+        zBottom = -0.75 * c
+        sliceCount = min(40, max(20, Int(((c - zBottom) / sliceSpacing).rounded(.up)) + 2))
+        var bleeds: [Bleed] = []
+        for subtype in subtypes {
+            let angle = rng.unit() * 2 * Double.pi
+            // Bleeds sit in the middle and upper head (where there is brain), tiny to large.
+            let z = -0.25 * c + rng.unit() * 0.85 * c
+            let scale = 0.3 + 0.7 * rng.unit()
+            var bleed = Bleed(subtype: subtype, angle: angle, span: 0, z: z, height: 0, size: 0, x: 0, y: 0,
+                              hu: 55 + 30 * rng.unit(), extra: 0)
+            switch subtype {
+            case .epidural:
+                bleed.span = 0.25 + 0.35 * scale
+                bleed.height = 10 + 20 * scale
+                bleed.size = 5 + 15 * scale
+            case .subdural:
+                bleed.span = 0.6 + 0.9 * scale
+                bleed.height = 20 + 30 * scale
+                bleed.size = 2 + 8 * scale
+            case .subarachnoid:
+                bleed.span = 0.4 + 0.8 * scale
+                bleed.height = 10 + 25 * scale
+            case .intraparenchymal:
+                let r = 0.25 + 0.3 * rng.unit()
+                bleed.x = r * a * cos(angle)
+                bleed.y = r * b * sin(angle)
+                bleed.size = 3 + 17 * scale
+                bleed.extra = rng.unit() < 0.5 ? 2 + 2 * rng.unit() : 0
+            case .intraventricular:
+                bleed.z = -0.05 * c + rng.unit() * 0.35 * c
+                bleed.height = 8 + 12 * scale
+                bleed.extra = rng.unit() < 0.5 ? -1 : 1
+                bleed.size = 0.3 + 0.5 * scale  // filled fraction of the ventricle, from the back
+            }
+            bleeds.append(bleed)
+        }
+        self.bleeds = bleeds
+    }
+
+    public func sliceZ(_ index: Int) -> Double { zBottom + Double(index) * spacing }
+
+    /// The slice at `index`, `size` pixels a side over a 250 mm field of view, and the subtypes whose pixels
+    /// were drawn (a label is what was drawn, not what was intended).
+    public func render(slice index: Int, size: Int) -> (image: HounsfieldImage, subtypes: Set<Subtype>) {
+        let z = sliceZ(index)
+        var rng = SeededGenerator(seed: seed &* 7919 &+ UInt64(index))
+        let fov = 250.0, pixel = fov / Double(size)
+        var pixels = [Float](repeating: -1000, count: size * size)
+        var drawn: [Subtype: Int] = [:]
+        let zn = z / c
+        guard abs(zn) < 1 else { return (HounsfieldImage(width: size, height: size, pixels: pixels), []) }
+        let section = (1 - zn * zn).squareRoot()
+        let A = a * section, B = b * section
+        let cx = offset.x + tilt.x * z, cy = offset.y + tilt.y * z
+        let cosR = cos(rotation), sinR = sin(rotation)
+        let outer = min(A, B)
+        // Ventricles: two lateral ellipses and a thin third ventricle, in the middle of the head's height.
+        let ventricleZ = abs(zn - 0.15) < 0.45
+        let ventricleScale = ventricleZ ? (1 - abs(zn - 0.15) / 0.45).squareRoot() : 0
+        for py in 0..<size {
+            for px in 0..<size {
+                let mx = (Double(px) + 0.5) * pixel - fov / 2 - cx
+                let my = (Double(py) + 0.5) * pixel - fov / 2 - cy
+                let u = cosR * mx + sinR * my, v = -sinR * mx + cosR * my
+                let r = ((u / A) * (u / A) + (v / B) * (v / B)).squareRoot()
+                let depth = (1 - r) * outer  // mm inside the outer surface (approximate)
+                guard depth > 0 else { continue }
+                var hu: Double
+                let theta = atan2(v / B, u / A)
+                if depth < scalp {
+                    hu = 35 + 10 * sin(theta * 7)
+                } else if depth < scalp + skull {
+                    let t = (depth - scalp) / skull
+                    hu = (t > 0.3 && t < 0.7) ? 650 + 100 * sin(theta * 13 + zn * 5) : 1350 + 100 * cos(theta * 5)
+                } else {
+                    let inside = depth - scalp - skull  // mm inside the inner table
+                    hu = inside < 3.5 ? 40 : 28  // cortex, then white matter
+                    // Sulci: CSF clefts reaching into the cortex.
+                    let sulcus = inside < 5 && sin(theta * 48 + zn * 9) > 0.93
+                    if sulcus { hu = 8 }
+                    // Skull base: bone ridges and sinus air on the lowest slices.
+                    if zn < -0.55 {
+                        let ridge = abs(v / B - 0.1) < 0.08 + 0.1 * (-0.55 - zn) && abs(u / A) > 0.25
+                        if ridge { hu = 1200 }
+                        if abs(u / A) < 0.15 && v / B < -0.55 { hu = -900 }
+                    }
+                    // Basal cisterns: a CSF ring around the brainstem.
+                    let ring = ((u / A) * (u / A) + ((v / B) - 0.1) * ((v / B) - 0.1)).squareRoot()
+                    let cistern = zn > -0.55 && zn < -0.2 && abs(ring - 0.22) < 0.04
+                    if cistern { hu = 8 }
+                    // Ventricles.
+                    var ventricle = 0
+                    if ventricleScale > 0 {
+                        for side in [-1.0, 1.0] {
+                            let vx = (u / A - side * 0.13) / (0.09 * ventricleScale), vy = (v / B + 0.05) / (0.38 * ventricleScale)
+                            if vx * vx + vy * vy < 1 { ventricle = side < 0 ? -1 : 1 }
+                        }
+                        let tx = (u / A) / 0.025, ty = (v / B - 0.05) / 0.12
+                        if tx * tx + ty * ty < 1 && zn < 0.2 { ventricle = 2 }
+                        if ventricle != 0 { hu = 8 }
+                    }
+                    for bleed in bleeds {
+                        if let h = bleedHU(bleed, u: u, v: v, z: z, inside: inside, theta: theta, sulcus: sulcus || cistern,
+                                           ventricle: ventricle, vn: v / B, ventricleScale: ventricleScale) {
+                            hu = h
+                            if h > 45 { drawn[bleed.subtype, default: 0] += 1 }
+                        }
+                    }
+                }
+                hu += noise * rng.gaussian()
+                pixels[py * size + px] = Float(hu.rounded())
+            }
+        }
+        // A label needs at least a few pixels: one noisy pixel is not a bleed anybody could see.
+        let minimum = max(3, size * size / 65536)
+        return (HounsfieldImage(width: size, height: size, pixels: pixels), Set(drawn.filter { $0.value >= minimum }.keys))
+    }
+
+    /// The bleed's HU at this point, or nil when the point is outside it.
+    private func bleedHU(_ bleed: Bleed, u: Double, v: Double, z: Double, inside: Double, theta: Double, sulcus: Bool,
+                         ventricle: Int, vn: Double, ventricleScale: Double) -> Double? {
+        let dz = (z - bleed.z) / max(bleed.height, 1e-6)
+        var dTheta = theta - bleed.angle
+        dTheta = atan2(sin(dTheta), cos(dTheta))
+        switch bleed.subtype {
+        case .epidural:
+            let f = 1 - (dTheta / bleed.span) * (dTheta / bleed.span) - dz * dz
+            return f > 0 && inside < bleed.size * f ? bleed.hu : nil
+        case .subdural:
+            let f = 1 - pow(abs(dTheta / bleed.span), 4) - pow(abs(dz), 4)
+            return f > 0 && inside < bleed.size * f.squareRoot() ? bleed.hu - 10 : nil
+        case .subarachnoid:
+            let f = 1 - (dTheta / bleed.span) * (dTheta / bleed.span) - dz * dz
+            return f > 0 && sulcus ? bleed.hu : nil
+        case .intraparenchymal:
+            let dx = u - bleed.x, dy = v - bleed.y, dzz = z - bleed.z
+            let d = (dx * dx + dy * dy + dzz * dzz).squareRoot()
+            if d < bleed.size { return bleed.hu }
+            if bleed.extra > 0 && d < bleed.size + bleed.extra && ventricle == 0 { return 18 }
+            return nil
+        case .intraventricular:
+            guard ventricle == Int(bleed.extra), abs(dz) < 1 else { return nil }
+            // Blood settles at the back (larger y): fill the ventricle's last `size` fraction.
+            let along = (vn + 0.05) / (0.38 * max(ventricleScale, 1e-6))  // -1 front ... 1 back
+            return along > 1 - 2 * bleed.size ? bleed.hu : nil
+        }
+    }
+}

@@ -46,11 +46,13 @@ let package = Package(
         .target(name: "ICHEngine", dependencies: ["ICHModel", "ICHKernels", "ICHPreprocessing", "ICHIngest"]),
         // Calibration, quantisation and the accuracy report of `ichd convert`.
         .target(name: "ICHConverter", dependencies: ["ICHEngine", "ICHModel", "ICHPreprocessing", "ICHPhantom"]),
+        // `ichd eval`: labelled slices through the real pipeline, RSNA metrics.
+        .target(name: "ICHEvaluation", dependencies: ["ICHEngine", "ICHPreprocessing", "ICHIngest"]),
         .target(name: "ICHAlerts", dependencies: ["CGPIOD"]),
         .executableTarget(
             name: "ichd",
             dependencies: [
-                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHEngine", "ICHConverter",
+                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHEngine", "ICHConverter", "ICHEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -60,6 +62,7 @@ let package = Package(
         .testTarget(name: "ICHPreprocessingTests", dependencies: ["ICHPreprocessing", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHAlertsTests", dependencies: ["ICHAlerts"]),
         .testTarget(name: "ICHPhantomTests", dependencies: ["ICHPhantom", "ICHIngest"]),
+        .testTarget(name: "ICHEvaluationTests", dependencies: ["ICHEvaluation"]),
         .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),
         .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHTestSupport"]),

@@ -80,6 +80,36 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
+    @Test func evalCountsEverySliceAndLabel() throws {
+        #expect(try ichd("phantom", "--out", dir.file("eval"), "--series", "2", "--seed", "310", "--positive-rate", "0.5").status == 0)
+        let w = try weights(.torchvision, classes: 6, seed: 26)
+        let model = dir.file("eval.ichm")
+        #expect(try ichd("convert", w, "--out", model, "--calibrate", dir.file("eval"), "--calibration-samples", "4", "--input-size", "64").status == 0)
+        // Damage the labels the ways people do: a duplicate row, a row for a slice that does not exist, a slice
+        // without labels; and drop a non-image among the slices.
+        var rows = try String(contentsOfFile: dir.file("eval/labels.csv"), encoding: .utf8).split(separator: "\n").map(String.init)
+        let removedUID = rows[1].split(separator: "_")[1]
+        rows.removeAll { $0.contains("_\(removedUID)_") }
+        rows.append(rows[1])
+        rows.append("ID_9.9.9_any,1")
+        try (rows.joined(separator: "\n") + "\n").write(toFile: dir.file("labels.csv"), atomically: true, encoding: .utf8)
+        try Data("not an image".utf8).write(to: URL(fileURLWithPath: dir.file("eval/series-001/stray.bin")))
+        let run = try ichd("eval", "--model", model, "--images", dir.file("eval"), "--labels", dir.file("labels.csv"), "--reference", w, "--json")
+        #expect(run.status == 0, "\(run.stderr)")
+        let r = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        let slices = try FileManager.default.subpathsOfDirectory(atPath: dir.file("eval")).filter { $0.hasSuffix(".dcm") }.count
+        let scored = r["slices_scored"] as? Int ?? -1, skipped = r["slices_skipped"] as? Int ?? -1
+        #expect(scored + skipped == slices)
+        #expect((r["rejected"] as? [String: Int])?["not_dicom"] == 1)
+        #expect(r["slices_unlabelled"] as? Int == 1)
+        #expect(r["labels_without_slice"] as? Int == 1)
+        #expect(r["duplicate_label_rows"] as? Int == 1)
+        #expect(r["series_count"] as? Int == 2)
+        #expect((r["weighted_log_loss"] as? Double ?? .nan).isFinite)
+        #expect((r["classes"] as? [Any])?.count == 6)
+        #expect((r["reference"] as? [[String: Any]])?.count == 6)
+    }
+
     @Test func inferRejectsWrongTensorSizes() throws {
         let w = try weights(.torchvision, classes: 1, seed: 25)
         try Data(count: 100).write(to: URL(fileURLWithPath: dir.file("t.f32")))

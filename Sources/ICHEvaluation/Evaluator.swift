@@ -1,0 +1,155 @@
+import Foundation
+import ICHEngine
+import ICHIngest
+import ICHPreprocessing
+
+/// What `ichd eval` reports.
+public struct EvaluationReport: Codable, Sendable {
+    public struct ClassFigures: Codable, Sendable {
+        public var name: String
+        public var auc: Double?
+        public var threshold: Double
+        public var positives: Int
+        public var negatives: Int
+        public var atThreshold: Metrics.Rates
+        enum CodingKeys: String, CodingKey { case name, auc, threshold, positives, negatives, atThreshold = "at_threshold" }
+    }
+
+    public struct Agreement: Codable, Sendable {
+        public var name: String
+        public var maxAbsDifference: Double
+        public var decisionAgreement: Double
+        enum CodingKeys: String, CodingKey { case name, maxAbsDifference = "max_abs_probability_difference", decisionAgreement = "decision_agreement" }
+    }
+
+    public var model: String
+    public var engine: String
+    public var files: Int
+    public var slicesScored: Int
+    /// Scored slices with labels (the metrics are over these).
+    public var slicesLabelled: Int
+    /// Scored slices without any label row: counted, not used.
+    public var slicesUnlabelled: Int
+    public var slicesSkipped: Int
+    /// Rejection code -> count.
+    public var rejected: [String: Int]
+    /// Label rows naming slices that were not found among the scored, skipped or rejected files.
+    public var labelsWithoutSlice: Int
+    public var duplicateLabelRows: Int
+    public var malformedLabelRows: Int
+    public var classes: [ClassFigures]
+    /// The RSNA metric (weight 2 for any); nil unless the model's classes are the RSNA six.
+    public var weightedLogLoss: Double?
+    /// Series-level "any": a series is positive when a slice is labelled any, called positive when a slice's
+    /// any probability reaches the threshold.
+    public var series: Metrics.Rates?
+    public var seriesCount: Int
+    /// int8 against the float reference, when one was given.
+    public var reference: [Agreement]?
+
+    enum CodingKeys: String, CodingKey {
+        case model, engine, files, slicesScored = "slices_scored", slicesLabelled = "slices_labelled"
+        case slicesUnlabelled = "slices_unlabelled", slicesSkipped = "slices_skipped", rejected
+        case labelsWithoutSlice = "labels_without_slice", duplicateLabelRows = "duplicate_label_rows"
+        case malformedLabelRows = "malformed_label_rows", classes, weightedLogLoss = "weighted_log_loss", series
+        case seriesCount = "series_count", reference
+    }
+}
+
+/// Scores every slice of a folder through the real ingest, preprocessing and engine, and compares with labels.
+public enum Evaluator {
+    static let sidecarExtensions: Set<String> = ["csv", "json", "txt", "md"]
+
+    public static func run(scorer: SliceScorer, modelName: String, reference: SliceScorer?, images: String,
+                           labels: RSNALabelFile, log: (String) -> Void = { _ in }) -> EvaluationReport {
+        let files = (FileManager.default.enumerator(atPath: images)?.allObjects as? [String] ?? [])
+            .filter { !$0.split(separator: "/").contains { $0.hasPrefix(".") } }
+            .map { (images as NSString).appendingPathComponent($0) }
+            .filter { path in
+                var dir: ObjCBool = false
+                return FileManager.default.fileExists(atPath: path, isDirectory: &dir) && !dir.boolValue
+                    && !sidecarExtensions.contains((path as NSString).pathExtension.lowercased())
+            }
+            .sorted()
+        let pipeline = SlicePipeline(preprocessing: scorer.preprocessing)
+        let classes = scorer.classNames
+        var probabilities: [[Double]] = [], truth: [[Bool]] = [], seriesOf: [String?] = []
+        var referenceDiff = [Double](repeating: 0, count: classes.count), referenceAgree = [Int](repeating: 0, count: classes.count)
+        var scored = 0, unlabelled = 0, skipped = 0
+        var rejected: [String: Int] = [:]
+        var found = Set<String>()
+        for (n, file) in files.enumerated() {
+            pipeline.process(path: file) { result in
+                // The label key: the SOP Instance UID, or for JPEG slices the file name (RSNA's ID_<id>.jpg).
+                let key = result.header?.sopInstanceUID
+                    ?? ((file as NSString).lastPathComponent as NSString).deletingPathExtension.replacingOccurrences(of: "ID_", with: "")
+                switch result.outcome {
+                case .rejected(let r):
+                    rejected[r.code, default: 0] += 1
+                    found.insert(key)
+                case .skipped:
+                    skipped += 1
+                    found.insert(key)
+                case .ready(_, let input?):
+                    scored += 1
+                    found.insert(key)
+                    let score = scorer.score(input)
+                    if let reference {
+                        let p = reference.score(input).probabilities
+                        for c in classes.indices {
+                            referenceDiff[c] = max(referenceDiff[c], Double(abs(p[c] - score.probabilities[c])))
+                            if (p[c] >= scorer.thresholds[c]) == (score.probabilities[c] >= scorer.thresholds[c]) { referenceAgree[c] += 1 }
+                        }
+                    }
+                    guard let row = labels.labels[key] else {
+                        unlabelled += 1
+                        return
+                    }
+                    probabilities.append(score.probabilities.map(Double.init))
+                    truth.append(classes.map { row[$0] ?? false })
+                    seriesOf.append(result.header?.seriesInstanceUID)
+                case .ready(_, nil):
+                    break
+                }
+            }
+            if (n + 1) % 100 == 0 { log("  \(n + 1)/\(files.count) files") }
+        }
+        let figures = classes.indices.map { c in
+            let s = probabilities.map { $0[c] }, y = truth.map { $0[c] }
+            return EvaluationReport.ClassFigures(name: classes[c], auc: Metrics.auc(scores: s, labels: y),
+                                                 threshold: Double(scorer.thresholds[c]), positives: y.filter { $0 }.count,
+                                                 negatives: y.filter { !$0 }.count,
+                                                 atThreshold: Metrics.rates(scores: s, labels: y, threshold: Double(scorer.thresholds[c])))
+        }
+        var loss: Double? = nil
+        if classes == RSNALabels.subtypes {
+            loss = Metrics.weightedLogLoss(probabilities: probabilities, labels: truth, weights: [2, 1, 1, 1, 1, 1])
+        }
+        var seriesRates: Metrics.Rates? = nil
+        var seriesCount = 0
+        if let any = classes.firstIndex(of: "any") {
+            var maxScore: [String: Double] = [:], positive: [String: Bool] = [:]
+            for (i, series) in seriesOf.enumerated() {
+                guard let series else { continue }
+                maxScore[series] = max(maxScore[series] ?? 0, probabilities[i][any])
+                positive[series] = (positive[series] ?? false) || truth[i][any]
+            }
+            seriesCount = maxScore.count
+            if seriesCount > 0 {
+                let keys = maxScore.keys.sorted()
+                seriesRates = Metrics.rates(scores: keys.map { maxScore[$0]! }, labels: keys.map { positive[$0]! },
+                                            threshold: Double(scorer.thresholds[any]))
+            }
+        }
+        let referenceFigures = reference.map { _ in
+            classes.indices.map { EvaluationReport.Agreement(name: classes[$0], maxAbsDifference: referenceDiff[$0],
+                                                             decisionAgreement: scored > 0 ? Double(referenceAgree[$0]) / Double(scored) : 1) }
+        }
+        return EvaluationReport(
+            model: modelName, engine: scorer.engineName, files: files.count, slicesScored: scored, slicesLabelled: probabilities.count,
+            slicesUnlabelled: unlabelled, slicesSkipped: skipped, rejected: rejected,
+            labelsWithoutSlice: Set(labels.labels.keys).subtracting(found).count, duplicateLabelRows: labels.duplicates.count,
+            malformedLabelRows: labels.malformed.count, classes: figures, weightedLogLoss: loss, series: seriesRates,
+            seriesCount: seriesCount, reference: referenceFigures)
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import ICHEngine
+import ICHEvaluation
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Evaluate a model on labelled slices (RSNA-format labels): AUC, weighted log loss, rates, series figures.",
+        discussion: """
+            Every DICOM or JPEG slice under --images goes through the appliance's own ingest, preprocessing and \
+            engine. Labels: CSV rows ID_<SOPInstanceUID>_<subtype>,0|1 (JPEG slices: ID_<file name>). Unlabelled \
+            slices, labels without a slice, duplicate rows, skipped and rejected slices are counted and reported.
+            """)
+
+    @Option(help: "Model: .ichm (int8) or .safetensors (float32).")
+    var model: String
+
+    @Option(help: "Folder of slices (searched recursively).")
+    var images: String
+
+    @Option(help: "RSNA-format label CSV.")
+    var labels: String
+
+    @Option(help: "Float reference weights (.safetensors): adds int8-vs-float agreement.")
+    var reference: String?
+
+    @Option(help: "Engine threads.")
+    var threads = 1
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    func run() throws {
+        let scorer: SliceScorer, referenceScorer: SliceScorer?
+        let labelFile: RSNALabelFile
+        do {
+            scorer = try SliceScorer(path: model, threads: threads)
+            referenceScorer = try reference.map { try SliceScorer(path: $0) }
+        } catch {
+            printError("\(error)")
+            throw rejectedExit
+        }
+        do {
+            labelFile = try RSNALabelFile(path: labels)
+        } catch {
+            printError("cannot read \(labels): \(error.localizedDescription)")
+            throw rejectedExit
+        }
+        let report = Evaluator.run(scorer: scorer, modelName: model, reference: referenceScorer, images: images, labels: labelFile) { printError($0) }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        print("\(report.engine) \(model): \(report.files) files, \(report.slicesScored) slices scored (\(report.slicesLabelled) labelled, "
+              + "\(report.slicesUnlabelled) unlabelled), \(report.slicesSkipped) skipped, "
+              + "\(report.rejected.values.reduce(0, +)) rejected \(report.rejected.isEmpty ? "" : "\(report.rejected.sorted { $0.key < $1.key })")")
+        print("labels: \(report.labelsWithoutSlice) without a slice, \(report.duplicateLabelRows) duplicate rows, \(report.malformedLabelRows) malformed rows")
+        func f(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "  -   " }
+        print("class               AUC     threshold  sensitivity  specificity  positives/negatives")
+        for c in report.classes {
+            print("  \(c.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(f(c.auc))  \(String(format: "%.2f", c.threshold))       "
+                  + "\(f(c.atThreshold.sensitivity))       \(f(c.atThreshold.specificity))       \(c.positives)/\(c.negatives)")
+        }
+        if let loss = report.weightedLogLoss { print("weighted log loss (RSNA, any x2): \(String(format: "%.4f", loss))") }
+        if let s = report.series {
+            print("series (any): \(report.seriesCount) series, sensitivity \(f(s.sensitivity)), specificity \(f(s.specificity))")
+        }
+        for a in report.reference ?? [] {
+            print("  int8 vs float \(a.name): max |dp| \(String(format: "%.4f", a.maxAbsDifference)), decisions agree \(String(format: "%.1f%%", 100 * a.decisionAgreement))")
+        }
+    }
+}

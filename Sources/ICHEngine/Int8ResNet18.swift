@@ -1,3 +1,4 @@
+import Foundation
 import ICHKernels
 import ICHModel
 
@@ -10,6 +11,35 @@ public struct Int8ResNet18: Sendable {
     let packed: [String: PackedConvWeights]
     /// The threads convolutions split their output tiles over; results are identical for every count.
     let pool: WorkerPool
+    /// Accumulator and im2col buffers, kept from one run to the next (large fresh allocations come straight
+    /// from mmap and fault in every page again).
+    let workspace = Workspace()
+
+    /// Buffers that grow to the largest layer seen and stay. One run uses them at a time (the lock).
+    final class Workspace: @unchecked Sendable {
+        let lock = NSLock()
+        private(set) var acc = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        private(set) var scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+        private var accCapacity = 1, scratchCapacity = 1
+
+        func reserve(acc count: Int, scratch bytes: Int) {
+            if count > accCapacity {
+                acc.deallocate()
+                acc = .allocate(capacity: count)
+                accCapacity = count
+            }
+            if bytes > scratchCapacity {
+                scratch.deallocate()
+                scratch = .allocate(capacity: bytes)
+                scratchCapacity = bytes
+            }
+        }
+
+        deinit {
+            acc.deallocate()
+            scratch.deallocate()
+        }
+    }
 
     public var threads: Int { pool.count }
 
@@ -50,6 +80,8 @@ public struct Int8ResNet18: Sendable {
     /// Runs the network. `observe` sees dequantised activations; `profile` gets each layer's name, wall time and
     /// multiply-accumulates (for `ichd bench`).
     public func run(_ input: FeatureMap, observe: ActivationObserver? = nil, profile: LayerProfiler? = nil) -> Output {
+        workspace.lock.lock()
+        defer { workspace.lock.unlock() }
         let a = model.activations
         let inQ = a["input"]!
         var x = QTensor(channels: input.channels, height: input.height, width: input.width,
@@ -126,12 +158,8 @@ public struct Int8ResNet18: Sendable {
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
         // Every accumulator and output byte is written by the kernels: no zero fill.
-        let acc = UnsafeMutablePointer<Int32>.allocate(capacity: layer.outChannels * plane)
-        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: ConvGEMM.scratchBytes(shape))
-        defer {
-            acc.deallocate()
-            scratch.deallocate()
-        }
+        workspace.reserve(acc: layer.outChannels * plane, scratch: ConvGEMM.scratchBytes(shape))
+        let acc = workspace.acc, scratch = workspace.scratch
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
         let out = [UInt8](unsafeUninitializedCapacity: layer.outChannels * plane) { o, count in

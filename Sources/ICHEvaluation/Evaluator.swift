@@ -12,7 +12,9 @@ public struct EvaluationReport: Codable, Sendable {
         public var positives: Int
         public var negatives: Int
         public var atThreshold: Metrics.Rates
-        enum CodingKeys: String, CodingKey { case name, auc, threshold, positives, negatives, atThreshold = "at_threshold" }
+        /// ROC points [false-positive rate, true-positive rate], for plotting.
+        public var roc: [[Double]]?
+        enum CodingKeys: String, CodingKey { case name, auc, threshold, positives, negatives, atThreshold = "at_threshold", roc }
     }
 
     public struct Agreement: Codable, Sendable {
@@ -119,7 +121,8 @@ public enum Evaluator {
             return EvaluationReport.ClassFigures(name: classes[c], auc: Metrics.auc(scores: s, labels: y),
                                                  threshold: Double(scorer.thresholds[c]), positives: y.filter { $0 }.count,
                                                  negatives: y.filter { !$0 }.count,
-                                                 atThreshold: Metrics.rates(scores: s, labels: y, threshold: Double(scorer.thresholds[c])))
+                                                 atThreshold: Metrics.rates(scores: s, labels: y, threshold: Double(scorer.thresholds[c])),
+                                                 roc: Metrics.roc(scores: s, labels: y))
         }
         var loss: Double? = nil
         if classes == RSNALabels.subtypes {

@@ -36,6 +36,26 @@ public enum Metrics {
         return sum / Double(probabilities.count)
     }
 
+    /// The ROC curve as (false-positive rate, true-positive rate) points from (0, 0) to (1, 1), one per distinct
+    /// score, thinned to at most `maxPoints` (kept evenly along the curve, ends included); nil without both classes.
+    public static func roc(scores: [Double], labels: [Bool], maxPoints: Int = 101) -> [[Double]]? {
+        let positives = labels.filter { $0 }.count, negatives = labels.count - positives
+        guard positives > 0, negatives > 0 else { return nil }
+        let order = scores.indices.sorted { scores[$0] > scores[$1] }
+        var points: [[Double]] = [[0, 0]]
+        var tp = 0, fp = 0, i = 0
+        while i < order.count {
+            let s = scores[order[i]]
+            while i < order.count && scores[order[i]] == s {
+                if labels[order[i]] { tp += 1 } else { fp += 1 }
+                i += 1
+            }
+            points.append([Double(fp) / Double(negatives), Double(tp) / Double(positives)])
+        }
+        guard points.count > maxPoints, maxPoints >= 2 else { return points }
+        return (0..<maxPoints).map { points[$0 * (points.count - 1) / (maxPoints - 1)] }
+    }
+
     public struct Rates: Codable, Sendable, Equatable {
         public var sensitivity: Double?
         public var specificity: Double?

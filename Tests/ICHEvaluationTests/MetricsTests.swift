@@ -12,6 +12,13 @@ import Testing
         #expect(Metrics.auc(scores: [0.2, 0.9], labels: [true, true]) == nil)
     }
 
+    @Test func rocCurveByHand() {
+        let curve = Metrics.roc(scores: [0.9, 0.5, 0.4, 0.1], labels: [true, false, true, false])
+        #expect(curve == [[0, 0], [0, 0.5], [0.5, 0.5], [0.5, 1], [1, 1]])
+        let many = Metrics.roc(scores: (0..<1000).map { Double($0) }, labels: (0..<1000).map { $0 % 3 == 0 }, maxPoints: 11)
+        #expect(many?.count == 11 && many?.first == [0, 0] && many?.last == [1, 1])
+    }
+
     @Test func weightedLogLossByHand() {
         // One slice, two classes with weights 2 and 1: p = 0.8 (y = 1), 0.3 (y = 0).
         let expected = (2 * -log(0.8) + 1 * -log(0.7)) / 3

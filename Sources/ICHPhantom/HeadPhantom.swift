@@ -171,10 +171,10 @@ public struct HeadPhantom: Sendable {
                         if ventricle != 0 { hu = 8 }
                     }
                     for bleed in bleeds {
-                        if let h = bleedHU(bleed, u: u, v: v, z: z, inside: inside, theta: theta, sulcus: sulcus || cistern,
-                                           ventricle: ventricle, vn: v / B, ventricleScale: ventricleScale) {
+                        if let (h, isBlood) = bleedHU(bleed, u: u, v: v, z: z, inside: inside, theta: theta, sulcus: sulcus || cistern,
+                                                      ventricle: ventricle, vn: v / B, ventricleScale: ventricleScale) {
                             hu = h
-                            if h > 45 { drawn[bleed.subtype, default: 0] += 1 }
+                            if isBlood { drawn[bleed.subtype, default: 0] += 1 }
                         }
                     }
                 }
@@ -187,33 +187,34 @@ public struct HeadPhantom: Sendable {
         return (HounsfieldImage(width: size, height: size, pixels: pixels), Set(drawn.filter { $0.value >= minimum }.keys))
     }
 
-    /// The bleed's HU at this point, or nil when the point is outside it.
+    /// The bleed's HU at this point and whether it is blood (an oedema rim is not), or nil outside it.
     private func bleedHU(_ bleed: Bleed, u: Double, v: Double, z: Double, inside: Double, theta: Double, sulcus: Bool,
-                         ventricle: Int, vn: Double, ventricleScale: Double) -> Double? {
+                         ventricle: Int, vn: Double, ventricleScale: Double) -> (Double, Bool)? {
         let dz = (z - bleed.z) / max(bleed.height, 1e-6)
         var dTheta = theta - bleed.angle
         dTheta = atan2(sin(dTheta), cos(dTheta))
         switch bleed.subtype {
         case .epidural:
             let f = 1 - (dTheta / bleed.span) * (dTheta / bleed.span) - dz * dz
-            return f > 0 && inside < bleed.size * f ? bleed.hu : nil
+            return f > 0 && inside < bleed.size * f ? (bleed.hu, true) : nil
         case .subdural:
             let f = 1 - pow(abs(dTheta / bleed.span), 4) - pow(abs(dz), 4)
-            return f > 0 && inside < bleed.size * f.squareRoot() ? bleed.hu - 10 : nil
+            // Subdural blood is often a little less dense (mixed with CSF): 10 HU below the series' bleed value.
+            return f > 0 && inside < bleed.size * f.squareRoot() ? (max(50, bleed.hu - 10), true) : nil
         case .subarachnoid:
             let f = 1 - (dTheta / bleed.span) * (dTheta / bleed.span) - dz * dz
-            return f > 0 && sulcus ? bleed.hu : nil
+            return f > 0 && sulcus ? (bleed.hu, true) : nil
         case .intraparenchymal:
             let dx = u - bleed.x, dy = v - bleed.y, dzz = z - bleed.z
             let d = (dx * dx + dy * dy + dzz * dzz).squareRoot()
-            if d < bleed.size { return bleed.hu }
-            if bleed.extra > 0 && d < bleed.size + bleed.extra && ventricle == 0 { return 18 }
+            if d < bleed.size { return (bleed.hu, true) }
+            if bleed.extra > 0 && d < bleed.size + bleed.extra && ventricle == 0 { return (18, false) }
             return nil
         case .intraventricular:
             guard ventricle == Int(bleed.extra), abs(dz) < 1 else { return nil }
             // Blood settles at the back (larger y): fill the ventricle's last `size` fraction.
             let along = (vn + 0.05) / (0.38 * max(ventricleScale, 1e-6))  // -1 front ... 1 back
-            return along > 1 - 2 * bleed.size ? bleed.hu : nil
+            return along > 1 - 2 * bleed.size ? (bleed.hu, true) : nil
         }
     }
 }

@@ -265,23 +265,12 @@ public enum ModelConverter {
 
 /// Calibration slices from a folder (through the real ingest and preprocessing) or from synthetic phantoms.
 public enum CalibrationSlices {
-    /// Label and note files that sit beside slices (labels.csv, series.csv, README) are not slices.
-    static let sidecarExtensions: Set<String> = ["csv", "json", "txt", "md"]
-
     public static func load(directory: String, pipeline: SlicePipeline, log: (String) -> Void) throws(ConversionError) -> [FeatureMap] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ConversionError("calibration folder \(directory) does not exist")
         }
-        let files = (FileManager.default.enumerator(atPath: directory)?.allObjects as? [String] ?? [])
-            .filter { !$0.split(separator: "/").contains { $0.hasPrefix(".") } }
-            .map { (directory as NSString).appendingPathComponent($0) }
-            .filter { path in
-                var dir: ObjCBool = false
-                return FileManager.default.fileExists(atPath: path, isDirectory: &dir) && !dir.boolValue
-                    && !sidecarExtensions.contains((path as NSString).pathExtension.lowercased())
-            }
-            .sorted()
+        let files = SliceFile.files(inFolder: directory)
         guard !files.isEmpty else { throw ConversionError("calibration folder \(directory) holds no slices") }
         var inputs: [FeatureMap] = []
         var problems: [String] = []

@@ -60,19 +60,9 @@ public struct EvaluationReport: Codable, Sendable {
 
 /// Scores every slice of a folder through the real ingest, preprocessing and engine, and compares with labels.
 public enum Evaluator {
-    static let sidecarExtensions: Set<String> = ["csv", "json", "txt", "md"]
-
     public static func run(scorer: SliceScorer, modelName: String, reference: SliceScorer?, images: String,
                            labels: RSNALabelFile, log: (String) -> Void = { _ in }) -> EvaluationReport {
-        let files = (FileManager.default.enumerator(atPath: images)?.allObjects as? [String] ?? [])
-            .filter { !$0.split(separator: "/").contains { $0.hasPrefix(".") } }
-            .map { (images as NSString).appendingPathComponent($0) }
-            .filter { path in
-                var dir: ObjCBool = false
-                return FileManager.default.fileExists(atPath: path, isDirectory: &dir) && !dir.boolValue
-                    && !sidecarExtensions.contains((path as NSString).pathExtension.lowercased())
-            }
-            .sorted()
+        let files = SliceFile.files(inFolder: images)
         let pipeline = SlicePipeline(preprocessing: scorer.preprocessing)
         let classes = scorer.classNames
         var probabilities: [[Double]] = [], truth: [[Bool]] = [], seriesOf: [String?] = []

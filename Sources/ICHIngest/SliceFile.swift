@@ -6,6 +6,23 @@ public enum SliceFile {
     case dicom(DicomSliceReader)
     case jpeg(Image8)
 
+    /// Label and note files that sit beside slices (labels.csv, series.csv, README) are not slices.
+    public static let sidecarExtensions: Set<String> = ["csv", "json", "txt", "md"]
+
+    /// Every candidate slice file under `folder` (recursively, sorted): hidden files and folders and sidecar
+    /// files left out, everything else included, so that a stray non-image is reported rather than ignored.
+    public static func files(inFolder folder: String) -> [String] {
+        (FileManager.default.enumerator(atPath: folder)?.allObjects as? [String] ?? [])
+            .filter { !$0.split(separator: "/").contains { $0.hasPrefix(".") } }
+            .map { (folder as NSString).appendingPathComponent($0) }
+            .filter { path in
+                var isDirectory: ObjCBool = false
+                return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
+                    && !sidecarExtensions.contains((path as NSString).pathExtension.lowercased())
+            }
+            .sorted()
+    }
+
     /// JPEG slices larger than this are refused before reading (a 512x512 RGB slice is well under 1 MiB).
     public static let maxJPEGBytes = 64 << 20
 

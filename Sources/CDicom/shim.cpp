@@ -36,7 +36,6 @@
 
 struct ichd_dicom_file {
     DcmFileFormat format;
-    bool hasMeta = false;
     OFString transferSyntaxUID;
     DcmFileCache cache;
     // getUncompressedFrame finds a frame's first fragment fastest when told where the previous frame ended.
@@ -105,7 +104,6 @@ extern "C" ichd_dicom_status ichd_dicom_open(const char *path, ichd_dicom_file *
     if (sniffed != ICHD_DICOM_OK) return sniffed;
 
     auto *file = new ichd_dicom_file();
-    file->hasMeta = hasMeta;
     // maxReadLength 4096: larger values (pixel data) are read from disk only when accessed.
     OFCondition cond = file->format.loadFile(path, EXS_Unknown, EGL_noChange, 4096,
                                              hasMeta ? ERM_autoDetect : ERM_dataset);
@@ -138,8 +136,6 @@ extern "C" void ichd_dicom_close(ichd_dicom_file *file) { delete file; }
 extern "C" void ichd_dicom_transfer_syntax(const ichd_dicom_file *file, char *buf, size_t len) {
     copyText(file->transferSyntaxUID.c_str(), buf, len);
 }
-
-extern "C" int ichd_dicom_has_meta_header(const ichd_dicom_file *file) { return file->hasMeta ? 1 : 0; }
 
 static DcmItem *macroItem(DcmItem *dataset, const DcmTagKey &groups, long index, const DcmTagKey &macro) {
     DcmItem *groupItem = nullptr;

@@ -303,8 +303,9 @@ public enum CalibrationSlices {
         var s = seed
         while out.count < count {
             for slice in PhantomSeries(seed: s, positive: s % 2 == 0).slices() where out.count < count {
-                guard case .score = pipeline.preprocessor.assess(slice.image) else { continue }
-                let input = pipeline.preprocessor.prepare(slice.image)
+                let assessment = pipeline.preprocessor.assess(slice.image)
+                guard case .score = assessment else { continue }
+                let input = pipeline.preprocessor.prepare(slice.image, assessment: assessment)
                 out.append(FeatureMap(input))
             }
             s += 1

@@ -21,11 +21,6 @@ public struct SliceResult: Sendable {
     public let hounsfieldStatistics: HounsfieldImage.Statistics?
     public let jpegImage: (width: Int, height: Int, channels: Int)?
     public let outcome: Outcome
-
-    public var rejection: IngestRejection? {
-        if case .rejected(let r) = outcome { return r }
-        return nil
-    }
 }
 
 /// ingest -> preprocess for one file, frame by frame (memory stays one frame deep).
@@ -55,7 +50,7 @@ public struct SlicePipeline: Sendable {
             let assessment = preprocessor.assess(image)
             body(SliceResult(path: path, frame: nil, header: nil, frameAttributes: nil, conversion: nil,
                              hounsfieldStatistics: nil, jpegImage: (image.width, image.height, image.channels),
-                             outcome: outcome(assessment, prepare: prepare, force: force) { preprocessor.prepare(image) }))
+                             outcome: outcome(assessment, prepare: prepare, force: force) { preprocessor.prepare(image, assessment: assessment) }))
         case .dicom(let reader):
             let wanted = frames.map { $0.clamped(to: 0..<reader.frameCount) } ?? 0..<reader.frameCount
             for frame in wanted {
@@ -64,7 +59,7 @@ public struct SlicePipeline: Sendable {
                     let assessment = preprocessor.assess(slice.image)
                     body(SliceResult(path: path, frame: frame, header: reader.header, frameAttributes: slice.attributes,
                                      conversion: slice.conversion, hounsfieldStatistics: slice.image.statistics, jpegImage: nil,
-                                     outcome: outcome(assessment, prepare: prepare, force: force) { preprocessor.prepare(slice.image) }))
+                                     outcome: outcome(assessment, prepare: prepare, force: force) { preprocessor.prepare(slice.image, assessment: assessment) }))
                 } catch {
                     body(SliceResult(path: path, frame: frame, header: reader.header, frameAttributes: reader.frameAttributes(frame),
                                      conversion: nil, hounsfieldStatistics: nil, jpegImage: nil, outcome: .rejected(error)))

@@ -81,12 +81,14 @@ public struct SlicePreprocessor: Sendable {
         decide(brainCoverage(image))
     }
 
-    public func prepare(_ image: HounsfieldImage) -> ModelInput {
+    /// `assessment`: this image's, when already made (its brain coverage is not counted again).
+    public func prepare(_ image: HounsfieldImage, assessment: SliceAssessment? = nil) -> ModelInput {
         let crop = headCropBox(width: image.width, height: image.height) { x, y in
             maskValue(image.pixels[y * image.width + x])
         }
         let windows = spec.windows
-        return resample(width: image.width, height: image.height, crop: crop, coverage: brainCoverage(image)) { row, x0, x1, out in
+        let coverage = assessment?.brainCoverage ?? brainCoverage(image)
+        return resample(width: image.width, height: image.height, crop: crop, coverage: coverage) { row, x0, x1, out in
             for (c, window) in windows.enumerated() {
                 for x in x0..<x1 { out[c][x - x0] = window.value(image.pixels[row + x]) }
             }
@@ -108,14 +110,16 @@ public struct SlicePreprocessor: Sendable {
         decide(brainCoverage(image))
     }
 
-    public func prepare(_ image: Image8) -> ModelInput {
+    /// `assessment`: this image's, when already made (its brain coverage is not counted again).
+    public func prepare(_ image: Image8, assessment: SliceAssessment? = nil) -> ModelInput {
         let stride = image.channels
         let crop = headCropBox(width: image.width, height: image.height) { x, y in
             let v = Float(image.pixels[(y * image.width + x) * stride]) / 255
             return v >= 1 ? 0 : v
         }
         let channels = spec.channels
-        return resample(width: image.width, height: image.height, crop: crop, coverage: brainCoverage(image)) { row, x0, x1, out in
+        let coverage = assessment?.brainCoverage ?? brainCoverage(image)
+        return resample(width: image.width, height: image.height, crop: crop, coverage: coverage) { row, x0, x1, out in
             for c in 0..<channels {
                 let source = min(c, stride - 1)
                 for x in x0..<x1 { out[c][x - x0] = Float(image.pixels[(row + x) * stride + source]) / 255 }

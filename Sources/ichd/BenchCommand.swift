@@ -78,12 +78,12 @@ struct BenchCommand: ParsableCommand {
                 case .dicom(let reader):
                     let slice = try reader.readFrame(0)
                     decoded = .now
-                    _ = pipeline.preprocessor.assess(slice.image)
-                    _ = pipeline.preprocessor.prepare(slice.image)
+                    let assessment = pipeline.preprocessor.assess(slice.image)
+                    _ = pipeline.preprocessor.prepare(slice.image, assessment: assessment)
                 case .jpeg(let image):
                     decoded = .now
-                    _ = pipeline.preprocessor.assess(image)
-                    _ = pipeline.preprocessor.prepare(image)
+                    let assessment = pipeline.preprocessor.assess(image)
+                    _ = pipeline.preprocessor.prepare(image, assessment: assessment)
                 }
             } catch {
                 failure = error

@@ -32,8 +32,6 @@ void ichd_dicom_close(ichd_dicom_file *file);
 
 /// The transfer syntax the file was written in (meta header, or what DCMTK detected for a bare dataset).
 void ichd_dicom_transfer_syntax(const ichd_dicom_file *file, char *buf, size_t len);
-/// 1 when the file had a File Meta Information header (preamble + DICM).
-int ichd_dicom_has_meta_header(const ichd_dicom_file *file);
 
 /// Reads an element as text (all values, backslash-separated; numbers formatted by DCMTK).
 /// frame < 0: top-level dataset only. frame >= 0: the element inside functional-group macro (macro_group,

@@ -32,8 +32,6 @@ final class DicomFile {
         return buf.decodedCString
     }
 
-    var hasMetaHeader: Bool { ichd_dicom_has_meta_header(handle) != 0 }
-
     /// All values of an element as DCMTK formats them (backslash-separated), trimmed; nil when absent.
     /// With `frame`, looks in that frame's functional-group `macro` first (enhanced multi-frame objects).
     func string(_ tag: DicomTag, frame: Int? = nil, macro: DicomTag? = nil) -> String? {

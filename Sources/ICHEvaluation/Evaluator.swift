@@ -72,9 +72,7 @@ public enum Evaluator {
         var found = Set<String>()
         for (n, file) in files.enumerated() {
             pipeline.process(path: file) { result in
-                // The label key: the SOP Instance UID, or for JPEG slices the file name (RSNA's ID_<id>.jpg).
-                let key = result.header?.sopInstanceUID
-                    ?? ((file as NSString).lastPathComponent as NSString).deletingPathExtension.replacingOccurrences(of: "ID_", with: "")
+                let key = result.labelKey
                 switch result.outcome {
                 case .rejected(let r):
                     rejected[r.code, default: 0] += 1

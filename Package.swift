@@ -35,7 +35,12 @@ let package = Package(
             pkgConfig: "libgpiod",
             providers: [.apt(["libgpiod-dev"])]
         ),
-        .target(name: "ICHIngest", dependencies: ["CDicom", "CTurboJPEG"]),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        .target(name: "ICHIngest", dependencies: ["CDicom", "CTurboJPEG", "CZlib"]),
         .target(name: "ICHPreprocessing", dependencies: ["ICHIngest"]),
         .target(name: "ICHPhantom", dependencies: ["ICHIngest"]),
         // Integer kernels: standard library only, so ../shared/tools/a64 can compile them for aarch64.
@@ -58,7 +63,7 @@ let package = Package(
         ),
         // Shared by the test targets only: temp folders, fixture files, the public test-file cache.
         .target(name: "ICHTestSupport", dependencies: ["ICHIngest", "ICHPhantom", "ICHModel"]),
-        .testTarget(name: "ICHIngestTests", dependencies: ["ICHIngest", "ICHPhantom", "ICHTestSupport"]),
+        .testTarget(name: "ICHIngestTests", dependencies: ["ICHIngest", "ICHPhantom", "ICHTestSupport", "CZlib"]),
         .testTarget(name: "ICHPreprocessingTests", dependencies: ["ICHPreprocessing", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHAlertsTests", dependencies: ["ICHAlerts"]),
         .testTarget(name: "ICHPhantomTests", dependencies: ["ICHPhantom", "ICHIngest"]),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ICHEngine
 import ICHEvaluation
+import ICHIngest
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,6 +32,9 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
+    @Option(help: "Draw the ROC curves per class, with the operating points, to this PNG file.")
+    var plot: String?
+
     func run() throws {
         let scorer: SliceScorer, referenceScorer: SliceScorer?
         let labelFile: RSNALabelFile
@@ -48,6 +52,10 @@ struct EvalCommand: ParsableCommand {
             throw rejectedExit
         }
         let report = Evaluator.run(scorer: scorer, modelName: model, reference: referenceScorer, images: images, labels: labelFile) { printError($0) }
+        if let plot {
+            let title = "ROC " + (model as NSString).lastPathComponent + " (" + scorer.engineName + ")"
+            try writeAtomically(try PNGEncoder.encode(ROCPlot.render(report, title: title)), to: plot)
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

@@ -94,8 +94,11 @@ import Testing
         rows.append("ID_9.9.9_any,1")
         try (rows.joined(separator: "\n") + "\n").write(toFile: dir.file("labels.csv"), atomically: true, encoding: .utf8)
         try Data("not an image".utf8).write(to: URL(fileURLWithPath: dir.file("eval/series-001/stray.bin")))
-        let run = try ichd("eval", "--model", model, "--images", dir.file("eval"), "--labels", dir.file("labels.csv"), "--reference", w, "--json")
+        let run = try ichd("eval", "--model", model, "--images", dir.file("eval"), "--labels", dir.file("labels.csv"), "--reference", w, "--json",
+                           "--plot", dir.file("roc.png"))
         #expect(run.status == 0, "\(run.stderr)")
+        let png = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir.file("roc.png"))))
+        #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + [0, 0, 0, 13] + Array("IHDR".utf8)))
         let r = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         let slices = try FileManager.default.subpathsOfDirectory(atPath: dir.file("eval")).filter { $0.hasSuffix(".dcm") }.count
         let scored = r["slices_scored"] as? Int ?? -1, skipped = r["slices_skipped"] as? Int ?? -1

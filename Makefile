@@ -13,7 +13,15 @@ DEMO := demo-out
 
 VENV := .cache/venv
 
-.PHONY: deps build demo test test-data bench verify verify-float clean
+# The shipped model (training/README.md): phantom series with disjoint seeds for training, validation
+# (thresholds, calibration) and testing (the model card's figures), never mixed.
+TRAIN_VENV := .cache/train-venv
+MODEL_DATA := .cache/phantom-data
+MODEL_RUN := .cache/training-run
+MODEL := models/ichd-phantom-resnet18
+TRAIN_ARGS ?= --seed 0 --epochs-small 8 --epochs 4
+
+.PHONY: deps build demo test test-data bench verify verify-float clean model model-eval
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -64,6 +72,42 @@ verify: build $(VENV)/.installed
 
 bench: build
 	$(ICHD) bench --stage preprocess
+
+# Phantoms -> the appliance's own preprocessing -> PyTorch -> ichd convert -> ichd eval on held-out series.
+# About an hour on 2 CPU cores (training is most of it); see training/README.md.
+model: $(MODEL).ichm model-eval
+
+$(MODEL_DATA)/train/labels.csv: | build
+	$(ICHD) phantom --out $(MODEL_DATA)/train --series 240 --seed 100000
+$(MODEL_DATA)/val/labels.csv: | build
+	$(ICHD) phantom --out $(MODEL_DATA)/val --series 40 --seed 200000
+$(MODEL_DATA)/test/labels.csv: | build
+	$(ICHD) phantom --out $(MODEL_DATA)/test --series 80 --seed 300000
+$(MODEL_DATA)/%-ds/index.csv: $(MODEL_DATA)/%/labels.csv
+	$(ICHD) preprocess $(MODEL_DATA)/$* --dataset $(MODEL_DATA)/$*-ds
+
+$(TRAIN_VENV)/.installed: training/requirements.txt
+	python3 -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install --quiet -r training/requirements.txt
+	touch $@
+
+$(MODEL).safetensors: $(MODEL_DATA)/train-ds/index.csv $(MODEL_DATA)/val-ds/index.csv training/train.py $(TRAIN_VENV)/.installed
+	$(TRAIN_VENV)/bin/python training/train.py --train $(MODEL_DATA)/train-ds --train-labels $(MODEL_DATA)/train/labels.csv \
+		--val $(MODEL_DATA)/val-ds --val-labels $(MODEL_DATA)/val/labels.csv --out $(MODEL_RUN) $(TRAIN_ARGS)
+	cp $(MODEL_RUN)/ichd-phantom-resnet18.safetensors $@
+	cp $(MODEL_RUN)/thresholds.txt $(MODEL_RUN)/training-log.json models/
+
+$(MODEL).ichm: $(MODEL).safetensors $(MODEL_DATA)/val/labels.csv $(MODEL_DATA)/test/labels.csv
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(ICHD) convert $(MODEL).safetensors --out $@ --calibrate $(MODEL_DATA)/val \
+		--holdout $(MODEL_DATA)/test --thresholds $$(cat models/thresholds.txt) --report models/conversion-report.json
+
+# The model card's figures: int8 (with agreement against float) and float on the 80 held-out test series.
+model-eval: $(MODEL).ichm $(MODEL_DATA)/test/labels.csv
+	$(ICHD) eval --model $(MODEL).ichm --images $(MODEL_DATA)/test --labels $(MODEL_DATA)/test/labels.csv \
+		--reference $(MODEL).safetensors --threads 2 --plot models/roc-int8.png --json > models/eval-int8.json
+	$(ICHD) eval --model $(MODEL).safetensors --images $(MODEL_DATA)/test --labels $(MODEL_DATA)/test/labels.csv \
+		--json > models/eval-float.json
+	$(ICHD) eval --model $(MODEL).ichm --images $(MODEL_DATA)/test --labels $(MODEL_DATA)/test/labels.csv --threads 2
 
 clean:
 	rm -rf .build .build-test $(DEMO)

@@ -52,12 +52,13 @@ let package = Package(
         // Calibration, quantisation and the accuracy report of `ichd convert`.
         .target(name: "ICHConverter", dependencies: ["ICHEngine", "ICHModel", "ICHPreprocessing", "ICHPhantom"]),
         // `ichd eval`: labelled slices through the real pipeline, RSNA metrics.
-        .target(name: "ICHEvaluation", dependencies: ["ICHEngine", "ICHPreprocessing", "ICHIngest"]),
+        .target(name: "ICHDecision", dependencies: ["ICHEngine"]),
+        .target(name: "ICHEvaluation", dependencies: ["ICHEngine", "ICHDecision", "ICHPhantom", "ICHPreprocessing", "ICHIngest"]),
         .target(name: "ICHAlerts", dependencies: ["CGPIOD"]),
         .executableTarget(
             name: "ichd",
             dependencies: [
-                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHEngine", "ICHConverter", "ICHEvaluation",
+                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHEngine", "ICHConverter", "ICHDecision", "ICHEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -67,7 +68,7 @@ let package = Package(
         .testTarget(name: "ICHPreprocessingTests", dependencies: ["ICHPreprocessing", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHAlertsTests", dependencies: ["ICHAlerts"]),
         .testTarget(name: "ICHPhantomTests", dependencies: ["ICHPhantom", "ICHIngest"]),
-        .testTarget(name: "ICHEvaluationTests", dependencies: ["ICHEvaluation"]),
+        .testTarget(name: "ICHEvaluationTests", dependencies: ["ICHEvaluation", "ICHDecision", "ICHEngine", "ICHTestSupport"]),
         .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),
         .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHTestSupport"]),

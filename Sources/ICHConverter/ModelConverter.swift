@@ -124,11 +124,14 @@ public enum ModelConverter {
         var heldOut: [FeatureMap]
         let source: String
         if let dir = options.calibrationDirectory {
-            let inputs = try CalibrationSlices.load(directory: dir, pipeline: pipeline, log: log)
+            // Without a held-out folder every fifth slice is held out: load enough for both sets.
+            let wanted = options.heldOutDirectory == nil ? max(5 * options.heldOutSamples, 5 * options.calibrationSamples / 4 + 5)
+                                                         : options.calibrationSamples
+            let inputs = try CalibrationSlices.load(directory: dir, pipeline: pipeline, limit: wanted, log: log)
             source = dir
             if let held = options.heldOutDirectory {
                 calibration = inputs
-                heldOut = try CalibrationSlices.load(directory: held, pipeline: pipeline, log: log)
+                heldOut = try CalibrationSlices.load(directory: held, pipeline: pipeline, limit: options.heldOutSamples, log: log)
             } else {
                 calibration = inputs.enumerated().filter { inputs.count < 5 || $0.offset % 5 != 4 }.map(\.element)
                 heldOut = inputs.count < 5 ? [] : inputs.enumerated().filter { $0.offset % 5 == 4 }.map(\.element)
@@ -265,24 +268,26 @@ public enum ModelConverter {
 
 /// Calibration slices from a folder (through the real ingest and preprocessing) or from synthetic phantoms.
 public enum CalibrationSlices {
-    public static func load(directory: String, pipeline: SlicePipeline, log: (String) -> Void) throws(ConversionError) -> [FeatureMap] {
+    /// Every file of the folder is checked (a non-image among calibration slices is an error), but only `limit`
+    /// scorable slices, evenly spread over the sorted files (so over series), are prepared and kept: a large
+    /// folder costs one decode per file, not a tensor per slice in memory.
+    public static func load(directory: String, pipeline: SlicePipeline, limit: Int = .max,
+                            log: (String) -> Void) throws(ConversionError) -> [FeatureMap] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ConversionError("calibration folder \(directory) does not exist")
         }
         let files = SliceFile.files(inFolder: directory)
         guard !files.isEmpty else { throw ConversionError("calibration folder \(directory) holds no slices") }
-        var inputs: [FeatureMap] = []
+        var scorable: [(file: String, frame: Int?)] = []
         var problems: [String] = []
         var skipped = 0
         for file in files {
-            pipeline.process(path: file) { result in
+            pipeline.process(path: file, prepare: false) { result in
                 switch result.outcome {
                 case .rejected(let r): problems.append("\(file): \(r.message)")
                 case .skipped: skipped += 1
-                case .ready(_, let input?):
-                    inputs.append(FeatureMap(input))
-                case .ready(_, nil): break
+                case .ready: scorable.append((file, result.frame))
                 }
             }
         }
@@ -290,10 +295,16 @@ public enum CalibrationSlices {
             throw ConversionError("calibration folder \(directory) holds \(problems.count) file(s) that are not usable slices:\n"
                                   + problems.prefix(10).joined(separator: "\n"))
         }
-        guard !inputs.isEmpty else {
+        guard !scorable.isEmpty else {
             throw ConversionError("calibration folder \(directory): all \(skipped) slices have too little brain to score")
         }
-        log("\(directory): \(inputs.count) slices, \(skipped) skipped for low brain coverage")
+        var inputs: [FeatureMap] = []
+        for slice in evenlySpaced(scorable, max: limit) {
+            pipeline.process(path: slice.file, frames: slice.frame.map { $0..<($0 + 1) }) { result in
+                if case .ready(_, let input?) = result.outcome { inputs.append(FeatureMap(input)) }
+            }
+        }
+        log("\(directory): \(scorable.count) scorable slices (\(inputs.count) used), \(skipped) skipped for low brain coverage")
         return inputs
     }
 

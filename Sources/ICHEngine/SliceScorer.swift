@@ -13,6 +13,14 @@ public struct SliceScore: Sendable {
     public var positives: [Int] { probabilities.indices.filter { probabilities[$0] >= thresholds[$0] } }
     /// Activation maps for the requested classes.
     public var heatmaps: [Heatmap]
+
+    public init(classNames: [String], logits: [Float], probabilities: [Float], thresholds: [Float], heatmaps: [Heatmap]) {
+        self.classNames = classNames
+        self.logits = logits
+        self.probabilities = probabilities
+        self.thresholds = thresholds
+        self.heatmaps = heatmaps
+    }
 }
 
 public struct ScorerError: Error, CustomStringConvertible {

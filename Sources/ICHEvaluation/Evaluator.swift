@@ -1,4 +1,5 @@
 import Foundation
+import ICHDecision
 import ICHEngine
 import ICHIngest
 import ICHPreprocessing
@@ -65,7 +66,9 @@ public enum Evaluator {
         let files = SliceFile.files(inFolder: images)
         let pipeline = SlicePipeline(preprocessing: scorer.preprocessing)
         let classes = scorer.classNames
-        var probabilities: [[Double]] = [], truth: [[Bool]] = [], seriesOf: [String?] = []
+        var probabilities: [[Double]] = [], truth: [[Bool]] = []
+        var findings: [String: SeriesFinding] = [:], seriesTruth: [String: Bool] = [:]
+        let alertClass = SeriesFinding(classNames: classes, thresholds: scorer.thresholds).alertClass
         var referenceDiff = [Double](repeating: 0, count: classes.count), referenceAgree = [Int](repeating: 0, count: classes.count)
         var scored = 0, unlabelled = 0, skipped = 0
         var rejected: [String: Int] = [:]
@@ -97,7 +100,10 @@ public enum Evaluator {
                     }
                     probabilities.append(score.probabilities.map(Double.init))
                     truth.append(classes.map { row[$0] ?? false })
-                    seriesOf.append(result.header?.seriesInstanceUID)
+                    if let series = result.header?.seriesInstanceUID {
+                        findings[series, default: SeriesFinding(classNames: classes, thresholds: scorer.thresholds)].add(score, slice: n)
+                        seriesTruth[series] = (seriesTruth[series] ?? false) || truth[truth.count - 1][alertClass]
+                    }
                 case .ready(_, nil):
                     break
                 }
@@ -116,22 +122,15 @@ public enum Evaluator {
         if classes == RSNALabels.subtypes {
             loss = Metrics.weightedLogLoss(probabilities: probabilities, labels: truth, weights: [2, 1, 1, 1, 1, 1])
         }
+        // Series figures through the appliance's own series rule (ICHDecision.SeriesFinding).
         var seriesRates: Metrics.Rates? = nil
-        var seriesCount = 0
-        if let any = classes.firstIndex(of: "any") {
-            var maxScore: [String: Double] = [:], positive: [String: Bool] = [:]
-            for (i, series) in seriesOf.enumerated() {
-                guard let series else { continue }
-                maxScore[series] = max(maxScore[series] ?? 0, probabilities[i][any])
-                positive[series] = (positive[series] ?? false) || truth[i][any]
-            }
-            seriesCount = maxScore.count
-            if seriesCount > 0 {
-                let keys = maxScore.keys.sorted()
-                seriesRates = Metrics.rates(scores: keys.map { maxScore[$0]! }, labels: keys.map { positive[$0]! },
-                                            threshold: Double(scorer.thresholds[any]))
-            }
+        if !findings.isEmpty {
+            let keys = findings.keys.sorted()
+            let alert = findings[keys[0]]!.alertClass
+            seriesRates = Metrics.rates(scores: keys.map { Double(findings[$0]!.maxProbabilities[alert]) },
+                                        labels: keys.map { seriesTruth[$0]! }, threshold: Double(scorer.thresholds[alert]))
         }
+        let seriesCount = findings.count
         let referenceFigures = reference.map { _ in
             classes.indices.map { EvaluationReport.Agreement(name: classes[$0], maxAbsDifference: referenceDiff[$0],
                                                              decisionAgreement: scored > 0 ? Double(referenceAgree[$0]) / Double(scored) : 1) }

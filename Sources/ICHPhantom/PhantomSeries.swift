@@ -68,4 +68,21 @@ public struct PhantomSeries: Sendable {
             return Slice(image: image, identity: identity, labels: labels)
         }
     }
+
+    /// Writes the series through DCMTK as `<folder>/<instance, 3 digits>.dcm` (the folder is created) in
+    /// `storage` (default: this series' own variant); returns the slices with their labels.
+    @discardableResult
+    public func write(to folder: String, storage: CTStorage? = nil) throws(DicomWriter.WriteError) -> [Slice] {
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        } catch {
+            throw DicomWriter.WriteError(description: "cannot create \(folder): \(error.localizedDescription)")
+        }
+        let slices = slices()
+        for slice in slices {
+            let path = (folder as NSString).appendingPathComponent(String(format: "%03d.dcm", slice.identity.instanceNumber))
+            try CTSliceWriter.write(image: slice.image, identity: slice.identity, storage: storage ?? self.storage, to: path)
+        }
+        return slices
+    }
 }

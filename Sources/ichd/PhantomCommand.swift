@@ -50,15 +50,13 @@ struct PhantomCommand: ParsableCommand {
             let isPositive = positive || pick.unit() < positiveRate
             let phantom = PhantomSeries(seed: s, positive: isPositive)
             let folder = String(format: "series-%03d", i + 1)
-            try FileManager.default.createDirectory(at: root.appendingPathComponent(folder), withIntermediateDirectories: true)
-            let slices = phantom.slices()
+            let slices: [PhantomSeries.Slice]
+            do {
+                slices = try phantom.write(to: root.appendingPathComponent(folder).path, storage: plainStorage ? CTStorage() : nil)
+            } catch {
+                throw ValidationError(error.description)
+            }
             for slice in slices {
-                let path = root.appendingPathComponent(folder).appendingPathComponent(String(format: "%03d.dcm", slice.identity.instanceNumber)).path
-                do {
-                    try CTSliceWriter.write(image: slice.image, identity: slice.identity, storage: plainStorage ? CTStorage() : phantom.storage, to: path)
-                } catch {
-                    throw ValidationError(error.description)
-                }
                 for subtype in RSNALabels.subtypes {
                     labelRows.append("ID_\(slice.identity.sopInstanceUID)_\(subtype),\(slice.labels.contains(subtype) ? 1 : 0)")
                 }

@@ -113,6 +113,28 @@ import Testing
         #expect((r["reference"] as? [[String: Any]])?.count == 6)
     }
 
+    /// The commissioning self-test fails loudly when the chain would miss the known-positive series or alarm on
+    /// the known-negative one (thresholds forced to "always" and "never" here); the shipped model passes.
+    @Test func selftestFailsWhenTheAlarmIsWrongAndPassesWithTheShippedModel() throws {
+        #expect(try ichd("phantom", "--out", dir.file("cal"), "--series", "1", "--seed", "320").status == 0)
+        let w = try weights(.torchvision, classes: 6, seed: 27)
+        for (thresholds, failing) in [("0,0,0,0,0,0", "FAIL known-negative"), ("1,1,1,1,1,1", "FAIL known-positive")] {
+            let model = dir.file("t\(thresholds.prefix(1)).ichm")
+            #expect(try ichd("convert", w, "--out", model, "--calibrate", dir.file("cal"), "--calibration-samples", "4",
+                             "--input-size", "64", "--thresholds", thresholds).status == 0)
+            let run = try ichd("selftest", "--model", model, "--work", dir.file("selftest"))
+            #expect(run.status == 1)
+            #expect(run.stdout.contains(failing) && run.stdout.contains("selftest FAILED"), "\(run.stdout)")
+        }
+        let slices = try FileManager.default.contentsOfDirectory(atPath: dir.file("selftest/known-positive")).filter { $0.hasSuffix(".dcm") }
+        #expect(slices.count >= 20, "the series stays on disk for inspection")
+
+        let shipped = PublicDicomFiles.packageRoot.appendingPathComponent("models/ichd-phantom-resnet18.ichm").path
+        let run = try ichd("selftest", "--model", shipped, "--work", dir.file("selftest-shipped"))
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        #expect(run.stdout.contains("PASS known-positive: ALERT") && run.stdout.contains("PASS known-negative: no alert"))
+    }
+
     @Test func inferRejectsWrongTensorSizes() throws {
         let w = try weights(.torchvision, classes: 1, seed: 25)
         try Data(count: 100).write(to: URL(fileURLWithPath: dir.file("t.f32")))

@@ -5,6 +5,7 @@ import CDicom
 public final class DicomWriter {
     public struct WriteError: Error, CustomStringConvertible {
         public let description: String
+        public init(description: String) { self.description = description }
     }
 
     private let handle: OpaquePointer

@@ -58,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "ichd",
             dependencies: [
-                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHEngine", "ICHConverter", "ICHDecision", "ICHEvaluation",
+                "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHKernels", "ICHEngine", "ICHConverter", "ICHDecision", "ICHEvaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

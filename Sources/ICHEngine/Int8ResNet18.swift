@@ -16,11 +16,34 @@ public struct Int8ResNet18: Sendable {
     let workspace = Workspace()
 
     /// Buffers that grow to the largest layer seen and stay. One run uses them at a time (the lock).
+    /// Activations live in four slots of the largest activation's size (a block's input, its conv1 output,
+    /// its shortcut and its output are the most ever alive at once): after the first run of an input size,
+    /// an inference allocates nothing but its outputs (logits and the feature map for the heatmaps).
     final class Workspace: @unchecked Sendable {
         let lock = NSLock()
         private(set) var acc = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
         private(set) var scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
         private var accCapacity = 1, scratchCapacity = 1
+        static let slotCount = 4
+        private(set) var slots: [UnsafeMutablePointer<UInt8>] = (0..<Workspace.slotCount).map { _ in .allocate(capacity: 1) }
+        private(set) var slotCapacity = 1
+
+        /// Makes every slot hold `bytes`; only between runs (it frees what live tensors would point to).
+        func reserveSlots(_ bytes: Int) {
+            guard bytes > slotCapacity else { return }
+            for i in slots.indices {
+                slots[i].deallocate()
+                slots[i] = .allocate(capacity: bytes)
+            }
+            slotCapacity = bytes
+        }
+
+        /// A slot none of `live` occupies, for a tensor of `count` bytes.
+        func slot(_ count: Int, avoiding live: [QTensor]) -> (index: Int, data: UnsafeMutablePointer<UInt8>) {
+            precondition(count <= slotCapacity, "activation of \(count) bytes exceeds the planned \(slotCapacity)")
+            let index = slots.indices.first { i in !live.contains { $0.slot == i } }!
+            return (index, slots[index])
+        }
 
         func reserve(acc count: Int, scratch bytes: Int) {
             if count > accCapacity {
@@ -38,16 +61,21 @@ public struct Int8ResNet18: Sendable {
         deinit {
             acc.deallocate()
             scratch.deallocate()
+            for slot in slots { slot.deallocate() }
         }
     }
 
     public var threads: Int { pool.count }
+    public var kernel: ConvKernel { packed.values.first?.kind ?? .native }
 
-    public init(_ model: QuantizedResNet18, threads: Int = 1) {
+    /// `kernel`: the convolution inner kernel (default: the one that suits this machine's instructions;
+    /// every kernel gives the same bytes).
+    public init(_ model: QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native) {
         pool = WorkerPool(threads: threads)
         var packed: [String: PackedConvWeights] = [:]
         for (name, conv) in ModelLayers.convs(model) {
-            packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels, kernel: conv.kernel)
+            packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels,
+                                             kernel: conv.kernel, kind: kernel)
         }
         self.packed = packed
         var lean = model
@@ -66,15 +94,25 @@ public struct Int8ResNet18: Sendable {
         public var features: FeatureMap
     }
 
-    /// A quantised tensor on its way through the network.
+    /// A quantised tensor on its way through the network, held in a workspace slot.
     struct QTensor {
         var channels: Int, height: Int, width: Int
-        var bytes: [UInt8]
+        var slot: Int
+        var data: UnsafeMutablePointer<UInt8>
         var q: QuantParams
 
+        var count: Int { channels * height * width }
+
         func dequantized() -> FeatureMap {
-            FeatureMap(channels: channels, height: height, width: width, values: bytes.map { q.dequantize($0) })
+            FeatureMap(channels: channels, height: height, width: width,
+                       values: UnsafeBufferPointer(start: data, count: count).map { q.dequantize($0) })
         }
+    }
+
+    /// A new tensor in a free slot (one not holding any of `live`).
+    func tensor(_ channels: Int, _ height: Int, _ width: Int, q: QuantParams, avoiding live: [QTensor]) -> QTensor {
+        let (slot, data) = workspace.slot(channels * height * width, avoiding: live)
+        return QTensor(channels: channels, height: height, width: width, slot: slot, data: data, q: q)
     }
 
     /// Runs the network. `observe` sees dequantised activations; `profile` gets each layer's name, wall time and
@@ -84,23 +122,25 @@ public struct Int8ResNet18: Sendable {
         defer { workspace.lock.unlock() }
         let a = model.activations
         let inQ = a["input"]!
-        var x = QTensor(channels: input.channels, height: input.height, width: input.width,
-                        bytes: quantizeInput(input.values, inQ), q: inQ)
+        // The stem's output is the largest activation of a ResNet18 (64 x H/2 x W/2), then the input.
+        workspace.reserveSlots(max(input.values.count, model.stem.outChannels * ((input.height + 1) / 2) * ((input.width + 1) / 2)))
+        var x = tensor(input.channels, input.height, input.width, q: inQ, avoiding: [])
+        quantizeInput(input.values, inQ, into: x.data)
         observe?("input", x.dequantized())
-        x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true) }
+        x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true, live: [x]) }
         observe?("stem", x.dequantized())
         x = timed("maxpool", profile) { maxPool(x) }
         observe?("maxpool", x.dequantized())
         for (i, block) in model.blocks.enumerated() {
             let name = ResNet18Parameters.blockNames[i]
-            let mid = timed("\(name).conv1", profile) { conv(x, block.conv1, "\(name).conv1", output: a["\(name).conv1"]!, relu: true) }
+            let mid = timed("\(name).conv1", profile) { conv(x, block.conv1, "\(name).conv1", output: a["\(name).conv1"]!, relu: true, live: [x]) }
             observe?("\(name).conv1", mid.dequantized())
             var shortcut = x
             if let down = block.downsample {
-                shortcut = timed("\(name).downsample", profile) { conv(x, down, "\(name).downsample", output: a["\(name).downsample"]!, relu: false) }
+                shortcut = timed("\(name).downsample", profile) { conv(x, down, "\(name).downsample", output: a["\(name).downsample"]!, relu: false, live: [x, mid]) }
                 observe?("\(name).downsample", shortcut.dequantized())
             }
-            x = timed("\(name).conv2", profile) { conv(mid, block.conv2, "\(name).conv2", output: a[name]!, relu: true, residual: shortcut) }
+            x = timed("\(name).conv2", profile) { conv(mid, block.conv2, "\(name).conv2", output: a[name]!, relu: true, residual: shortcut, live: [x, mid, shortcut]) }
             observe?(name, x.dequantized())
         }
         let features = x.dequantized()
@@ -153,73 +193,59 @@ public struct Int8ResNet18: Sendable {
         }
     }
 
-    func conv(_ x: QTensor, _ layer: QuantizedConv, _ name: String, output: QuantParams, relu: Bool, residual: QTensor? = nil) -> QTensor {
+    /// `live`: tensors still needed after this layer (their slots are not reused for its output).
+    func conv(_ x: QTensor, _ layer: QuantizedConv, _ name: String, output: QuantParams, relu: Bool, residual: QTensor? = nil,
+              live: [QTensor]) -> QTensor {
         let shape = ReferenceKernels.ConvShape(inChannels: x.channels, inHeight: x.height, inWidth: x.width,
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
         // Every accumulator and output byte is written by the kernels: no zero fill.
-        workspace.reserve(acc: layer.outChannels * plane, scratch: ConvGEMM.scratchBytes(shape))
+        let weights = packed[name]!
+        workspace.reserve(acc: layer.outChannels * plane, scratch: weights.scratchBytes(shape))
         let acc = workspace.acc, scratch = workspace.scratch
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
-        let out = [UInt8](unsafeUninitializedCapacity: layer.outChannels * plane) { o, count in
-            let outBase = o.baseAddress!
-            x.bytes.withUnsafeBufferPointer { src in
-                layer.bias.withUnsafeBufferPointer { b in
-                    scales.withUnsafeBufferPointer { sc in
-                        let scaleBase = sc.baseAddress!
-                        func run(_ r: UnsafePointer<UInt8>?) {
-                            // Each thread requantises the pixels whose accumulators it has just computed.
-                            ConvGEMM.convAccumulate(shape, input: src.baseAddress!, inZero: x.q.zeroPoint, weights: packed[name]!,
-                                                    bias: b.baseAddress!, acc: acc, scratch: scratch,
-                                                    parallel: { pool.parallelFor($0, $1) },
-                                                    finish: { pixels in
-                                ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: scaleBase,
-                                                                  clamp: clamp, residual: r, residualZero: residual?.q.zeroPoint ?? 0,
-                                                                  residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
-                                                                  output: outBase, pixels: pixels)
-                            })
-                        }
-                        if let residual {
-                            residual.bytes.withUnsafeBufferPointer { run($0.baseAddress!) }
-                        } else {
-                            run(nil)
-                        }
-                    }
-                }
+        let out = tensor(layer.outChannels, shape.outHeight, shape.outWidth, q: output, avoiding: live)
+        let outBase = out.data, src = x.data
+        layer.bias.withUnsafeBufferPointer { b in
+            scales.withUnsafeBufferPointer { sc in
+                let scaleBase = sc.baseAddress!
+                // Each thread requantises the pixels whose accumulators it has just computed.
+                ConvGEMM.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: weights,
+                                        bias: b.baseAddress!, acc: acc, scratch: scratch,
+                                        parallel: { pool.parallelFor($0, $1) },
+                                        finish: { pixels in
+                    ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: scaleBase,
+                                                      clamp: clamp, residual: residual.map { UnsafePointer($0.data) },
+                                                      residualZero: residual?.q.zeroPoint ?? 0,
+                                                      residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
+                                                      output: outBase, pixels: pixels)
+                })
             }
-            count = layer.outChannels * plane
         }
-        return QTensor(channels: layer.outChannels, height: shape.outHeight, width: shape.outWidth, bytes: out, q: output)
+        return out
     }
 
     /// The float input to bytes, split over the pool.
-    func quantizeInput(_ values: [Float], _ q: QuantParams) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: values.count) { out, count in
-            values.withUnsafeBufferPointer { src in
-                let base = out.baseAddress!, input = src.baseAddress!
-                pool.parallelFor(values.count) { range in
-                    for i in range { base[i] = q.quantize(input[i]) }
-                }
+    func quantizeInput(_ values: [Float], _ q: QuantParams, into base: UnsafeMutablePointer<UInt8>) {
+        values.withUnsafeBufferPointer { src in
+            let input = src.baseAddress!
+            pool.parallelFor(values.count) { range in
+                for i in range { base[i] = q.quantize(input[i]) }
             }
-            count = values.count
         }
     }
 
     func maxPool(_ x: QTensor) -> QTensor {
         let oh = ConvGeometry.outputLength(x.height, kernel: 3, stride: 2, padding: 1)
         let ow = ConvGeometry.outputLength(x.width, kernel: 3, stride: 2, padding: 1)
-        var out = [UInt8](repeating: 0, count: x.channels * oh * ow)
-        x.bytes.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                let input = src.baseAddress!, output = dst.baseAddress!
-                pool.parallelFor(x.channels) { channels in
-                    PoolKernels.maxPool3x3s2(input: input + channels.lowerBound * x.height * x.width, channels: channels.count,
-                                             height: x.height, width: x.width, output: output + channels.lowerBound * oh * ow)
-                }
-            }
+        let out = tensor(x.channels, oh, ow, q: x.q, avoiding: [x])
+        let input = x.data, output = out.data
+        pool.parallelFor(x.channels) { channels in
+            PoolKernels.maxPool3x3s2(input: input + channels.lowerBound * x.height * x.width, channels: channels.count,
+                                     height: x.height, width: x.width, output: output + channels.lowerBound * oh * ow)
         }
-        return QTensor(channels: x.channels, height: oh, width: ow, bytes: out, q: x.q)
+        return out
     }
 
     /// Global average pool (and, for the fastai head, global max pool first), requantised to `output`.
@@ -227,29 +253,32 @@ public struct Int8ResNet18: Sendable {
         let plane = x.height * x.width
         var sums = [Int32](repeating: 0, count: x.channels)
         var maxima = [UInt8](repeating: 0, count: x.channels)
-        x.bytes.withUnsafeBufferPointer { src in
-            ReferenceKernels.channelSumsAndMaxima(input: src.baseAddress!, channels: x.channels, plane: plane, zero: x.q.zeroPoint,
-                                                  sums: &sums, maxima: &maxima)
-        }
+        ReferenceKernels.channelSumsAndMaxima(input: x.data, channels: x.channels, plane: plane, zero: x.q.zeroPoint,
+                                              sums: &sums, maxima: &maxima)
         let clamp = OutputClamp(zero: output.zeroPoint, relu: false)
         let averageScale = x.q.scale / (Float(plane) * output.scale)
         let maxScale = x.q.scale / output.scale
-        var out: [UInt8] = []
+        let out = tensor(withMax ? 2 * x.channels : x.channels, 1, 1, q: output, avoiding: [x])
+        var o = out.data
         if withMax {
-            out += maxima.map { requantize(Int32($0) - x.q.zeroPoint, scale: maxScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper) }
+            for m in maxima {
+                o.pointee = requantize(Int32(m) - x.q.zeroPoint, scale: maxScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+                o += 1
+            }
         }
-        out += sums.map { requantize($0, scale: averageScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper) }
-        return QTensor(channels: out.count, height: 1, width: 1, bytes: out, q: output)
+        for sum in sums {
+            o.pointee = requantize(sum, scale: averageScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+            o += 1
+        }
+        return out
     }
 
     func accumulate(_ x: QTensor, _ layer: QuantizedLinear) -> [Int32] {
         var acc = [Int32](repeating: 0, count: layer.outFeatures)
-        x.bytes.withUnsafeBufferPointer { src in
-            layer.weights.withUnsafeBufferPointer { w in
-                layer.bias.withUnsafeBufferPointer { b in
-                    ReferenceKernels.linearAccumulate(input: src.baseAddress!, inFeatures: layer.inFeatures, inZero: x.q.zeroPoint,
-                                                      weights: w.baseAddress!, bias: b.baseAddress!, outFeatures: layer.outFeatures, acc: &acc)
-                }
+        layer.weights.withUnsafeBufferPointer { w in
+            layer.bias.withUnsafeBufferPointer { b in
+                ReferenceKernels.linearAccumulate(input: x.data, inFeatures: layer.inFeatures, inZero: x.q.zeroPoint,
+                                                  weights: w.baseAddress!, bias: b.baseAddress!, outFeatures: layer.outFeatures, acc: &acc)
             }
         }
         return acc
@@ -258,10 +287,12 @@ public struct Int8ResNet18: Sendable {
     func linear(_ x: QTensor, _ layer: QuantizedLinear, output: QuantParams) -> QTensor {
         let acc = accumulate(x, layer)
         let clamp = OutputClamp(zero: output.zeroPoint, relu: true)
-        let out = (0..<layer.outFeatures).map {
-            requantize(acc[$0], scale: x.q.scale * layer.weightScales[$0] / output.scale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+        let out = tensor(layer.outFeatures, 1, 1, q: output, avoiding: [x])
+        for o in 0..<layer.outFeatures {
+            out.data[o] = requantize(acc[o], scale: x.q.scale * layer.weightScales[o] / output.scale, zero: clamp.zero,
+                                     lower: clamp.lower, upper: clamp.upper)
         }
-        return QTensor(channels: layer.outFeatures, height: 1, width: 1, bytes: out, q: output)
+        return out
     }
 
     /// The last layer leaves the integer domain: logit = acc x inputScale x weightScale.

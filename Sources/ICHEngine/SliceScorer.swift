@@ -1,5 +1,6 @@
 import Foundation
 import ICHIngest
+import ICHKernels
 import ICHModel
 import ICHPreprocessing
 
@@ -49,8 +50,8 @@ public struct SliceScorer: Sendable {
     }
 
     /// `threads`: the int8 engine's worker count (results are identical for every count).
-    public init(model: ModelFile, threads: Int = 1) {
-        engine = .int8(Int8ResNet18(model.network, threads: threads))
+    public init(model: ModelFile, threads: Int = 1, kernel: ConvKernel = .native) {
+        engine = .int8(Int8ResNet18(model.network, threads: threads, kernel: kernel))
         classNames = model.metadata.classNames
         thresholds = model.metadata.thresholds
         preprocessing = model.metadata.preprocessing
@@ -68,7 +69,7 @@ public struct SliceScorer: Sendable {
     }
 
     /// Opens `.ichm` (int8) or `.safetensors` (float reference; layout detected unless given).
-    public init(path: String, layout: WeightLayout? = nil, threads: Int = 1) throws(ScorerError) {
+    public init(path: String, layout: WeightLayout? = nil, threads: Int = 1, kernel: ConvKernel = .native) throws(ScorerError) {
         if path.hasSuffix(".safetensors") {
             do {
                 self.init(parameters: try ResNet18Layout.load(try Safetensors.read(path: path), layout: layout))
@@ -77,7 +78,7 @@ public struct SliceScorer: Sendable {
             }
         } else {
             do {
-                self.init(model: try ModelFile.load(path: path), threads: threads)
+                self.init(model: try ModelFile.load(path: path), threads: threads, kernel: kernel)
             } catch {
                 throw ScorerError(description: "\(path): \(error.description)")
             }

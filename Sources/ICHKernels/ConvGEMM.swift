@@ -4,52 +4,93 @@
 // int32 lane, exact for |a| <= 255 and |b| <= 127), and LLVM emits vpmaddwd from Swift only for the pattern
 // "widen to Int32 lanes, multiply, evenHalf &+ oddHalf" (../shared/KNOWHOW.md). So K is consumed in pairs:
 // activations are im2col'ed pair-interleaved (x[k][p], x[k+1][p] adjacent) and tile-major (16 pixels x all K
-// contiguous), weights packed as int16 pairs per output channel, and a 4-channel x 16-pixel tile keeps 8
-// SIMD8<Int32> accumulators in registers.
+// contiguous), weights packed as int8 pairs per output channel (sign-extended to int16 as they are broadcast:
+// half the memory of int16 packing for one more instruction per broadcast), and a 4-channel x 16-pixel tile
+// keeps 8 SIMD8<Int32> accumulators in registers.
 //
 // Padding taps read the input zero point, so acc = bias + sum x*w - zero * sum w, which equals the reference
 // bias + sum (x - zero) * w for every output (the correction is folded into `biasMinusZeroSums`).
 
-/// Weights of one convolution, packed once at model load.
+/// Which inner kernel a convolution runs; both are exact and give identical accumulators. Both compile
+/// everywhere (the tests run both here); `native` picks the one that suits the target's instructions.
+public enum ConvKernel: String, Sendable, CaseIterable {
+    /// int16 pair products (`vpmaddwd` on x86): 4 output channels x 16 pixels per register tile.
+    case pairs
+    /// Dot products reduced over K in the shape LLVM turns into `sdot` on ARMv8.2+dotprod (Raspberry Pi 5) and
+    /// into smull + saddw on plain armv8-a (Raspberry Pi 4): 4 output channels x 1 pixel, K contiguous.
+    case dot
+
+    public static var native: ConvKernel {
+        #if arch(arm64)
+        .dot
+        #else
+        .pairs
+        #endif
+    }
+}
+
+/// Weights of one convolution, packed once at model load for one `ConvKernel`.
 public struct PackedConvWeights: Sendable {
     public static let channelTile = 4
     public static let pixelTile = 16
 
+    public let kind: ConvKernel
     public let outChannels: Int
     public let inChannels: Int
     public let kernel: Int
-    /// K = inChannels x kernel x kernel, rounded up to even (the extra tap has weight 0).
-    public let pairs: Int
-    /// For each tile of 4 output channels, for each K pair, 4 x (w[k], w[k+1]) as Int16: [tile][pair][4][2].
-    let packed: [Int16]
+    /// pairs: K pairs (K = inChannels x kernel x kernel rounded up to even; the extra tap has weight 0).
+    /// dot: K rounded up to a multiple of 32 (`ConvDot.depthAlignment`).
+    public let depth: Int
+    /// pairs: for each tile of 4 output channels, for each K pair, 4 x (w[k], w[k+1]): [tile][pair][4][2].
+    /// dot: for each tile of 4 output channels, for each k, the 4 channels' weights: [tile][k][4].
+    /// int8 in both: half the memory of int16 packing (the pairs kernel widens as it broadcasts).
+    let packed: [Int8]
     /// Per output channel, sum of its weights (for the zero-point correction).
     public let weightSums: [Int32]
 
+    public var pairs: Int { depth }
+
     /// `weights` OIHW as in `QuantizedConv`.
-    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int) {
+    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int, kind: ConvKernel = .native) {
+        self.kind = kind
         self.outChannels = outChannels
         self.inChannels = inChannels
         self.kernel = kernel
         let k = inChannels * kernel * kernel
-        pairs = (k + 1) / 2
         let tiles = (outChannels + Self.channelTile - 1) / Self.channelTile
-        var packed = [Int16](repeating: 0, count: tiles * pairs * Self.channelTile * 2)
+        switch kind {
+        case .pairs: depth = (k + 1) / 2
+        case .dot: depth = (k + ConvDot.depthAlignment - 1) / ConvDot.depthAlignment * ConvDot.depthAlignment
+        }
+        let perTile = kind == .pairs ? depth * Self.channelTile * 2 : depth * Self.channelTile
+        var packed = [Int8](repeating: 0, count: tiles * perTile)
         var sums = [Int32](repeating: 0, count: outChannels)
         for o in 0..<outChannels {
             let tile = o / Self.channelTile, lane = o % Self.channelTile
             for j in 0..<k {
                 let w = weights[o * k + j]
                 sums[o] += Int32(w)
-                packed[((tile * pairs + j / 2) * Self.channelTile + lane) * 2 + (j & 1)] = Int16(w)
+                switch kind {
+                case .pairs: packed[((tile * depth + j / 2) * Self.channelTile + lane) * 2 + (j & 1)] = w
+                case .dot: packed[(tile * depth + j) * Self.channelTile + lane] = w
+                }
             }
         }
         self.packed = packed
         weightSums = sums
     }
+
+    /// Bytes of the scratch (im2col) buffer `ConvGEMM.convAccumulate` needs for this shape.
+    public func scratchBytes(_ s: ReferenceKernels.ConvShape) -> Int {
+        switch kind {
+        case .pairs: ConvGEMM.scratchBytes(s)
+        case .dot: s.outHeight * s.outWidth * depth
+        }
+    }
 }
 
 public enum ConvGEMM {
-    /// Bytes of the im2col buffer `convAccumulate` needs for this shape.
+    /// Bytes of the im2col buffer the pairs kernel needs for this shape.
     public static func scratchBytes(_ s: ReferenceKernels.ConvShape) -> Int {
         let pixels = s.outHeight * s.outWidth
         let padded = (pixels + PackedConvWeights.pixelTile - 1) / PackedConvWeights.pixelTile * PackedConvWeights.pixelTile
@@ -67,6 +108,12 @@ public enum ConvGEMM {
                                       acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
                                       parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) },
                                       finish: ((Range<Int>) -> Void)? = nil) {
+        if w.kind == .dot {
+            ConvDot.convAccumulate(s, input: input, inZero: inZero, weights: w, bias: bias, acc: acc,
+                                   scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Int8.self),
+                                   parallel: parallel, finish: finish)
+            return
+        }
         let oh = s.outHeight, ow = s.outWidth, pixels = oh * ow
         let nt = PackedConvWeights.pixelTile
         let paddedPixels = (pixels + nt - 1) / nt * nt
@@ -154,12 +201,13 @@ public enum ConvGEMM {
         return r
     }
 
-    /// The weight pair (w[k], w[k+1]) of one channel on every lane pair: one 32-bit broadcast, seen as 16 int16
-    /// lanes and sign-extended (vpbroadcastd feeding vpmaddwd; building the lanes one by one costs 5 shuffles).
+    /// The weight pair (w[k], w[k+1]) of one channel on every lane pair: one 16-bit broadcast, seen as 16 int8
+    /// lanes and sign-extended (vpbroadcastw + vpmovsxbw feeding vpmaddwd; building the lanes one by one costs
+    /// 5 shuffles).
     @inline(__always)
-    static func pairBroadcast(_ p: UnsafePointer<Int16>) -> SIMD16<Int32> {
-        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int32.self)
-        let lanes = unsafeBitCast(SIMD8<Int32>(repeating: pair), to: SIMD16<Int16>.self)
+    static func pairBroadcast(_ p: UnsafePointer<Int8>) -> SIMD16<Int32> {
+        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int16.self)
+        let lanes = unsafeBitCast(SIMD8<Int16>(repeating: pair), to: SIMD16<Int8>.self)
         var r = SIMD16<Int32>()
         for i in 0..<16 { r[i] = Int32(lanes[i]) }
         return r
@@ -174,7 +222,7 @@ public enum ConvGEMM {
 
     /// 4 output channels x 16 pixels over all K pairs, then stores the accumulators that exist.
     @inline(__always)
-    static func tile4x16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<UInt8>,
+    static func tile4x16(pairs: Int, weights: UnsafePointer<Int8>, columns: UnsafePointer<UInt8>,
                          start: SIMD4<Int32>, acc: UnsafeMutablePointer<Int32>, channel: Int, channels: Int,
                          pixel: Int, pixels: Int) {
         var a00 = SIMD8<Int32>(repeating: start[0]), a01 = a00

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ICHEngine
+import ICHKernels
 import ICHIngest
 import ICHModel
 import ICHPhantom
@@ -31,6 +32,9 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "Engine threads (engine stage).")
     var threads = 1
+
+    @Option(help: "Convolution kernel: pairs (int16 pair products, x86's vpmaddwd) or dot (dot-product reduction, ARM's sdot); default: this machine's native one.")
+    var kernel: ConvKernel = .native
 
     @Option(help: "Slice file to use (DICOM or JPEG).")
     var input: String?
@@ -139,7 +143,7 @@ extension BenchCommand {
         let start = ContinuousClock.now
         let scorer: SliceScorer
         do {
-            scorer = try SliceScorer(path: path, threads: threads)
+            scorer = try SliceScorer(path: path, threads: threads, kernel: kernel)
         } catch {
             printError(error.description)
             throw rejectedExit
@@ -174,7 +178,7 @@ extension BenchCommand {
         let layers: [(String, Double, Int)] = order.map { ($0, Summary(layerTimes[$0]!).median, layerMACs[$0]!) }
         if json {
             let object: [String: Any] = [
-                "stage": "engine", "model": path, "engine": "int8", "runs": runs, "threads": threads,
+                "stage": "engine", "model": path, "engine": "int8", "kernel": kernel.rawValue, "runs": runs, "threads": threads,
                 "input_size": input.height, "min_ms": total.min, "median_ms": total.median, "p99_ms": total.p99,
                 "gmacs_per_s": gmacs, "macs": macs, "peak_rss_mib": rss, "load_ms": Self.ms(loaded - start),
                 "first_result_ms": Self.ms(firstResult),
@@ -184,7 +188,7 @@ extension BenchCommand {
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        print("stage engine, \(path), int8, \(input.height)x\(input.width) input, \(runs) runs, \(threads) thread(s)")
+        print("stage engine, \(path), int8 (\(kernel.rawValue) kernel), \(input.height)x\(input.width) input, \(runs) runs, \(threads) thread(s)")
         print(String(format: "  total    min %.2f ms  median %.2f ms  p99 %.2f ms  %.2f GMAC/s (%.3f GMAC)",
                      total.min, total.median, total.p99, gmacs, Double(macs) / 1e9))
         print(String(format: "  load %.1f ms, load to first result %.1f ms, peak RSS %.1f MiB",
@@ -221,3 +225,5 @@ extension BenchCommand {
         return kb / 1024
     }
 }
+
+extension ConvKernel: ExpressibleByArgument {}

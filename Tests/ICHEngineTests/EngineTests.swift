@@ -1,6 +1,7 @@
 import Foundation
 import ICHConverter
 import ICHEngine
+import ICHKernels
 import ICHModel
 import ICHPhantom
 import ICHPreprocessing
@@ -80,17 +81,19 @@ enum Networks {
         #expect(worst < 0.05, "max |p_int8 - p_float| = \(worst)")
     }
 
-    /// Threads split output tiles and channels: every thread count must give the same bits.
-    @Test func resultsAreIdenticalForEveryThreadCount() throws {
+    /// Threads split output tiles and channels, and the two convolution kernels (x86's int16 pairs, ARM's dot
+    /// products) differ in every loop: every thread count and kernel must give the same bits.
+    @Test func resultsAreIdenticalForEveryThreadCountAndKernel() throws {
         let p = try Networks.parameters(.fastai, classes: 3, seed: 16)
         let q = Networks.quantized(p)
-        let reference = Int8ResNet18(q, threads: 1)
-        for threads in [2, 3, 5] {
-            let parallel = Int8ResNet18(q, threads: threads)
+        let reference = Int8ResNet18(q, threads: 1, kernel: .pairs)
+        for (threads, kernel) in [(2, ConvKernel.pairs), (3, .pairs), (5, .pairs), (1, .dot), (3, .dot)] {
+            let other = Int8ResNet18(q, threads: threads, kernel: kernel)
+            #expect(other.kernel == kernel)
             for x in Networks.inputs.prefix(3) {
-                let a = reference.run(x), b = parallel.run(x)
-                #expect(a.logits == b.logits, "\(threads) threads")
-                #expect(a.features == b.features, "\(threads) threads")
+                let a = reference.run(x), b = other.run(x)
+                #expect(a.logits == b.logits, "\(threads) threads, \(kernel) kernel")
+                #expect(a.features == b.features, "\(threads) threads, \(kernel) kernel")
             }
         }
     }

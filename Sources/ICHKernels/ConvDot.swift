@@ -1,0 +1,94 @@
+// u8 x s8 convolution as im2col + dot products reduced over K, the shape ARM's dot-product instructions want.
+//
+// Why this shape: LLVM's AArch64 backend emits `sdot` (Cortex-A76, Raspberry Pi 5: two per cycle, 16 int8
+// multiply-adds each) only for reduction-shaped code: scalar Int32 accumulators summed over a K loop of
+// sign-extended int8 products, which the loop vectoriser turns into ld4 + sdot (../shared/KNOWHOW.md). On
+// plain armv8-a (Raspberry Pi 4) the same loop becomes smull + saddw. Both operands must be signed: the
+// activations are stored as x - 128 (the top bit flipped) and the start value adds 128 x sum(w) back:
+//   bias + sum (x - zero) w = bias + (128 - zero) sum w + sum (x - 128) w,   exactly, in int32.
+// K is padded to a multiple of 32 with zero weights (the vectorised loop takes 32 taps per iteration), so no
+// remainder loop runs.
+
+public enum ConvDot {
+    public static let depthAlignment = 32
+
+    static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
+                               weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
+                               acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<Int8>,
+                               parallel: (Int, (Range<Int>) -> Void) -> Void,
+                               finish: ((Range<Int>) -> Void)?) {
+        let pixels = s.outHeight * s.outWidth, depth = w.depth, mt = PackedConvWeights.channelTile
+        im2colRows(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), depth: depth, out: scratch, parallel: parallel)
+        let tiles = (s.outChannels + mt - 1) / mt
+        var starts = [SIMD4<Int32>](repeating: .zero, count: tiles)
+        for o in 0..<s.outChannels {
+            starts[o / mt][o % mt] = bias[o] &+ (128 &- inZero) &* w.weightSums[o]
+        }
+        // Pixel blocks outside (one block per parallel chunk), channel tiles inside: a tile's weights (K x 4
+        // bytes, at most 18 KiB in ResNet18) stay in L1 while the block's rows stream past them.
+        let block = 16
+        w.packed.withUnsafeBufferPointer { packed in
+            starts.withUnsafeBufferPointer { starts in
+                parallel((pixels + block - 1) / block) { blocks in
+                    let first = blocks.lowerBound * block, end = min(pixels, blocks.upperBound * block)
+                    for tile in 0..<tiles {
+                        let weights = packed.baseAddress! + tile * depth * mt
+                        let channel = tile * mt, live = min(mt, s.outChannels - channel)
+                        for p in first..<end {
+                            let sums = dot4(depth: depth, weights: weights, row: scratch + p * depth) &+ starts[tile]
+                            for lane in 0..<live { acc[(channel + lane) * pixels + p] = sums[lane] }
+                        }
+                    }
+                    finish?(first..<end)
+                }
+            }
+        }
+    }
+
+    /// The four channels' dot products with one im2col row, over `depth` (a multiple of 32) taps. Written as
+    /// four scalar reductions on purpose: that is the form the vectoriser turns into `sdot`.
+    @inline(__always)
+    static func dot4(depth: Int, weights: UnsafePointer<Int8>, row: UnsafePointer<Int8>) -> SIMD4<Int32> {
+        var a0: Int32 = 0, a1: Int32 = 0, a2: Int32 = 0, a3: Int32 = 0
+        // `& ~31` tells the vectoriser the trip count is a multiple of 32 (it is): on armv8-a it then emits the
+        // 16-lane loop alone instead of an 8-lane loop with remainder loops.
+        for j in 0..<(depth & ~31) {
+            let x = Int32(row[j])
+            a0 &+= Int32(weights[4 &* j]) &* x
+            a1 &+= Int32(weights[4 &* j &+ 1]) &* x
+            a2 &+= Int32(weights[4 &* j &+ 2]) &* x
+            a3 &+= Int32(weights[4 &* j &+ 3]) &* x
+        }
+        return SIMD4(a0, a1, a2, a3)
+    }
+
+    /// im2col as one row of `depth` signed taps per output pixel: out[p x depth + k] = x[k][p] - 128. Padding
+    /// taps read the zero point (as the reference does); taps past K are 0 (their weights are 0). Output rows
+    /// are split over `parallel`, each writing its own bytes.
+    static func im2colRows(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, depth: Int,
+                           out: UnsafeMutablePointer<Int8>, parallel: (Int, (Range<Int>) -> Void) -> Void) {
+        let oh = s.outHeight, ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k
+        let padded = Int8(bitPattern: zero ^ 0x80)
+        parallel(oh) { rows in
+            for oy in rows {
+                for ox in 0..<ow {
+                    let row = out + (oy * ow + ox) * depth
+                    var t = 0
+                    for i in 0..<s.inChannels {
+                        let plane = input + i * s.inHeight * s.inWidth
+                        for ky in 0..<k {
+                            let iy = oy * s.stride + ky - s.padding
+                            let rowInside = iy >= 0 && iy < s.inHeight
+                            for kx in 0..<k {
+                                let ix = ox * s.stride + kx - s.padding
+                                row[t] = rowInside && ix >= 0 && ix < s.inWidth ? Int8(bitPattern: plane[iy * s.inWidth + ix] ^ 0x80) : padded
+                                t += 1
+                            }
+                        }
+                    }
+                    for j in taps..<depth { row[j] = 0 }
+                }
+            }
+        }
+    }
+}

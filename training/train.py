@@ -259,6 +259,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast; for GPUs and recent CPUs)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--init", help="start from these weights (safetensors, torchvision layout) instead of from scratch")
     ap.add_argument("--half-weights", action=argparse.BooleanOptionalAction, default=True,
                     help="store convolution and linear weights as F16 (BatchNorm stays F32): half the file size")
     args = ap.parse_args()
@@ -278,7 +279,15 @@ def main():
           f"{int(val.y[:, 0].sum())} with a bleed", flush=True)
 
     device = torch.device(args.device)
-    model = ResNet18(len(CLASSES)).to(device).to(memory_format=torch.channels_last)
+    model = ResNet18(len(CLASSES))
+    if args.init:
+        from safetensors.torch import load_file
+        state = {k: v.float() for k, v in load_file(args.init).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+            sys.exit(f"{args.init}: missing {missing}, unexpected {unexpected}")
+        print(f"starting from {args.init}", flush=True)
+    model = model.to(device).to(memory_format=torch.channels_last)
     background = train.background
     log = {"args": vars(args), "epochs": []}
     best_loss, best_state = math.inf, None

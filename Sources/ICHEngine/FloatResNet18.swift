@@ -1,9 +1,9 @@
 import ICHKernels
 import ICHModel
 
-/// The float32 reference executor: ResNet18 exactly as the folded parameters describe it, written for
-/// clarity (direct convolution over unsafe pointers). It is the converter's calibration engine and the oracle
-/// of the int8 executor's tests.
+/// The float32 reference executor: ResNet18 exactly as the folded parameters describe it. Convolutions run as
+/// im2col + a small float GEMM (ICHKernels.FloatConvGEMM; checked against direct loops and ONNX Runtime). It is
+/// the converter's calibration engine, `ichd eval --reference`, and the oracle of the int8 executor's tests.
 public struct FloatResNet18: Sendable {
     public let parameters: ResNet18Parameters
 
@@ -61,37 +61,25 @@ public struct FloatResNet18: Sendable {
     /// out[o] = bias[o] + sum over i, ky, kx of w[o][i][ky][kx] * in[i][oy*s+ky-p][ox*s+kx-p] (+ residual), then ReLU.
     public static func conv(_ x: FeatureMap, _ p: ConvParameters, relu: Bool, residual: FeatureMap? = nil) -> FeatureMap {
         precondition(x.channels == p.inChannels)
-        let oh = ConvGeometry.outputLength(x.height, kernel: p.kernel, stride: p.stride, padding: p.padding)
-        let ow = ConvGeometry.outputLength(x.width, kernel: p.kernel, stride: p.stride, padding: p.padding)
-        var out = FeatureMap(channels: p.outChannels, height: oh, width: ow)
-        let k = p.kernel, s = p.stride, pad = p.padding
+        let shape = ReferenceKernels.ConvShape(inChannels: p.inChannels, inHeight: x.height, inWidth: x.width,
+                                               outChannels: p.outChannels, kernel: p.kernel, stride: p.stride, padding: p.padding)
+        var out = FeatureMap(channels: p.outChannels, height: shape.outHeight, width: shape.outWidth)
+        var scratch = [Float](repeating: 0, count: FloatConvGEMM.scratchCount(shape))
         x.values.withUnsafeBufferPointer { src in
             p.weights.withUnsafeBufferPointer { w in
-                out.values.withUnsafeMutableBufferPointer { dst in
-                    for o in 0..<p.outChannels {
-                        let plane = dst.baseAddress! + o * oh * ow
-                        for j in 0..<(oh * ow) { plane[j] = p.bias[o] }
-                        for i in 0..<p.inChannels {
-                            let input = src.baseAddress! + i * x.height * x.width
-                            for ky in 0..<k {
-                                let rows = ConvGeometry.validOutputs(input: x.height, output: oh, tap: ky, stride: s, padding: pad)
-                                for kx in 0..<k {
-                                    let cols = ConvGeometry.validOutputs(input: x.width, output: ow, tap: kx, stride: s, padding: pad)
-                                    let weight = w[((o * p.inChannels + i) * k + ky) * k + kx]
-                                    for oy in rows {
-                                        let inRow = input + (oy * s + ky - pad) * x.width + kx - pad
-                                        let outRow = plane + oy * ow
-                                        for ox in cols { outRow[ox] += weight * inRow[ox * s] }
-                                    }
-                                }
+                p.bias.withUnsafeBufferPointer { b in
+                    out.values.withUnsafeMutableBufferPointer { dst in
+                        scratch.withUnsafeMutableBufferPointer { col in
+                            func run(_ r: UnsafePointer<Float>?) {
+                                FloatConvGEMM.conv(shape, input: src.baseAddress!, weights: w.baseAddress!, bias: b.baseAddress!,
+                                                   residual: r, relu: relu, output: dst.baseAddress!, scratch: col.baseAddress!)
+                            }
+                            if let residual {
+                                residual.values.withUnsafeBufferPointer { run($0.baseAddress!) }
+                            } else {
+                                run(nil)
                             }
                         }
-                        if let residual {
-                            residual.values.withUnsafeBufferPointer { r in
-                                for j in 0..<(oh * ow) { plane[j] += r[o * oh * ow + j] }
-                            }
-                        }
-                        if relu { for j in 0..<(oh * ow) { plane[j] = max(plane[j], 0) } }
                     }
                 }
             }

@@ -126,3 +126,48 @@ import Testing
         #expect(acc == expected)
     }
 }
+
+/// The float reference executor's im2col + GEMM convolution against naive loops, to rounding.
+@Suite struct FloatKernelTests {
+    @Test(arguments: KernelTests.shapes + [KernelTests.Shape(s: .init(inChannels: 3, inHeight: 37, inWidth: 29, outChannels: 9, kernel: 7, stride: 2, padding: 3))])
+    func floatConvMatchesNaiveLoops(_ shape: KernelTests.Shape) {
+        let s = shape.s
+        var rng = SeededGenerator(seed: UInt64(s.inChannels * 77 + s.outChannels))
+        func uniform() -> Float { Float(Int(rng.next() % 2001) - 1000) / 1000 }
+        let input = (0..<(s.inChannels * s.inHeight * s.inWidth)).map { _ in uniform() }
+        let weights = (0..<(s.outChannels * s.inChannels * s.kernel * s.kernel)).map { _ in uniform() }
+        let bias = (0..<s.outChannels).map { _ in uniform() }
+        let residual = (0..<(s.outChannels * s.outHeight * s.outWidth)).map { _ in uniform() }
+        for (relu, withResidual) in [(false, false), (true, true)] {
+            var got = [Float](repeating: .nan, count: residual.count)
+            var scratch = [Float](repeating: .nan, count: FloatConvGEMM.scratchCount(s))
+            residual.withUnsafeBufferPointer { r in
+                FloatConvGEMM.conv(s, input: input, weights: weights, bias: bias, residual: withResidual ? r.baseAddress : nil,
+                                   relu: relu, output: &got, scratch: &scratch)
+            }
+            for o in 0..<s.outChannels {
+                for oy in 0..<s.outHeight {
+                    for ox in 0..<s.outWidth {
+                        var expected = Double(bias[o]), magnitude = abs(expected)
+                        for i in 0..<s.inChannels {
+                            for ky in 0..<s.kernel {
+                                for kx in 0..<s.kernel {
+                                    let iy = oy * s.stride + ky - s.padding, ix = ox * s.stride + kx - s.padding
+                                    if iy < 0 || iy >= s.inHeight || ix < 0 || ix >= s.inWidth { continue }
+                                    let term = Double(weights[((o * s.inChannels + i) * s.kernel + ky) * s.kernel + kx])
+                                        * Double(input[(i * s.inHeight + iy) * s.inWidth + ix])
+                                    expected += term
+                                    magnitude += abs(term)
+                                }
+                            }
+                        }
+                        let j = (o * s.outHeight + oy) * s.outWidth + ox
+                        if withResidual { expected += Double(residual[j]); magnitude += abs(Double(residual[j])) }
+                        if relu { expected = max(expected, 0) }
+                        #expect(abs(Double(got[j]) - expected) <= 1e-6 * magnitude + 1e-7, "output \(j), relu \(relu)")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+// float32 convolution as im2col + a register-tiled GEMM (4 output channels x 16 pixels, fused multiply-adds on
+// SIMD8<Float>), for the float reference executor. Summation order differs from a direct convolution, so the
+// results agree to rounding (checked against the direct loops in the tests and against ONNX Runtime in
+// `make test`), not bit for bit; the int8 kernels are the exact ones.
+
+public enum FloatConvGEMM {
+    static let pixelTile = 16
+    static let channelTile = 4
+
+    /// Floats of scratch `conv` needs for this shape.
+    public static func scratchCount(_ s: ReferenceKernels.ConvShape) -> Int {
+        let pixels = s.outHeight * s.outWidth
+        return (pixels + pixelTile - 1) / pixelTile * pixelTile * s.inChannels * s.kernel * s.kernel
+    }
+
+    /// output (CHW) = relu?(bias + conv(input, weights OIHW) + residual?).
+    public static func conv(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<Float>, weights: UnsafePointer<Float>,
+                            bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, relu: Bool,
+                            output: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        let pixels = s.outHeight * s.outWidth, depth = s.inChannels * s.kernel * s.kernel
+        let tiles = (pixels + pixelTile - 1) / pixelTile
+        im2col(s, input: input, depth: depth, out: scratch)
+        for t in 0..<tiles {
+            let columns = UnsafePointer(scratch) + t * depth * pixelTile
+            var o = 0
+            while o < s.outChannels {
+                tile(depth: depth, weights: weights, firstChannel: o, channels: s.outChannels, columns: columns, bias: bias,
+                     residual: residual, relu: relu, output: output, pixel: t * pixelTile, pixels: pixels)
+                o += channelTile
+            }
+        }
+    }
+
+    /// Tile-major columns: out[(t x depth + k) x 16 + q] = x[k][16t + q]; padding taps and pixels past the end are 0.
+    static func im2col(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<Float>, depth: Int, out: UnsafeMutablePointer<Float>) {
+        let ow = s.outWidth, pixels = s.outHeight * ow, k = s.kernel
+        let tiles = (pixels + pixelTile - 1) / pixelTile
+        for t in 0..<tiles {
+            for q in 0..<pixelTile {
+                let p = t * pixelTile + q
+                let oy = p / ow, ox = p % ow
+                var kk = 0
+                for i in 0..<s.inChannels {
+                    let plane = input + i * s.inHeight * s.inWidth
+                    for ky in 0..<k {
+                        let iy = oy * s.stride + ky - s.padding
+                        for kx in 0..<k {
+                            let ix = ox * s.stride + kx - s.padding
+                            let inside = p < pixels && iy >= 0 && iy < s.inHeight && ix >= 0 && ix < s.inWidth
+                            out[(t * depth + kk) * pixelTile + q] = inside ? plane[iy * s.inWidth + ix] : 0
+                            kk += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func tile(depth: Int, weights: UnsafePointer<Float>, firstChannel o: Int, channels: Int, columns: UnsafePointer<Float>,
+                     bias: UnsafePointer<Float>, residual: UnsafePointer<Float>?, relu: Bool,
+                     output: UnsafeMutablePointer<Float>, pixel: Int, pixels: Int) {
+        // Rows past the last channel repeat the last one (computed, never stored).
+        let w0 = weights + o * depth, w1 = weights + min(o + 1, channels - 1) * depth
+        let w2 = weights + min(o + 2, channels - 1) * depth, w3 = weights + min(o + 3, channels - 1) * depth
+        var a00 = SIMD8<Float>(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00
+        var c = columns
+        for k in 0..<depth {
+            let x0 = UnsafeRawPointer(c).loadUnaligned(as: SIMD8<Float>.self)
+            let x1 = UnsafeRawPointer(c + 8).loadUnaligned(as: SIMD8<Float>.self)
+            let b0 = SIMD8<Float>(repeating: w0[k]), b1 = SIMD8<Float>(repeating: w1[k])
+            let b2 = SIMD8<Float>(repeating: w2[k]), b3 = SIMD8<Float>(repeating: w3[k])
+            a00.addProduct(x0, b0); a01.addProduct(x1, b0)
+            a10.addProduct(x0, b1); a11.addProduct(x1, b1)
+            a20.addProduct(x0, b2); a21.addProduct(x1, b2)
+            a30.addProduct(x0, b3); a31.addProduct(x1, b3)
+            c += 16
+        }
+        @inline(__always) func store(_ lo: SIMD8<Float>, _ hi: SIMD8<Float>, _ r: Int) {
+            guard o + r < channels else { return }
+            let out = output + (o + r) * pixels + pixel
+            let res = residual.map { $0 + (o + r) * pixels + pixel }
+            for j in 0..<min(pixelTile, pixels - pixel) {
+                var v = (j < 8 ? lo[j] : hi[j - 8]) + bias[o + r]
+                if let res { v += res[j] }
+                out[j] = relu ? max(v, 0) : v
+            }
+        }
+        store(a00, a01, 0)
+        store(a10, a11, 1)
+        store(a20, a21, 2)
+        store(a30, a31, 3)
+    }
+}

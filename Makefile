@@ -39,11 +39,14 @@ build: deps
 # preprocessed by the appliance's own code. Scoring, the lamp and the serial alert join in later issues.
 demo: build
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)/out
-	$(ICHD) phantom --out $(DEMO)/drop --series 2 --seed 1 --positive-rate 0.5
+	$(ICHD) phantom --out $(DEMO)/drop --series 4 --seed 1 --positive-rate 0.5
 	$(ICHD) inspect --brief $(DEMO)/drop/series-*/*.dcm
 	$(ICHD) preprocess $(DEMO)/drop/series-001/015.dcm --out $(DEMO)/out/series-001-015.jpg --tensor $(DEMO)/out/series-001-015.f32
+	$(ICHD) eval --model $(MODEL).ichm --images $(DEMO)/drop --labels $(DEMO)/drop/labels.csv --threads 2 --plot $(DEMO)/roc.png
+	$(ICHD) selftest --model $(MODEL).ichm --work $(DEMO)/selftest
 	$(ICHD) bench --stage preprocess
-	@echo "demo: slices in $(DEMO)/drop, model input preview and tensor in $(DEMO)/out"
+	$(ICHD) bench --model $(MODEL).ichm --threads 1 --runs 20
+	@echo "demo: slices in $(DEMO)/drop, model input preview and tensor in $(DEMO)/out, ROC curves in $(DEMO)/roc.png"
 
 test-data:
 	bash scripts/fetch-test-data.sh

@@ -110,16 +110,16 @@ public struct HeadPhantom: Sendable {
 
     public func sliceZ(_ index: Int) -> Double { zBottom + Double(index) * spacing }
 
-    /// The slice at `index`, `size` pixels a side over a 250 mm field of view, and the subtypes whose pixels
-    /// were drawn (a label is what was drawn, not what was intended).
-    public func render(slice index: Int, size: Int) -> (image: HounsfieldImage, subtypes: Set<Subtype>) {
+    /// The slice at `index`, `size` pixels a side over a 250 mm field of view, the subtypes whose pixels were
+    /// drawn (a label is what was drawn, not what was intended), and how many blood pixels each subtype drew.
+    public func render(slice index: Int, size: Int) -> (image: HounsfieldImage, subtypes: Set<Subtype>, bloodPixels: [Subtype: Int]) {
         let z = sliceZ(index)
         var rng = SeededGenerator(seed: seed &* 7919 &+ UInt64(index))
         let fov = 250.0, pixel = fov / Double(size)
         var pixels = [Float](repeating: -1000, count: size * size)
         var drawn: [Subtype: Int] = [:]
         let zn = z / c
-        guard abs(zn) < 1 else { return (HounsfieldImage(width: size, height: size, pixels: pixels), []) }
+        guard abs(zn) < 1 else { return (HounsfieldImage(width: size, height: size, pixels: pixels), [], [:]) }
         let section = (1 - zn * zn).squareRoot()
         let A = a * section, B = b * section
         let cx = offset.x + tilt.x * z, cy = offset.y + tilt.y * z
@@ -184,7 +184,7 @@ public struct HeadPhantom: Sendable {
         }
         // A label needs at least a few pixels: one noisy pixel is not a bleed anybody could see.
         let minimum = max(3, size * size / 65536)
-        return (HounsfieldImage(width: size, height: size, pixels: pixels), Set(drawn.filter { $0.value >= minimum }.keys))
+        return (HounsfieldImage(width: size, height: size, pixels: pixels), Set(drawn.filter { $0.value >= minimum }.keys), drawn)
     }
 
     /// The bleed's HU at this point and whether it is blood (an oedema rim is not), or nil outside it.

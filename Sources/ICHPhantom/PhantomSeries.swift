@@ -10,6 +10,8 @@ public struct PhantomSeries: Sendable {
         public var identity: CTSliceIdentity
         /// RSNA subtypes present in this slice ("any" included when any is).
         public var labels: Set<String>
+        /// Blood pixels drawn per subtype (subtype raw value -> count; below a few pixels it is not labelled).
+        public var bloodPixels: [String: Int]
     }
 
     public var seed: UInt64
@@ -57,7 +59,7 @@ public struct PhantomSeries: Sendable {
         let study = Self.uid(seed, 1), series = Self.uid(seed, 1, 1)
         let pixelSpacing = 250.0 / Double(size)
         return (0..<head.sliceCount).map { k in
-            let (image, drawn) = head.render(slice: k, size: size)
+            let (image, drawn, pixelCounts) = head.render(slice: k, size: size)
             var identity = CTSliceIdentity(studyInstanceUID: study, seriesInstanceUID: series,
                                            sopInstanceUID: Self.uid(seed, 1, 1, UInt64(k + 1)), instanceNumber: k + 1)
             identity.imagePositionPatient = [-125, -125, head.sliceZ(k)]
@@ -65,7 +67,8 @@ public struct PhantomSeries: Sendable {
             identity.sliceThickness = sliceSpacing
             identity.accessionNumber = "PH\(seed)"
             let labels = drawn.isEmpty ? Set<String>() : Set(["any"] + drawn.map(\.rawValue))
-            return Slice(image: image, identity: identity, labels: labels)
+            return Slice(image: image, identity: identity, labels: labels,
+                         bloodPixels: Dictionary(uniqueKeysWithValues: pixelCounts.map { ($0.key.rawValue, $0.value) }))
         }
     }
 

@@ -13,8 +13,9 @@ struct PhantomCommand: ParsableCommand {
             three bleed subtypes (epidural lens, subdural crescent, subarachnoid sulcal blood, intraparenchymal \
             blob with optional rim, intraventricular layering) consistent across slices. Storage varies by series \
             (12/16 bits, signed/unsigned, the RSNA wrapped form, slope 0.5, compressed syntaxes). Same seed, same bytes. \
-            Writes DIR/<series>/<n>.dcm, DIR/labels.csv (ID,Label rows ID_<SOPInstanceUID>_<subtype>) and \
-            DIR/series.csv.
+            Writes DIR/<series>/<n>.dcm, DIR/labels.csv (ID,Label rows ID_<SOPInstanceUID>_<subtype>), \
+            DIR/series.csv, and DIR/slices.csv (blood pixels drawn per subtype and slice, at 512x512: bleed sizes, \
+            for reading results by size).
             """)
 
     @Option(help: "Output folder.")
@@ -44,6 +45,8 @@ struct PhantomCommand: ParsableCommand {
         let root = URL(fileURLWithPath: out)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         var labelRows = ["ID,Label"], seriesRows = ["SeriesInstanceUID,Folder,Slices,Positive,Subtypes"]
+        let bleedSubtypes = RSNALabels.subtypes.dropFirst()
+        var sliceRows = ["SOPInstanceUID,SeriesInstanceUID,Instance," + bleedSubtypes.map { "\($0)_pixels" }.joined(separator: ",")]
         for i in 0..<series {
             let s = seed &+ UInt64(i)
             var pick = SeededGenerator(seed: s ^ 0x5EED)
@@ -57,6 +60,8 @@ struct PhantomCommand: ParsableCommand {
                 throw ValidationError(error.description)
             }
             for slice in slices {
+                sliceRows.append("\(slice.identity.sopInstanceUID),\(slice.identity.seriesInstanceUID),\(slice.identity.instanceNumber),"
+                                 + bleedSubtypes.map { String(slice.bloodPixels[$0] ?? 0) }.joined(separator: ","))
                 for subtype in RSNALabels.subtypes {
                     labelRows.append("ID_\(slice.identity.sopInstanceUID)_\(subtype),\(slice.labels.contains(subtype) ? 1 : 0)")
                 }
@@ -66,6 +71,7 @@ struct PhantomCommand: ParsableCommand {
         }
         try writeAtomically(Array((labelRows.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("labels.csv").path)
         try writeAtomically(Array((seriesRows.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("series.csv").path)
+        try writeAtomically(Array((sliceRows.joined(separator: "\n") + "\n").utf8), to: root.appendingPathComponent("slices.csv").path)
         print("wrote \(series) synthetic series to \(out)")
     }
 }

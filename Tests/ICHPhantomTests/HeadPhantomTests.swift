@@ -21,7 +21,7 @@ import Testing
         let head = HeadPhantom(seed: 7, subtypes: [])
         var sawSkull = false, sawBrain = false, sawBlank = false
         for k in 0..<head.sliceCount {
-            let (image, subtypes) = head.render(slice: k, size: 128)
+            let (image, subtypes, _) = head.render(slice: k, size: 128)
             #expect(subtypes.isEmpty)
             let stats = image.statistics
             if stats.max < -900 { sawBlank = true }

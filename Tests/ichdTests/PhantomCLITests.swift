@@ -27,5 +27,17 @@ import Testing
         #expect(labelled == uids)
         #expect(labels.count == uids.count * 6)
         #expect(labels.contains { $0.hasSuffix("_any,1") })
+        // slices.csv: one row per slice; a subtype is labelled exactly where it drew at least a few pixels.
+        let sizes = try String(contentsOfFile: dir.file("a/slices.csv"), encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+        #expect(sizes[0] == ["SOPInstanceUID", "SeriesInstanceUID", "Instance", "epidural_pixels", "intraparenchymal_pixels",
+                             "intraventricular_pixels", "subarachnoid_pixels", "subdural_pixels"])
+        #expect(Set(sizes.dropFirst().map { $0[0] }) == uids)
+        let positive = Set(labels.filter { $0.hasSuffix(",1") }.map(String.init))
+        for row in sizes.dropFirst() {
+            for (i, subtype) in ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"].enumerated() {
+                let pixels = try #require(Int(row[3 + i]))
+                #expect(positive.contains("ID_\(row[0])_\(subtype),1") == (pixels >= 4), "\(row[0]) \(subtype): \(pixels) pixels")
+            }
+        }
     }
 }

@@ -190,9 +190,12 @@ def series_scores(probabilities, truth, series):
 
 
 def choose_thresholds(probabilities, truth, series):
-    """Per class, the threshold with the best sensitivity + specificity on validation slices (Youden).
-    For `any`, which lights the lamp, then lowered while the validation series' sensitivity is below 1 and
-    their specificity stays at or above 0.95: a missed bleed costs more than a false alarm."""
+    """Per subtype, the threshold with the best sensitivity + specificity on validation slices (Youden).
+    For `any`, which lights the lamp through the series rule (a series alarms when one slice reaches the
+    threshold), the threshold with the widest margin: when the validation series separate, the midpoint in
+    logit space between the highest negative series and the lowest positive series, so that neither side
+    sits near it (nor flips between the float and the int8 model). When they do not separate, Youden on
+    slices, lowered while series sensitivity is below 1 and series specificity stays at least 0.95."""
     thresholds = []
     for c in range(len(CLASSES)):
         s, y = probabilities[:, c], truth[:, c].astype(bool)
@@ -203,18 +206,21 @@ def choose_thresholds(probabilities, truth, series):
         best = max(candidates, key=lambda t: sum(rates(s, y, t)))
         thresholds.append(float(best))
     s_any, y_any = series_scores(probabilities[:, 0], truth[:, 0], series)
-    t = thresholds[0]
-    for candidate in sorted(np.unique(np.clip(probabilities[:, 0], 0.01, 0.99)), reverse=True):
-        if candidate >= t:
-            continue
-        sens, spec = rates(s_any, y_any, t)
-        if sens is None or sens >= 1.0:
-            break
-        if rates(s_any, y_any, candidate)[1] < 0.95:
-            break
-        t = float(candidate)
-    thresholds[0] = t
-    # Rounded down a little: the int8 model must not flip a decision the float model sat exactly on.
+    logit = lambda p: math.log(p / (1 - p))
+    if y_any.any() and (~y_any).any() and s_any[~y_any].max() < s_any[y_any].min():
+        lo, hi = (min(max(float(x), 1e-6), 1 - 1e-6) for x in (s_any[~y_any].max(), s_any[y_any].min()))
+        thresholds[0] = 1 / (1 + math.exp(-(logit(lo) + logit(hi)) / 2))
+    else:
+        t = thresholds[0]
+        for candidate in sorted(np.unique(np.clip(probabilities[:, 0], 0.01, 0.99)), reverse=True):
+            if candidate >= t:
+                continue
+            sens, spec = rates(s_any, y_any, t)
+            if sens is None or sens >= 1.0 or rates(s_any, y_any, candidate)[1] < 0.95:
+                break
+            t = float(candidate)
+        thresholds[0] = t
+    # Rounded down to 3 decimals (the file is read by people as well).
     return [math.floor(x * 1000) / 1000 for x in thresholds]
 
 
@@ -259,7 +265,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast; for GPUs and recent CPUs)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--init", help="start from these weights (safetensors, torchvision layout) instead of from scratch")
+    ap.add_argument("--init", help="start from these weights (safetensors, torchvision layout) instead of from scratch; "
+                                   "with --epochs-small 0 --epochs 0 only the thresholds are chosen anew")
     ap.add_argument("--half-weights", action=argparse.BooleanOptionalAction, default=True,
                     help="store convolution and linear weights as F16 (BatchNorm stays F32): half the file size")
     args = ap.parse_args()
@@ -330,7 +337,10 @@ def main():
                 best_loss = figures["weighted_log_loss"]
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    model.cpu().load_state_dict(best_state)
+    if best_state is not None:
+        model.cpu().load_state_dict(best_state)
+    else:
+        model.cpu()  # no epochs at the full size: --init's weights as they are (re-choosing thresholds)
     p, figures = evaluate(model, val)
     thresholds = choose_thresholds(p, val.y.numpy(), val.series)
     s_any, y_any = series_scores(p[:, 0], val.y.numpy()[:, 0], val.series)

@@ -4,12 +4,13 @@
 // int32 lane, exact for |a| <= 255 and |b| <= 127), and LLVM emits vpmaddwd from Swift only for the pattern
 // "widen to Int32 lanes, multiply, evenHalf &+ oddHalf" (../shared/KNOWHOW.md). So K is consumed in pairs:
 // activations are im2col'ed pair-interleaved (x[k][p], x[k+1][p] adjacent) and tile-major (16 pixels x all K
-// contiguous), weights packed as int8 pairs per output channel (sign-extended to int16 as they are broadcast:
-// half the memory of int16 packing for one more instruction per broadcast), and a 4-channel x 16-pixel tile
-// keeps 8 SIMD8<Int32> accumulators in registers.
+// contiguous), weights packed as pairs per output channel, and a 4-channel x 16-pixel tile keeps 8
+// SIMD8<Int32> accumulators in registers. Weight pairs are stored as int16 (one vpbroadcastd each) or as int8
+// (half the memory; vpbroadcastw + vpmovsxbw each, measured about 10% slower over the whole network): the
+// engine packs the large layers narrow and the rest wide (`PackedConvWeights.wideLimit`).
 //
 // Padding taps read the input zero point, so acc = bias + sum x*w - zero * sum w, which equals the reference
-// bias + sum (x - zero) * w for every output (the correction is folded into `biasMinusZeroSums`).
+// bias + sum (x - zero) * w for every output (the correction is folded into the accumulators' start values).
 
 /// Which inner kernel a convolution runs; both are exact and give identical accumulators. Both compile
 /// everywhere (the tests run both here); `native` picks the one that suits the target's instructions.
@@ -43,16 +44,26 @@ public struct PackedConvWeights: Sendable {
     public let depth: Int
     /// pairs: for each tile of 4 output channels, for each K pair, 4 x (w[k], w[k+1]): [tile][pair][4][2].
     /// dot: for each tile of 4 output channels, for each k, the 4 channels' weights: [tile][k][4].
-    /// int8 in both: half the memory of int16 packing (the pairs kernel widens as it broadcasts).
+    /// int8, except for `wide` pairs packing, which fills `packedWide` with the same layout in int16.
     let packed: [Int8]
+    let packedWide: [Int16]
+    /// pairs only: weights stored as int16 (faster) instead of int8 (half the memory).
+    public let wide: Bool
+
+    /// Convolutions with at most this many weights are packed wide by default: in ResNet18 every layer but
+    /// layer4's four large 3x3 convolutions (1.2 and 2.4 million weights), so int16 costs 2.8 MB more than
+    /// int8 while only layer4's quarter of the multiply-adds pays the narrow kernel's extra instruction.
+    public static let wideLimit = 1 << 20
     /// Per output channel, sum of its weights (for the zero-point correction).
     public let weightSums: [Int32]
 
     public var pairs: Int { depth }
 
     /// `weights` OIHW as in `QuantizedConv`.
-    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int, kind: ConvKernel = .native) {
+    /// `wide`: int16 storage for the pairs kernel (default: when the layer has at most `wideLimit` weights).
+    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int, kind: ConvKernel = .native, wide: Bool? = nil) {
         self.kind = kind
+        self.wide = kind == .pairs && (wide ?? (weights.count <= Self.wideLimit))
         self.outChannels = outChannels
         self.inChannels = inChannels
         self.kernel = kernel
@@ -76,7 +87,13 @@ public struct PackedConvWeights: Sendable {
                 }
             }
         }
-        self.packed = packed
+        if self.wide {
+            packedWide = packed.map(Int16.init)
+            self.packed = []
+        } else {
+            packedWide = []
+            self.packed = packed
+        }
         weightSums = sums
     }
 
@@ -128,20 +145,36 @@ public enum ConvGEMM {
                 starts[tile][lane] = bias[o] &- inZero &* w.weightSums[o]
             }
         }
-        // Pixel tiles outside, channel tiles inside: one pixel tile's columns (pairs x 32 bytes) stay in L1
-        // while every channel tile's weights stream past it.
-        w.packed.withUnsafeBufferPointer { packed in
-            parallel(paddedPixels / nt) { pixelTiles in
-                for t in pixelTiles {
-                    let p = t * nt
-                    let columns = UnsafePointer(scratch) + p * w.pairs * 2
-                    for tile in 0..<tiles {
-                        tile4x16(pairs: w.pairs, weights: packed.baseAddress! + tile * w.pairs * mt * 2, columns: columns,
-                                 start: starts[tile], acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
-                    }
-                }
-                finish?(min(pixels, pixelTiles.lowerBound * nt)..<min(pixels, pixelTiles.upperBound * nt))
+        if w.wide {
+            w.packedWide.withUnsafeBufferPointer { packed in
+                gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch), starts: starts,
+                     acc: acc, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
             }
+        } else {
+            w.packed.withUnsafeBufferPointer { packed in
+                gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch), starts: starts,
+                     acc: acc, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
+            }
+        }
+    }
+
+    /// Pixel tiles outside, channel tiles inside: one pixel tile's columns (pairs x 32 bytes) stay in L1 while
+    /// every channel tile's weights stream past it.
+    @inline(__always)
+    static func gemm<W: PairWeight>(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<W>,
+                                    columns: UnsafePointer<UInt8>, starts: [SIMD4<Int32>], acc: UnsafeMutablePointer<Int32>,
+                                    paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
+                                    finish: ((Range<Int>) -> Void)?) {
+        let nt = PackedConvWeights.pixelTile, mt = PackedConvWeights.channelTile, pixels = s.outHeight * s.outWidth
+        parallel(paddedPixels / nt) { pixelTiles in
+            for t in pixelTiles {
+                let p = t * nt
+                for tile in 0..<tiles {
+                    tile4x16(pairs: pairs, weights: weights + tile * pairs * mt * 2, columns: columns + p * pairs * 2,
+                             start: starts[tile], acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
+                }
+            }
+            finish?(min(pixels, pixelTiles.lowerBound * nt)..<min(pixels, pixelTiles.upperBound * nt))
         }
     }
 
@@ -201,17 +234,6 @@ public enum ConvGEMM {
         return r
     }
 
-    /// The weight pair (w[k], w[k+1]) of one channel on every lane pair: one 16-bit broadcast, seen as 16 int8
-    /// lanes and sign-extended (vpbroadcastw + vpmovsxbw feeding vpmaddwd; building the lanes one by one costs
-    /// 5 shuffles).
-    @inline(__always)
-    static func pairBroadcast(_ p: UnsafePointer<Int8>) -> SIMD16<Int32> {
-        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int16.self)
-        let lanes = unsafeBitCast(SIMD8<Int16>(repeating: pair), to: SIMD16<Int8>.self)
-        var r = SIMD16<Int32>()
-        for i in 0..<16 { r[i] = Int32(lanes[i]) }
-        return r
-    }
 
     /// int16 pair products summed into int32 lanes (vpmaddwd on x86).
     @inline(__always)
@@ -222,7 +244,7 @@ public enum ConvGEMM {
 
     /// 4 output channels x 16 pixels over all K pairs, then stores the accumulators that exist.
     @inline(__always)
-    static func tile4x16(pairs: Int, weights: UnsafePointer<Int8>, columns: UnsafePointer<UInt8>,
+    static func tile4x16<W: PairWeight>(pairs: Int, weights: UnsafePointer<W>, columns: UnsafePointer<UInt8>,
                          start: SIMD4<Int32>, acc: UnsafeMutablePointer<Int32>, channel: Int, channels: Int,
                          pixel: Int, pixels: Int) {
         var a00 = SIMD8<Int32>(repeating: start[0]), a01 = a00
@@ -234,7 +256,7 @@ public enum ConvGEMM {
         for _ in 0..<pairs {
             let x0 = widen(UnsafeRawPointer(c).loadUnaligned(as: SIMD16<UInt8>.self))
             let x1 = widen(UnsafeRawPointer(c + 16).loadUnaligned(as: SIMD16<UInt8>.self))
-            let w0 = pairBroadcast(w), w1 = pairBroadcast(w + 2), w2 = pairBroadcast(w + 4), w3 = pairBroadcast(w + 6)
+            let w0 = W.pairBroadcast(w), w1 = W.pairBroadcast(w + 2), w2 = W.pairBroadcast(w + 4), w3 = W.pairBroadcast(w + 6)
             a00 &+= madd(x0, w0); a01 &+= madd(x1, w0)
             a10 &+= madd(x0, w1); a11 &+= madd(x1, w1)
             a20 &+= madd(x0, w2); a21 &+= madd(x1, w2)
@@ -261,5 +283,36 @@ public enum ConvGEMM {
             for j in 0..<min(8, pixels - pixel) { out[j] = lo[j] }
             for j in 0..<max(0, min(8, pixels - pixel - 8)) { out[8 + j] = hi[j] }
         }
+    }
+}
+
+/// A packed weight element of the pairs kernel: `pairBroadcast` puts the pair (w[k], w[k+1]) of one channel on
+/// every lane pair, widened to the Int32 lanes `madd` multiplies.
+protocol PairWeight {
+    static func pairBroadcast(_ p: UnsafePointer<Self>) -> SIMD16<Int32>
+}
+
+extension Int16: PairWeight {
+    /// One 32-bit broadcast seen as 16 int16 lanes and sign-extended (vpbroadcastd feeding vpmaddwd; building
+    /// the lanes one by one costs 5 shuffles).
+    @inline(__always)
+    static func pairBroadcast(_ p: UnsafePointer<Int16>) -> SIMD16<Int32> {
+        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int32.self)
+        let lanes = unsafeBitCast(SIMD8<Int32>(repeating: pair), to: SIMD16<Int16>.self)
+        var r = SIMD16<Int32>()
+        for i in 0..<16 { r[i] = Int32(lanes[i]) }
+        return r
+    }
+}
+
+extension Int8: PairWeight {
+    /// One 16-bit broadcast seen as 16 int8 lanes and sign-extended (vpbroadcastw + vpmovsxbw).
+    @inline(__always)
+    static func pairBroadcast(_ p: UnsafePointer<Int8>) -> SIMD16<Int32> {
+        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int16.self)
+        let lanes = unsafeBitCast(SIMD8<Int16>(repeating: pair), to: SIMD16<Int8>.self)
+        var r = SIMD16<Int32>()
+        for i in 0..<16 { r[i] = Int32(lanes[i]) }
+        return r
     }
 }

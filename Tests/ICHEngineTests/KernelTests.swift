@@ -54,7 +54,8 @@ import Testing
         }
     }
 
-    /// Both convolution kernels (int16 pairs, dot products) give the reference's accumulators bit for bit.
+    /// Both convolution kernels (pairs with int16 or int8 weights, dot products) give the reference's
+    /// accumulators bit for bit.
     @Test(arguments: shapes + [Shape(s: .init(inChannels: 64, inHeight: 16, inWidth: 16, outChannels: 64, kernel: 3, stride: 1, padding: 1)),
                                Shape(s: .init(inChannels: 3, inHeight: 37, inWidth: 29, outChannels: 64, kernel: 7, stride: 2, padding: 3)),
                                Shape(s: .init(inChannels: 33, inHeight: 9, inWidth: 9, outChannels: 18, kernel: 1, stride: 2, padding: 0))])
@@ -68,15 +69,16 @@ import Testing
         for zero in [Int32(0), Int32(rng.next() % 256), 255] {
             var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
             ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
-            for kind in ConvKernel.allCases {
+            for (kind, wide) in [(ConvKernel.pairs, true), (.pairs, false), (.dot, false)] {
                 let packed = PackedConvWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels,
-                                               kernel: s.kernel, kind: kind)
+                                               kernel: s.kernel, kind: kind, wide: wide)
+                #expect(packed.wide == wide)
                 var got = [Int32](repeating: 0, count: expected.count)
                 var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s))
                 // Split the work unevenly, as several threads would.
                 ConvGEMM.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch,
                                         parallel: { n, body in body(0..<(n / 3)); body((n / 3)..<n) })
-                #expect(got == expected, "\(kind) kernel, zero point \(zero)")
+                #expect(got == expected, "\(kind) kernel (wide: \(wide)), zero point \(zero)")
             }
         }
     }

@@ -16,32 +16,36 @@ public struct Int8ResNet18: Sendable {
     let workspace = Workspace()
 
     /// Buffers that grow to the largest layer seen and stay. One run uses them at a time (the lock).
-    /// Activations live in four slots of the largest activation's size (a block's input, its conv1 output,
-    /// its shortcut and its output are the most ever alive at once): after the first run of an input size,
-    /// an inference allocates nothing but its outputs (logits and the feature map for the heatmaps).
+    /// Activations live in four slots: a block's input, its conv1 output, its shortcut and its output are the
+    /// most ever alive at once. Two slots hold the largest activation (the stem's output, alive only with the
+    /// input and then the max pool's output); two hold the largest of the rest. After the first run of an
+    /// input size an inference allocates nothing but its outputs (logits and the feature map for heatmaps).
     final class Workspace: @unchecked Sendable {
         let lock = NSLock()
         private(set) var acc = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
         private(set) var scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
         private var accCapacity = 1, scratchCapacity = 1
-        static let slotCount = 4
-        private(set) var slots: [UnsafeMutablePointer<UInt8>] = (0..<Workspace.slotCount).map { _ in .allocate(capacity: 1) }
-        private(set) var slotCapacity = 1
+        private(set) var slots: [UnsafeMutablePointer<UInt8>] = (0..<4).map { _ in .allocate(capacity: 1) }
+        private(set) var slotCapacities = [Int](repeating: 1, count: 4)
 
-        /// Makes every slot hold `bytes`; only between runs (it frees what live tensors would point to).
-        func reserveSlots(_ bytes: Int) {
-            guard bytes > slotCapacity else { return }
+        /// Makes slots 0-1 hold `large` bytes and slots 2-3 `small`; only between runs (it frees what live
+        /// tensors would point to).
+        func reserveSlots(large: Int, small: Int) {
             for i in slots.indices {
+                let wanted = i < 2 ? large : small
+                guard wanted > slotCapacities[i] else { continue }
                 slots[i].deallocate()
-                slots[i] = .allocate(capacity: bytes)
+                slots[i] = .allocate(capacity: wanted)
+                slotCapacities[i] = wanted
             }
-            slotCapacity = bytes
         }
 
-        /// A slot none of `live` occupies, for a tensor of `count` bytes.
+        /// The smallest slot that holds `count` bytes and none of `live`.
         func slot(_ count: Int, avoiding live: [QTensor]) -> (index: Int, data: UnsafeMutablePointer<UInt8>) {
-            precondition(count <= slotCapacity, "activation of \(count) bytes exceeds the planned \(slotCapacity)")
-            let index = slots.indices.first { i in !live.contains { $0.slot == i } }!
+            let free = slots.indices.filter { i in slotCapacities[i] >= count && !live.contains { $0.slot == i } }
+            guard let index = free.min(by: { slotCapacities[$0] < slotCapacities[$1] }) else {
+                preconditionFailure("no free activation slot of \(count) bytes (planned \(slotCapacities))")
+            }
             return (index, slots[index])
         }
 
@@ -122,8 +126,12 @@ public struct Int8ResNet18: Sendable {
         defer { workspace.lock.unlock() }
         let a = model.activations
         let inQ = a["input"]!
-        // The stem's output is the largest activation of a ResNet18 (64 x H/2 x W/2), then the input.
-        workspace.reserveSlots(max(input.values.count, model.stem.outChannels * ((input.height + 1) / 2) * ((input.width + 1) / 2)))
+        // ResNet18's largest activation is the stem's output (64 x H/2 x W/2); after the max pool none exceeds
+        // 64 x H/4 x W/4 (each stage halves the side and doubles the channels at most), nor the input's.
+        let half = ((input.height + 1) / 2, (input.width + 1) / 2), quarter = ((half.0 + 1) / 2, (half.1 + 1) / 2)
+        let stemOut = model.stem.outChannels * half.0 * half.1
+        workspace.reserveSlots(large: max(stemOut, input.values.count),
+                               small: max(input.values.count, model.stem.outChannels * quarter.0 * quarter.1))
         var x = tensor(input.channels, input.height, input.width, q: inQ, avoiding: [])
         quantizeInput(input.values, inQ, into: x.data)
         observe?("input", x.dequantized())

@@ -50,10 +50,12 @@ public struct PackedConvWeights: Sendable {
     /// pairs only: weights stored as int16 (faster) instead of int8 (half the memory).
     public let wide: Bool
 
-    /// Convolutions with at most this many weights are packed wide by default: in ResNet18 every layer but
-    /// layer4's four large 3x3 convolutions (1.2 and 2.4 million weights), so int16 costs 2.8 MB more than
-    /// int8 while only layer4's quarter of the multiply-adds pays the narrow kernel's extra instruction.
-    public static let wideLimit = 1 << 20
+    /// Convolutions with at most this many weights are packed wide by default: in ResNet18 the stem, layer1,
+    /// layer2, the downsamples and layer3's first convolution (0.8 million weights together, 0.8 MB more than
+    /// int8); layer3's other three and layer4's 3x3 convolutions (10 million) stay int8. Measured on the shipped
+    /// model with a real slice (`ichd bench --input`): all int16 40 ms and 60 MiB peak RSS, all int8 44 ms,
+    /// limit 2^20 40 ms and 48.6 MiB, this limit 41.5 ms and 47 MiB (target 48).
+    public static let wideLimit = 1 << 19
     /// Per output channel, sum of its weights (for the zero-point correction).
     public let weightSums: [Int32]
 

@@ -53,8 +53,8 @@ public struct PackedConvWeights: Sendable {
     /// Convolutions with at most this many weights are packed wide by default: in ResNet18 the stem, layer1,
     /// layer2, the downsamples and layer3's first convolution (0.8 million weights together, 0.8 MB more than
     /// int8); layer3's other three and layer4's 3x3 convolutions (10 million) stay int8. Measured on the shipped
-    /// model with a real slice (`ichd bench --input`): all int16 40 ms and 60 MiB peak RSS, all int8 44 ms,
-    /// limit 2^20 40 ms and 48.6 MiB, this limit 41.5 ms and 47 MiB (target 48).
+    /// model, one thread (bench/README.md): all int16 40 ms, all int8 44 ms; with a real slice as input, limit
+    /// 2^20 40 ms and 48.6 MiB peak RSS, this limit 41.5 ms and 47 MiB (target 48).
     public static let wideLimit = 1 << 19
     /// Per output channel, sum of its weights (for the zero-point correction).
     public let weightSums: [Int32]

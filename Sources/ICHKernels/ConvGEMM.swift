@@ -182,49 +182,69 @@ public enum ConvGEMM {
 
     /// im2col, tile-major with K pairs interleaved: for pixel tile t (16 pixels), pair j, pixel q of the tile,
     /// out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] = x[k][16t + q]. Padding taps, pixels past the end and the
-    /// odd K's last tap read the zero point. Every byte is written (no separate fill pass); input channels are
-    /// split over `parallel`, each writing its own bytes.
+    /// odd K's last tap read the zero point. Every byte is written (no separate fill pass); pairs are split
+    /// over `parallel`, each writing its own bytes.
+    ///
+    /// Per pair and output row, both taps' rows are gathered into two short contiguous buffers (a plain copy
+    /// for stride 1), then interleaved into the tiles 16 pixels at a time: loops LLVM vectorises. Writing byte
+    /// by byte into the interleaved layout instead took 41.9 ms (1 thread) and 22.2 ms (2 threads) for the
+    /// whole network against 39.4 and 20.0-20.9 ms (layer1's im2col 1.45 -> 0.87 ms per convolution).
     static func im2colPairs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, pairs: Int,
                             paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
                             parallel: (Int, (Range<Int>) -> Void) -> Void) {
-        let oh = s.outHeight, ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k
+        let oh = s.outHeight, ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k, pixels = oh * ow
         let nt = PackedConvWeights.pixelTile, tileStride = pairs * nt * 2
-        /// Writes row kk of the column matrix; `value(oy, ox)` is only asked inside the valid window.
-        func writeRow(_ kk: Int, _ rows: Range<Int>, _ cols: Range<Int>, _ source: (Int) -> UnsafePointer<UInt8>?) {
-            var tile = out + (kk / 2) * nt * 2 + (kk & 1), q = 0
-            @inline(__always) func put(_ v: UInt8) {
-                tile[q * 2] = v
-                q += 1
-                if q == nt {
-                    q = 0
-                    tile += tileStride
+        parallel(pairs) { range in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 * ow) { rows in
+                let rowA = rows.baseAddress!, rowB = rowA + ow
+                /// Row `oy` of tap `tap` (all zero point for a tap past K or a row in the padding).
+                func gather(_ tap: Int, _ oy: Int, into row: UnsafeMutablePointer<UInt8>) {
+                    let i = tap / (k * k), ky = tap / k % k, kx = tap % k
+                    let iy = oy * s.stride + ky - s.padding
+                    guard tap < taps, iy >= 0, iy < s.inHeight else {
+                        for ox in 0..<ow { row[ox] = zero }
+                        return
+                    }
+                    let cols = ConvGeometry.validOutputs(input: s.inWidth, output: ow, tap: kx, stride: s.stride, padding: s.padding)
+                    let src = input + (i * s.inHeight + iy) * s.inWidth + kx - s.padding
+                    for ox in 0..<min(cols.lowerBound, ow) { row[ox] = zero }
+                    if s.stride == 1 {
+                        for ox in cols { row[ox] = src[ox] }
+                    } else {
+                        for ox in cols { row[ox] = src[ox * s.stride] }
+                    }
+                    for ox in max(cols.upperBound, cols.lowerBound)..<ow { row[ox] = zero }
                 }
-            }
-            for oy in 0..<oh {
-                guard rows.contains(oy), let src = source(oy) else {
-                    for _ in 0..<ow { put(zero) }
-                    continue
-                }
-                for _ in 0..<min(cols.lowerBound, ow) { put(zero) }
-                for ox in cols { put(src[ox * s.stride]) }
-                for _ in max(cols.upperBound, cols.lowerBound)..<ow { put(zero) }
-            }
-            for _ in (oh * ow)..<paddedPixels { put(zero) }
-        }
-        parallel(s.inChannels) { channels in
-            for i in channels {
-                let plane = input + i * s.inHeight * s.inWidth
-                for ky in 0..<k {
-                    let rows = ConvGeometry.validOutputs(input: s.inHeight, output: oh, tap: ky, stride: s.stride, padding: s.padding)
-                    for kx in 0..<k {
-                        let cols = ConvGeometry.validOutputs(input: s.inWidth, output: ow, tap: kx, stride: s.stride, padding: s.padding)
-                        writeRow((i * k + ky) * k + kx, rows, cols) { oy in
-                            plane + (oy * s.stride + ky - s.padding) * s.inWidth + kx - s.padding
+                for j in range {
+                    let pairBase = out + j * nt * 2
+                    for oy in 0..<oh {
+                        gather(2 * j, oy, into: rowA)
+                        gather(2 * j + 1, oy, into: rowB)
+                        var ox = 0, p = oy * ow
+                        while ox < ow {
+                            let q = p % nt, n = min(nt - q, ow - ox)
+                            let dst = pairBase + (p / nt) * tileStride + q * 2
+                            if n == nt {
+                                for m in 0..<nt {
+                                    dst[2 * m] = rowA[ox + m]
+                                    dst[2 * m + 1] = rowB[ox + m]
+                                }
+                            } else {
+                                for m in 0..<n {
+                                    dst[2 * m] = rowA[ox + m]
+                                    dst[2 * m + 1] = rowB[ox + m]
+                                }
+                            }
+                            ox += n
+                            p += n
                         }
                     }
+                    for p in pixels..<paddedPixels {
+                        let dst = pairBase + (p / nt) * tileStride + (p % nt) * 2
+                        dst[0] = zero
+                        dst[1] = zero
+                    }
                 }
-                // An odd K leaves one tap of the last pair without a weight: fill it with the zero point too.
-                if i == s.inChannels - 1 && taps % 2 == 1 { writeRow(taps, 0..<0, 0..<0) { _ in nil } }
             }
         }
     }

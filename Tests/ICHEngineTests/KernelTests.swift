@@ -58,7 +58,10 @@ import Testing
     /// accumulators bit for bit.
     @Test(arguments: shapes + [Shape(s: .init(inChannels: 64, inHeight: 16, inWidth: 16, outChannels: 64, kernel: 3, stride: 1, padding: 1)),
                                Shape(s: .init(inChannels: 3, inHeight: 37, inWidth: 29, outChannels: 64, kernel: 7, stride: 2, padding: 3)),
-                               Shape(s: .init(inChannels: 33, inHeight: 9, inWidth: 9, outChannels: 18, kernel: 1, stride: 2, padding: 0))])
+                               Shape(s: .init(inChannels: 33, inHeight: 9, inWidth: 9, outChannels: 18, kernel: 1, stride: 2, padding: 0)),
+                               // Rows longer than a 16-pixel tile, straddling tiles (37), and exactly two tiles (32).
+                               Shape(s: .init(inChannels: 5, inHeight: 6, inWidth: 37, outChannels: 6, kernel: 3, stride: 1, padding: 1)),
+                               Shape(s: .init(inChannels: 2, inHeight: 3, inWidth: 32, outChannels: 5, kernel: 1, stride: 1, padding: 0))])
     func gemmKernelMatchesReference(_ shape: Shape) {
         let s = shape.s
         var rng = SeededGenerator(seed: UInt64(s.inChannels * 1000 + s.outChannels))

@@ -358,8 +358,10 @@ def main():
         half = args.half_weights and k.endswith("weight") and v.dim() in (2, 4)
         state[k] = v.to(torch.float16 if half else torch.float32).contiguous()
     weights = os.path.join(args.out, f"{args.name}.safetensors")
-    save_file(state, weights + ".tmp", metadata={"layout": "torchvision", "classes": ",".join(CLASSES),
-                                                  "recipe": "ichd training/train.py", "seed": str(args.seed)})
+    # One metadata key: safetensors writes several in a random order, and the same run should give the same bytes.
+    about = json.dumps({"layout": "torchvision", "classes": CLASSES, "recipe": "ichd training/train.py", "seed": args.seed},
+                       sort_keys=True)
+    save_file(state, weights + ".tmp", metadata={"ichd": about})
     os.replace(weights + ".tmp", weights)
     with open(os.path.join(args.out, "thresholds.txt"), "w") as f:
         f.write(",".join(str(t) for t in thresholds) + "\n")

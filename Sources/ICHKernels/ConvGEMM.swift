@@ -210,6 +210,9 @@ public enum ConvGEMM {
                     for ox in 0..<min(cols.lowerBound, ow) { row[ox] = zero }
                     if s.stride == 1 {
                         for ox in cols { row[ox] = src[ox] }
+                    } else if s.stride == 2 {
+                        // A constant stride lets LLVM vectorise the gather (loads and byte shuffles).
+                        for ox in cols { row[ox] = src[2 &* ox] }
                     } else {
                         for ox in cols { row[ox] = src[ox * s.stride] }
                     }

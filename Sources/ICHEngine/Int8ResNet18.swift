@@ -9,6 +9,15 @@ public struct Int8ResNet18: Sendable {
     let model: QuantizedResNet18
     /// Every convolution's weights, packed once for the GEMM kernel (keyed by layer name).
     let packed: [String: PackedConvWeights]
+    /// Winograd F(2x2, 3x3) weights of the stride-1 3x3 convolutions small enough to afford them
+    /// (`winogradLimit`); used when the input shape allows (`WinogradWeights.applies`), else `packed`.
+    let winograd: [String: WinogradWeights]
+
+    /// Winograd's transformed weights take 16/9 x 2 bytes per weight, so only small convolutions get them.
+    /// Measured on the bundled model with a real slice, one thread (bench/README.md): none 38.3 ms, 47.2 MiB
+    /// peak RSS; layer1 (this limit) 36.5 ms, 47.4 MiB; layer1 and layer2 (2^18) 34.5 ms but 48.7-49.5 MiB,
+    /// over the 48 MiB budget until the stem's 4 MiB of accumulators shrink.
+    public static let winogradLimit = 1 << 16
     /// The threads convolutions split their output tiles over; results are identical for every count.
     let pool: WorkerPool
     /// Accumulator and im2col buffers, kept from one run to the next (large fresh allocations come straight
@@ -71,6 +80,8 @@ public struct Int8ResNet18: Sendable {
 
     public var threads: Int { pool.count }
     public var kernel: ConvKernel { packed.values.first?.kind ?? .native }
+    /// The convolutions that run as Winograd F(2x2, 3x3) when the input shape allows.
+    public var winogradLayers: [String] { winograd.keys.sorted() }
 
     /// `kernel`: the convolution inner kernel (default: the one that suits this machine's instructions;
     /// every kernel gives the same bytes).
@@ -82,6 +93,14 @@ public struct Int8ResNet18: Sendable {
                                              kernel: conv.kernel, kind: kernel)
         }
         self.packed = packed
+        var winograd: [String: WinogradWeights] = [:]
+        if kernel == .pairs {
+            for (name, conv) in ModelLayers.convs(model)
+            where conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= Self.winogradLimit {
+                winograd[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
+            }
+        }
+        self.winograd = winograd
         var lean = model
         lean.stem.weights = []
         for i in lean.blocks.indices {
@@ -209,7 +228,9 @@ public struct Int8ResNet18: Sendable {
         let plane = shape.outHeight * shape.outWidth
         // Every accumulator and output byte is written by the kernels: no zero fill.
         let weights = packed[name]!
-        workspace.reserve(acc: layer.outChannels * plane, scratch: weights.scratchBytes(shape))
+        let transformed = winograd[name].flatMap { WinogradWeights.applies(shape) ? $0 : nil }
+        workspace.reserve(acc: layer.outChannels * plane,
+                          scratch: transformed.map { 2 * $0.scratchCount(shape) } ?? weights.scratchBytes(shape))
         let acc = workspace.acc, scratch = workspace.scratch
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
@@ -219,16 +240,22 @@ public struct Int8ResNet18: Sendable {
             scales.withUnsafeBufferPointer { sc in
                 let scaleBase = sc.baseAddress!
                 // Each thread requantises the pixels whose accumulators it has just computed.
-                ConvGEMM.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: weights,
-                                        bias: b.baseAddress!, acc: acc, scratch: scratch,
-                                        parallel: { pool.parallelFor($0, $1) },
-                                        finish: { pixels in
+                let finish: (Range<Int>) -> Void = { pixels in
                     ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: scaleBase,
                                                       clamp: clamp, residual: residual.map { UnsafePointer($0.data) },
                                                       residualZero: residual?.q.zeroPoint ?? 0,
                                                       residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
                                                       output: outBase, pixels: pixels)
-                })
+                }
+                if let transformed {
+                    ConvWinograd.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: transformed, bias: b.baseAddress!,
+                                                acc: acc, scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Int16.self),
+                                                parallel: { pool.parallelFor($0, $1) }, finish: finish)
+                } else {
+                    ConvGEMM.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: weights,
+                                            bias: b.baseAddress!, acc: acc, scratch: scratch,
+                                            parallel: { pool.parallelFor($0, $1) }, finish: finish)
+                }
             }
         }
         return out

@@ -295,6 +295,38 @@ public enum ConvGEMM {
         store(a30, a31, acc: acc, row: channel + 3, channels: channels, pixel: pixel, pixels: pixels)
     }
 
+    /// The Winograd GEMM's tile: 4 output channels x 16 tiles over K channel pairs, with int16 activations (the
+    /// transformed inputs) and int16 weights, from zero; stores the 4 x 16 accumulators contiguously.
+    @inline(__always)
+    static func tile4x16i16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<Int16>, out: UnsafeMutablePointer<Int32>) {
+        var a00 = SIMD8<Int32>(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00
+        var w = weights
+        var c = columns
+        for _ in 0..<pairs {
+            let x0 = widen(UnsafeRawPointer(c).loadUnaligned(as: SIMD16<Int16>.self))
+            let x1 = widen(UnsafeRawPointer(c + 16).loadUnaligned(as: SIMD16<Int16>.self))
+            let w0 = Int16.pairBroadcast(w), w1 = Int16.pairBroadcast(w + 2), w2 = Int16.pairBroadcast(w + 4), w3 = Int16.pairBroadcast(w + 6)
+            a00 &+= madd(x0, w0); a01 &+= madd(x1, w0)
+            a10 &+= madd(x0, w1); a11 &+= madd(x1, w1)
+            a20 &+= madd(x0, w2); a21 &+= madd(x1, w2)
+            a30 &+= madd(x0, w3); a31 &+= madd(x1, w3)
+            w += 8
+            c += 32
+        }
+        let o = UnsafeMutableRawPointer(out)
+        o.storeBytes(of: a00, toByteOffset: 0, as: SIMD8<Int32>.self); o.storeBytes(of: a01, toByteOffset: 32, as: SIMD8<Int32>.self)
+        o.storeBytes(of: a10, toByteOffset: 64, as: SIMD8<Int32>.self); o.storeBytes(of: a11, toByteOffset: 96, as: SIMD8<Int32>.self)
+        o.storeBytes(of: a20, toByteOffset: 128, as: SIMD8<Int32>.self); o.storeBytes(of: a21, toByteOffset: 160, as: SIMD8<Int32>.self)
+        o.storeBytes(of: a30, toByteOffset: 192, as: SIMD8<Int32>.self); o.storeBytes(of: a31, toByteOffset: 224, as: SIMD8<Int32>.self)
+    }
+
+    @inline(__always)
+    static func widen(_ v: SIMD16<Int16>) -> SIMD16<Int32> {
+        var r = SIMD16<Int32>()
+        for i in 0..<16 { r[i] = Int32(v[i]) }
+        return r
+    }
+
     /// Stores 16 accumulators of one output channel, only those inside the real channels and pixels.
     @inline(__always)
     static func store(_ lo: SIMD8<Int32>, _ hi: SIMD8<Int32>, acc: UnsafeMutablePointer<Int32>, row: Int, channels: Int,

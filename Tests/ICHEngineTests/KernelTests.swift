@@ -86,6 +86,35 @@ import Testing
         }
     }
 
+    /// Winograd F(2x2, 3x3) in integers gives the reference's accumulators bit for bit: odd channel counts,
+    /// extreme weights and inputs, every zero point kind, padding on all four sides, work split unevenly.
+    @Test(arguments: [Shape(s: .init(inChannels: 5, inHeight: 6, inWidth: 32, outChannels: 6, kernel: 3, stride: 1, padding: 1)),
+                      Shape(s: .init(inChannels: 64, inHeight: 8, inWidth: 64, outChannels: 64, kernel: 3, stride: 1, padding: 1)),
+                      Shape(s: .init(inChannels: 128, inHeight: 4, inWidth: 32, outChannels: 9, kernel: 3, stride: 1, padding: 1))])
+    func winogradMatchesReference(_ shape: Shape) {
+        let s = shape.s
+        #expect(WinogradWeights.applies(s))
+        var rng = SeededGenerator(seed: UInt64(s.inChannels * 31 + s.outChannels))
+        let input = (0..<(s.inChannels * s.inHeight * s.inWidth)).map { i in i % 13 == 0 ? UInt8(255) : i % 17 == 0 ? 0 : UInt8(truncatingIfNeeded: rng.next()) }
+        let weights = (0..<(s.outChannels * s.inChannels * 9)).map { i in i % 7 == 0 ? Int8(127) : i % 11 == 0 ? Int8(-127) : Int8(Int(rng.next() % 255) - 127) }
+        let bias = (0..<s.outChannels).map { _ in Int32(Int(rng.next() % 20001) - 10000) }
+        let packed = WinogradWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels)
+        for zero in [Int32(0), Int32(rng.next() % 256), 255] {
+            var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
+            ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
+            var got = [Int32](repeating: 0, count: expected.count)
+            var scratch = [Int16](repeating: 0, count: packed.scratchCount(s))
+            var finished: [Range<Int>] = []
+            ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch,
+                                        parallel: { n, body in body(0..<(n / 3)); body((n / 3)..<n) },
+                                        finish: { finished.append($0) })
+            #expect(got == expected, "zero point \(zero)")
+            #expect(finished.map(\.count).reduce(0, +) == s.outHeight * s.outWidth)
+        }
+        #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 30, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
+        #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 64, outChannels: 4, kernel: 3, stride: 2, padding: 1)))
+    }
+
     @Test(arguments: [(1, 1), (1, 2), (2, 1), (4, 4), (5, 7), (64, 64), (33, 17)])
     func maxPoolMatchesReference(_ height: Int, _ width: Int) {
         var rng = SeededGenerator(seed: UInt64(height * 100 + width))

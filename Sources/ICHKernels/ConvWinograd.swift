@@ -1,0 +1,188 @@
+// 3x3 stride-1 convolution by Winograd F(2x2, 3x3) in exact integer arithmetic, the way ncnn runs int8 on cores
+// without dot products: 16 multiplies per 2x2 outputs and input channel instead of 36.
+//
+//   Y = A^T [ (G g G^T) .* (B^T d B) ] A     (Lavin & Gray 2016), d = 4x4 input patch, g = 3x3 kernel
+//
+// B and A hold only 0 and +-1, so with d = x - zero (-255...255) the input transform V = B^T d B stays within
+// +-1020 (int16). G holds halves; with G' = 2G the weight transform U' = G' g G'^T = 4 (G g G^T) is an integer
+// within +-1143 (int16). The products U' V sum over input channels in int32 on the same vpmaddwd pairs as the
+// GEMM kernel, and Y' = A^T (sum U' V) A = 4 x the exact convolution, so Y'/4 (an exact shift) plus the bias is
+// bit for bit the reference accumulator. Every intermediate stays far inside int32 for the layers this is used
+// on (64-128 input channels: |sum U'V| <= 128 x 1143 x 1020 = 1.5e8, Y' <= 9 x that).
+//
+// Tiles of 2x2 outputs are processed a tile row at a time (the unit of parallel work, so each finished range
+// of tile rows is a contiguous range of output rows for the requantisation), 16 tiles per block: transform the
+// block's inputs for all channels, 16 small GEMMs (one per transform position) into a block of accumulators,
+// transform back into the output accumulators.
+
+public struct WinogradWeights: Sendable {
+    public let outChannels: Int
+    public let inChannels: Int
+    /// Input channels taken in pairs (an odd count gets a zero weight channel).
+    let pairs: Int
+    /// For each of the 16 transform positions: for each tile of 4 output channels, for each channel pair,
+    /// 4 x (U'[c], U'[c+1]) as int16, the pairs kernel's layout with K = input channels.
+    let packed: [Int16]
+
+    /// Whether a convolution can run this way: 3x3, stride 1, padding 1, an even output height and an output
+    /// width that is a multiple of 32 (so a tile row is whole 16-tile blocks).
+    public static func applies(_ s: ReferenceKernels.ConvShape) -> Bool {
+        s.kernel == 3 && s.stride == 1 && s.padding == 1 && s.outHeight % 2 == 0 && s.outWidth % 32 == 0
+            && s.inChannels <= 256
+    }
+
+    /// `weights` OIHW 3x3, as in `QuantizedConv`.
+    public init(weights: [Int8], outChannels: Int, inChannels: Int) {
+        precondition(weights.count == outChannels * inChannels * 9)
+        self.outChannels = outChannels
+        self.inChannels = inChannels
+        pairs = (inChannels + 1) / 2
+        let mt = PackedConvWeights.channelTile, tiles = (outChannels + mt - 1) / mt
+        let perPosition = tiles * pairs * mt * 2
+        var packed = [Int16](repeating: 0, count: 16 * perPosition)
+        let gp: [[Int32]] = [[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]]  // G' = 2G
+        for o in 0..<outChannels {
+            for c in 0..<inChannels {
+                let g = (0..<9).map { Int32(weights[(o * inChannels + c) * 9 + $0]) }
+                for i in 0..<4 {
+                    for j in 0..<4 {
+                        var u: Int32 = 0
+                        for a in 0..<3 { for b in 0..<3 { u += gp[i][a] * g[a * 3 + b] * gp[j][b] } }
+                        let xi = i * 4 + j
+                        packed[xi * perPosition + ((o / mt * pairs + c / 2) * mt + o % mt) * 2 + (c & 1)] = Int16(u)
+                    }
+                }
+            }
+        }
+        self.packed = packed
+    }
+
+    /// int16 scratch `ConvWinograd.convAccumulate` needs: the transformed inputs of every 16-tile block.
+    public func scratchCount(_ s: ReferenceKernels.ConvShape) -> Int {
+        (s.outHeight / 2) * (s.outWidth / 2) / 16 * 16 * pairs * 16 * 2
+    }
+
+    /// int32 accumulators of one block: 16 positions x output channels (rounded up to 4) x 16 tiles.
+    var blockAccumulators: Int { 16 * ((outChannels + 3) / 4 * 4) * 16 }
+}
+
+public enum ConvWinograd {
+    /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them, for shapes where
+    /// `WinogradWeights.applies`. `scratch` holds `w.scratchCount(s)` int16 values. `parallel` splits tile
+    /// rows; `finish(pixels)` runs after the accumulators of those output pixels are complete.
+    public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
+                                      weights w: WinogradWeights, bias: UnsafePointer<Int32>,
+                                      acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<Int16>,
+                                      parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) },
+                                      finish: ((Range<Int>) -> Void)? = nil) {
+        precondition(WinogradWeights.applies(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
+        let oh = s.outHeight, ow = s.outWidth, tileRows = oh / 2, blocksPerRow = ow / 32
+        let pairs = w.pairs, mt = PackedConvWeights.channelTile, channelTiles = (s.outChannels + mt - 1) / mt
+        let perPosition = channelTiles * pairs * mt * 2
+        let blockColumns = 16 * pairs * 16 * 2  // int16 per block: 16 positions x pairs x 16 tiles x 2
+        w.packed.withUnsafeBufferPointer { packed in
+            parallel(tileRows) { rows in
+                // One block of accumulators per parallel part (64-128 KiB).
+                withUnsafeTemporaryAllocation(of: Int32.self, capacity: w.blockAccumulators) { block in
+                    let m = block.baseAddress!
+                    for ty in rows {
+                        for bx in 0..<blocksPerRow {
+                            let columns = scratch + (ty * blocksPerRow + bx) * blockColumns
+                            transformInputs(s, input: input, zero: inZero, ty: ty, tx0: bx * 16, pairs: pairs, out: columns)
+                            for xi in 0..<16 {
+                                let v = UnsafePointer(columns + xi * pairs * 32)
+                                for tile in 0..<channelTiles {
+                                    ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                         columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                                }
+                            }
+                            transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias, acc: acc, ty: ty, tx0: bx * 16)
+                        }
+                    }
+                }
+                finish?((rows.lowerBound * 2 * ow)..<(rows.upperBound * 2 * ow))
+            }
+        }
+    }
+
+    /// V = B^T d B for 16 tiles (ty, tx0..tx0+15) and every input channel, channel pairs interleaved:
+    /// out[(xi x pairs + c/2) x 32 + t x 2 + (c & 1)].
+    @inline(__always)
+    static func transformInputs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: Int32, ty: Int, tx0: Int,
+                                pairs: Int, out: UnsafeMutablePointer<Int16>) {
+        let h = s.inHeight, wdt = s.inWidth
+        withUnsafeTemporaryAllocation(of: Int16.self, capacity: 16 * 16) { dBuffer in
+            let d = dBuffer.baseAddress!
+            for c in 0..<(2 * pairs) {
+                // d[r][q] for the 16 tiles: input (2ty - 1 + r, 2(tx0 + t) - 1 + q) - zero, 0 outside.
+                for r in 0..<4 {
+                    let iy = 2 * ty - 1 + r
+                    let inside = c < s.inChannels && iy >= 0 && iy < h
+                    let row = input + (c * h + max(0, min(iy, h - 1))) * wdt
+                    for q in 0..<4 {
+                        let dst = d + (r * 4 + q) * 16
+                        for t in 0..<16 {
+                            let ix = 2 * (tx0 + t) - 1 + q
+                            dst[t] = inside && ix >= 0 && ix < wdt ? Int16(truncatingIfNeeded: Int32(row[ix]) - zero) : 0
+                        }
+                    }
+                }
+                @inline(__always) func lanes(_ r: Int, _ q: Int) -> SIMD16<Int16> {
+                    UnsafeRawPointer(d + (r * 4 + q) * 16).loadUnaligned(as: SIMD16<Int16>.self)
+                }
+                // t = B^T d over rows, then V = t B over columns, one row i of t at a time.
+                @inline(__always) func row(_ i: Int, _ q: Int) -> SIMD16<Int16> {
+                    switch i {
+                    case 0: lanes(0, q) &- lanes(2, q)
+                    case 1: lanes(1, q) &+ lanes(2, q)
+                    case 2: lanes(2, q) &- lanes(1, q)
+                    default: lanes(1, q) &- lanes(3, q)
+                    }
+                }
+                for i in 0..<4 {
+                    let t0 = row(i, 0), t1 = row(i, 1), t2 = row(i, 2), t3 = row(i, 3)
+                    store(t0 &- t2, position: i * 4, c: c, pairs: pairs, out: out)
+                    store(t1 &+ t2, position: i * 4 + 1, c: c, pairs: pairs, out: out)
+                    store(t2 &- t1, position: i * 4 + 2, c: c, pairs: pairs, out: out)
+                    store(t1 &- t3, position: i * 4 + 3, c: c, pairs: pairs, out: out)
+                }
+            }
+        }
+    }
+
+    /// Channel c's 16 tiles at one transform position, into the lanes of its pair.
+    @inline(__always)
+    static func store(_ v: SIMD16<Int16>, position: Int, c: Int, pairs: Int, out: UnsafeMutablePointer<Int16>) {
+        let dst = out + (position * pairs + c / 2) * 32 + (c & 1)
+        for k in 0..<16 { dst[2 * k] = v[k] }
+    }
+
+    /// Y = A^T M A / 4 + bias for the block's 16 tiles and every output channel, into the accumulators.
+    @inline(__always)
+    static func transformOutputs(_ s: ReferenceKernels.ConvShape, m: UnsafePointer<Int32>, channelTiles: Int,
+                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, ty: Int, tx0: Int) {
+        let ow = s.outWidth, plane = s.outHeight * ow, mt = PackedConvWeights.channelTile
+        for o in 0..<s.outChannels {
+            @inline(__always) func at(_ xi: Int) -> SIMD16<Int32> {
+                UnsafeRawPointer(m + ((xi * channelTiles + o / mt) * mt + o % mt) * 16).loadUnaligned(as: SIMD16<Int32>.self)
+            }
+            // s = A^T M over rows (two rows), then y = s A over columns.
+            let s0 = at(0) &+ at(4) &+ at(8), s1 = at(1) &+ at(5) &+ at(9)
+            let s2 = at(2) &+ at(6) &+ at(10), s3 = at(3) &+ at(7) &+ at(11)
+            let r0 = at(4) &- at(8) &- at(12), r1 = at(5) &- at(9) &- at(13)
+            let r2 = at(6) &- at(10) &- at(14), r3 = at(7) &- at(11) &- at(15)
+            let b = SIMD16<Int32>(repeating: bias[o])
+            put(((s0 &+ s1 &+ s2) &>> 2) &+ b, ((s1 &- s2 &- s3) &>> 2) &+ b, to: acc + o * plane + (2 * ty) * ow + 2 * tx0)
+            put(((r0 &+ r1 &+ r2) &>> 2) &+ b, ((r1 &- r2 &- r3) &>> 2) &+ b, to: acc + o * plane + (2 * ty + 1) * ow + 2 * tx0)
+        }
+    }
+
+    /// 16 tiles' left and right outputs of one row, interleaved into 32 consecutive accumulators.
+    @inline(__always)
+    static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>) {
+        for k in 0..<16 {
+            dst[2 * k] = left[k]
+            dst[2 * k + 1] = right[k]
+        }
+    }
+}

@@ -13,11 +13,15 @@ public struct Int8ResNet18: Sendable {
     /// (`winogradLimit`); used when the input shape allows (`WinogradWeights.applies`), else `packed`.
     let winograd: [String: WinogradWeights]
 
-    /// Winograd's transformed weights take 16/9 x 2 bytes per weight, so only small convolutions get them.
-    /// Measured on the bundled model with a real slice, one thread (bench/README.md): none 38.3 ms, 47.2 MiB
-    /// peak RSS; layer1 (this limit) 36.5 ms, 47.4 MiB; layer1 and layer2 (2^18) 34.5 ms but 48.7-49.5 MiB,
-    /// over the 48 MiB budget until the stem's 4 MiB of accumulators shrink.
-    public static let winogradLimit = 1 << 16
+    /// Winograd's transformed weights take 16/9 x 2 bytes per weight, so only small convolutions get them:
+    /// layer1's four and layer2's three stride-1 convolutions in ResNet18 (0.6 million weights, 2.1 MB
+    /// transformed), where the pixels per weight are many. Measured on the bundled model with a real slice, one thread (bench/README.md): none 38.3 ms; layer1 36.3 ms;
+    /// layer1 and layer2 34.2 ms, peak RSS 46.2 MiB (with the stem's accumulators in bands).
+    public static let winogradLimit = 1 << 18
+
+    /// The most int32 accumulators one convolution holds at once (1 MiB): layer1's full plane at 256 px; the
+    /// stem's (4 MiB) is computed in bands of rows instead.
+    public static let accumulatorBudget = 1 << 18
     /// The threads convolutions split their output tiles over; results are identical for every count.
     let pool: WorkerPool
     /// Accumulator and im2col buffers, kept from one run to the next (large fresh allocations come straight
@@ -229,8 +233,11 @@ public struct Int8ResNet18: Sendable {
         // Every accumulator and output byte is written by the kernels: no zero fill.
         let weights = packed[name]!
         let transformed = winograd[name].flatMap { WinogradWeights.applies(shape) ? $0 : nil }
-        workspace.reserve(acc: layer.outChannels * plane,
-                          scratch: transformed.map { 2 * $0.scratchCount(shape) } ?? weights.scratchBytes(shape))
+        // Accumulators of at most `accumulatorBudget` values: larger layers (the stem) run in bands of rows.
+        let bandRows = transformed != nil ? shape.outHeight
+            : max(1, min(shape.outHeight, Self.accumulatorBudget / max(1, layer.outChannels * shape.outWidth)))
+        workspace.reserve(acc: layer.outChannels * bandRows * shape.outWidth,
+                          scratch: transformed.map { 2 * $0.scratchCount(shape) } ?? weights.scratchBytes(shape, rows: bandRows))
         let acc = workspace.acc, scratch = workspace.scratch
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
@@ -240,21 +247,28 @@ public struct Int8ResNet18: Sendable {
             scales.withUnsafeBufferPointer { sc in
                 let scaleBase = sc.baseAddress!
                 // Each thread requantises the pixels whose accumulators it has just computed.
-                let finish: (Range<Int>) -> Void = { pixels in
-                    ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: scaleBase,
-                                                      clamp: clamp, residual: residual.map { UnsafePointer($0.data) },
-                                                      residualZero: residual?.q.zeroPoint ?? 0,
-                                                      residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
-                                                      output: outBase, pixels: pixels)
+                func finish(band first: Int, count: Int) -> (Range<Int>) -> Void {
+                    { pixels in
+                        ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: scaleBase,
+                                                          clamp: clamp, residual: residual.map { UnsafePointer($0.data) },
+                                                          residualZero: residual?.q.zeroPoint ?? 0,
+                                                          residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
+                                                          output: outBase, pixels: (first + pixels.lowerBound)..<(first + pixels.upperBound),
+                                                          accBand: (first, count))
+                    }
                 }
                 if let transformed {
                     ConvWinograd.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: transformed, bias: b.baseAddress!,
                                                 acc: acc, scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Int16.self),
-                                                parallel: { pool.parallelFor($0, $1) }, finish: finish)
+                                                parallel: { pool.parallelFor($0, $1) }, finish: finish(band: 0, count: plane))
                 } else {
-                    ConvGEMM.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: weights,
-                                            bias: b.baseAddress!, acc: acc, scratch: scratch,
-                                            parallel: { pool.parallelFor($0, $1) }, finish: finish)
+                    for top in stride(from: 0, to: shape.outHeight, by: bandRows) {
+                        let band = top..<min(shape.outHeight, top + bandRows)
+                        ConvGEMM.convAccumulate(shape, rows: band, input: src, inZero: x.q.zeroPoint, weights: weights,
+                                                bias: b.baseAddress!, acc: acc, scratch: scratch,
+                                                parallel: { pool.parallelFor($0, $1) },
+                                                finish: finish(band: top * shape.outWidth, count: band.count * shape.outWidth))
+                    }
                 }
             }
         }

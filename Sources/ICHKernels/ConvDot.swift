@@ -12,13 +12,14 @@
 public enum ConvDot {
     public static let depthAlignment = 32
 
-    static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
+    /// As `ConvGEMM.convAccumulate` (which dispatches here), for the band `rows` of output rows.
+    static func convAccumulate(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, inZero: Int32,
                                weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
                                acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<Int8>,
                                parallel: (Int, (Range<Int>) -> Void) -> Void,
                                finish: ((Range<Int>) -> Void)?) {
-        let pixels = s.outHeight * s.outWidth, depth = w.depth, mt = PackedConvWeights.channelTile
-        im2colRows(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), depth: depth, out: scratch, parallel: parallel)
+        let pixels = band.count * s.outWidth, depth = w.depth, mt = PackedConvWeights.channelTile
+        im2colRows(s, rows: band, input: input, zero: UInt8(truncatingIfNeeded: inZero), depth: depth, out: scratch, parallel: parallel)
         let tiles = (s.outChannels + mt - 1) / mt
         var starts = [SIMD4<Int32>](repeating: .zero, count: tiles)
         for o in 0..<s.outChannels {
@@ -65,14 +66,15 @@ public enum ConvDot {
     /// im2col as one row of `depth` signed taps per output pixel: out[p x depth + k] = x[k][p] - 128. Padding
     /// taps read the zero point (as the reference does); taps past K are 0 (their weights are 0). Output rows
     /// are split over `parallel`, each writing its own bytes.
-    static func im2colRows(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, depth: Int,
-                           out: UnsafeMutablePointer<Int8>, parallel: (Int, (Range<Int>) -> Void) -> Void) {
-        let oh = s.outHeight, ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k
+    static func im2colRows(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
+                           depth: Int, out: UnsafeMutablePointer<Int8>, parallel: (Int, (Range<Int>) -> Void) -> Void) {
+        let ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k
         let padded = Int8(bitPattern: zero ^ 0x80)
-        parallel(oh) { rows in
-            for oy in rows {
+        parallel(band.count) { rows in
+            for r in rows {
+                let oy = band.lowerBound + r
                 for ox in 0..<ow {
-                    let row = out + (oy * ow + ox) * depth
+                    let row = out + (r * ow + ox) * depth
                     var t = 0
                     for i in 0..<s.inChannels {
                         let plane = input + i * s.inHeight * s.inWidth

@@ -100,18 +100,19 @@ public struct PackedConvWeights: Sendable {
     }
 
     /// Bytes of the scratch (im2col) buffer `ConvGEMM.convAccumulate` needs for this shape.
-    public func scratchBytes(_ s: ReferenceKernels.ConvShape) -> Int {
+    /// Bytes of the scratch (im2col) buffer for this shape, or for a band of `rows` output rows of it.
+    public func scratchBytes(_ s: ReferenceKernels.ConvShape, rows: Int? = nil) -> Int {
         switch kind {
-        case .pairs: ConvGEMM.scratchBytes(s)
-        case .dot: s.outHeight * s.outWidth * depth
+        case .pairs: ConvGEMM.scratchBytes(s, rows: rows)
+        case .dot: (rows ?? s.outHeight) * s.outWidth * depth
         }
     }
 }
 
 public enum ConvGEMM {
     /// Bytes of the im2col buffer the pairs kernel needs for this shape.
-    public static func scratchBytes(_ s: ReferenceKernels.ConvShape) -> Int {
-        let pixels = s.outHeight * s.outWidth
+    public static func scratchBytes(_ s: ReferenceKernels.ConvShape, rows: Int? = nil) -> Int {
+        let pixels = (rows ?? s.outHeight) * s.outWidth
         let padded = (pixels + PackedConvWeights.pixelTile - 1) / PackedConvWeights.pixelTile * PackedConvWeights.pixelTile
         return (s.inChannels * s.kernel * s.kernel + 1) / 2 * padded * 2
     }
@@ -122,21 +123,25 @@ public enum ConvGEMM {
     /// every tile's result is the same whoever computes it.
     /// `finish(pixels)`, when given, runs on the same thread right after the accumulators of that pixel range
     /// are complete (the requantisation), so the work needs one parallel region, not two.
-    public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
-                                      weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
+    /// `rows`: only this band of output rows; `acc`, `scratch` and the pixels `finish` gets are then the band's
+    /// (pixel 0 is the band's first), so a layer with large accumulators can be run band by band.
+    public static func convAccumulate(_ s: ReferenceKernels.ConvShape, rows: Range<Int>? = nil, input: UnsafePointer<UInt8>,
+                                      inZero: Int32, weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
                                       acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
                                       parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) },
                                       finish: ((Range<Int>) -> Void)? = nil) {
+        let band = rows ?? 0..<s.outHeight
+        precondition(band.lowerBound >= 0 && band.upperBound <= s.outHeight)
         if w.kind == .dot {
-            ConvDot.convAccumulate(s, input: input, inZero: inZero, weights: w, bias: bias, acc: acc,
+            ConvDot.convAccumulate(s, rows: band, input: input, inZero: inZero, weights: w, bias: bias, acc: acc,
                                    scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Int8.self),
                                    parallel: parallel, finish: finish)
             return
         }
-        let oh = s.outHeight, ow = s.outWidth, pixels = oh * ow
+        let pixels = band.count * s.outWidth
         let nt = PackedConvWeights.pixelTile
         let paddedPixels = (pixels + nt - 1) / nt * nt
-        im2colPairs(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), pairs: w.pairs, paddedPixels: paddedPixels,
+        im2colPairs(s, rows: band, input: input, zero: UInt8(truncatingIfNeeded: inZero), pairs: w.pairs, paddedPixels: paddedPixels,
                     out: scratch, parallel: parallel)
         let mt = PackedConvWeights.channelTile
         let tiles = (s.outChannels + mt - 1) / mt
@@ -150,12 +155,12 @@ public enum ConvGEMM {
         if w.wide {
             w.packedWide.withUnsafeBufferPointer { packed in
                 gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch), starts: starts,
-                     acc: acc, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
+                     acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
             }
         } else {
             w.packed.withUnsafeBufferPointer { packed in
                 gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch), starts: starts,
-                     acc: acc, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
+                     acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
             }
         }
     }
@@ -165,9 +170,9 @@ public enum ConvGEMM {
     @inline(__always)
     static func gemm<W: PairWeight>(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<W>,
                                     columns: UnsafePointer<UInt8>, starts: [SIMD4<Int32>], acc: UnsafeMutablePointer<Int32>,
-                                    paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
+                                    pixels: Int, paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
                                     finish: ((Range<Int>) -> Void)?) {
-        let nt = PackedConvWeights.pixelTile, mt = PackedConvWeights.channelTile, pixels = s.outHeight * s.outWidth
+        let nt = PackedConvWeights.pixelTile, mt = PackedConvWeights.channelTile
         parallel(paddedPixels / nt) { pixelTiles in
             for t in pixelTiles {
                 let p = t * nt
@@ -189,10 +194,10 @@ public enum ConvGEMM {
     /// for stride 1), then interleaved into the tiles 16 pixels at a time: loops LLVM vectorises. Writing byte
     /// by byte into the interleaved layout instead took 41.9 ms (1 thread) and 22.2 ms (2 threads) for the
     /// whole network against 39.4 and 20.0-20.9 ms (layer1's im2col 1.45 -> 0.87 ms per convolution).
-    static func im2colPairs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, pairs: Int,
-                            paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
+    static func im2colPairs(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
+                            pairs: Int, paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
                             parallel: (Int, (Range<Int>) -> Void) -> Void) {
-        let oh = s.outHeight, ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k, pixels = oh * ow
+        let ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k, pixels = band.count * ow
         let nt = PackedConvWeights.pixelTile, tileStride = pairs * nt * 2
         parallel(pairs) { range in
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 * ow) { rows in
@@ -220,10 +225,10 @@ public enum ConvGEMM {
                 }
                 for j in range {
                     let pairBase = out + j * nt * 2
-                    for oy in 0..<oh {
+                    for oy in band {
                         gather(2 * j, oy, into: rowA)
                         gather(2 * j + 1, oy, into: rowB)
-                        var ox = 0, p = oy * ow
+                        var ox = 0, p = (oy - band.lowerBound) * ow
                         while ox < ow {
                             let q = p % nt, n = min(nt - q, ow - ox)
                             let dst = pairBase + (p / nt) * tileStride + q * 2

@@ -65,20 +65,24 @@ public enum ReferenceKernels {
 
     /// Requantises `channels` planes of accumulators with per-channel scales, optionally adding a residual.
     /// `pixels` limits the work to part of every plane (default: all of it).
+    /// `accBand`: the accumulators hold only output pixels `accBand.first...` with rows of `accBand.count`
+    /// (a band of the plane, see `ConvGEMM.convAccumulate(rows:)`); default: the whole plane.
     public static func requantizePlanes(acc: UnsafePointer<Int32>, channels: Int, plane: Int, scales: UnsafePointer<Float>,
                                         clamp: OutputClamp, residual: UnsafePointer<UInt8>? = nil, residualZero: Int32 = 0,
-                                        residualScale: Float = 0, output: UnsafeMutablePointer<UInt8>, pixels: Range<Int>? = nil) {
+                                        residualScale: Float = 0, output: UnsafeMutablePointer<UInt8>, pixels: Range<Int>? = nil,
+                                        accBand: (first: Int, count: Int)? = nil) {
         let span = pixels ?? 0..<plane
+        let (first, stride) = accBand ?? (0, plane)
         for o in 0..<channels {
-            let base = o * plane
+            let base = o * plane, a = acc + o * stride
             if let residual {
                 for j in span {
-                    output[base + j] = requantize(acc[base + j], scale: scales[o], residual: residual[base + j], residualZero: residualZero,
+                    output[base + j] = requantize(a[j - first], scale: scales[o], residual: residual[base + j], residualZero: residualZero,
                                                   residualScale: residualScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
                 }
             } else {
                 for j in span {
-                    output[base + j] = requantize(acc[base + j], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+                    output[base + j] = requantize(a[j - first], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
                 }
             }
         }

@@ -82,6 +82,23 @@ import Testing
                 ConvGEMM.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch,
                                         parallel: { n, body in body(0..<(n / 3)); body((n / 3)..<n) })
                 #expect(got == expected, "\(kind) kernel (wide: \(wide)), zero point \(zero)")
+                // Band by band (as the engine runs layers with large accumulators): the same accumulators.
+                for bandRows in [1, 2] where bandRows < s.outHeight {
+                    var banded = [Int32](repeating: 0, count: expected.count)
+                    var finished = 0
+                    for top in stride(from: 0, to: s.outHeight, by: bandRows) {
+                        let band = top..<min(s.outHeight, top + bandRows), pixels = band.count * s.outWidth
+                        var accBand = [Int32](repeating: 0, count: s.outChannels * pixels)
+                        var scratchBand = [UInt8](repeating: 0, count: packed.scratchBytes(s, rows: band.count))
+                        ConvGEMM.convAccumulate(s, rows: band, input: input, inZero: zero, weights: packed, bias: bias, acc: &accBand,
+                                                scratch: &scratchBand, finish: { finished += $0.count })
+                        for o in 0..<s.outChannels {
+                            for j in 0..<pixels { banded[o * s.outHeight * s.outWidth + top * s.outWidth + j] = accBand[o * pixels + j] }
+                        }
+                    }
+                    #expect(banded == expected, "\(kind) kernel (wide: \(wide)), bands of \(bandRows) rows, zero point \(zero)")
+                    #expect(finished == s.outHeight * s.outWidth)
+                }
             }
         }
     }

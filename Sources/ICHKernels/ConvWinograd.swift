@@ -107,54 +107,77 @@ public enum ConvWinograd {
 
     /// V = B^T d B for 16 tiles (ty, tx0..tx0+15) and every input channel, channel pairs interleaved:
     /// out[(xi x pairs + c/2) x 32 + t x 2 + (c & 1)].
+    ///
+    /// Per channel and input row, the 34 pixels the block's tiles read are copied once (minus the zero point;
+    /// 0 in the padding) and split into odd and even columns: tile t's four columns are then odd[t], even[t],
+    /// odd[t + 1], even[t + 1], 16 tiles per vector. The two channels of a pair are transformed together so
+    /// that each transform position is stored as 32 consecutive interleaved values.
     @inline(__always)
     static func transformInputs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: Int32, ty: Int, tx0: Int,
                                 pairs: Int, out: UnsafeMutablePointer<Int16>) {
-        let h = s.inHeight, wdt = s.inWidth
-        withUnsafeTemporaryAllocation(of: Int16.self, capacity: 16 * 16) { dBuffer in
-            let d = dBuffer.baseAddress!
-            for c in 0..<(2 * pairs) {
-                // d[r][q] for the 16 tiles: input (2ty - 1 + r, 2(tx0 + t) - 1 + q) - zero, 0 outside.
-                for r in 0..<4 {
-                    let iy = 2 * ty - 1 + r
-                    let inside = c < s.inChannels && iy >= 0 && iy < h
-                    let row = input + (c * h + max(0, min(iy, h - 1))) * wdt
-                    for q in 0..<4 {
-                        let dst = d + (r * 4 + q) * 16
-                        for t in 0..<16 {
-                            let ix = 2 * (tx0 + t) - 1 + q
-                            dst[t] = inside && ix >= 0 && ix < wdt ? Int16(truncatingIfNeeded: Int32(row[ix]) - zero) : 0
+        let h = s.inHeight, wdt = s.inWidth, first = 2 * tx0 - 1, z = Int16(truncatingIfNeeded: zero)
+        // Per channel of the pair: 4 rows x (34 copied values, then 17 odd and 17 even columns), and t = B^T d.
+        withUnsafeTemporaryAllocation(of: Int16.self, capacity: 2 * 4 * (34 + 34)) { buffer in
+            withUnsafeTemporaryAllocation(of: SIMD16<Int16>.self, capacity: 2 * 16) { tBuffer in
+                let base = buffer.baseAddress!, t = tBuffer.baseAddress!
+                for p in 0..<pairs {
+                    for half in 0..<2 {
+                        let c = 2 * p + half
+                        let rows = base + half * 4 * 68
+                        for r in 0..<4 {
+                            let seg = rows + r * 68, odd = seg + 34, even = odd + 17
+                            let iy = 2 * ty - 1 + r
+                            if c < s.inChannels && iy >= 0 && iy < h {
+                                let row = input + (c * h + iy) * wdt
+                                // Columns outside the image are padding (0 after the zero point is taken off).
+                                let lo = max(0, -first), hi = min(34, wdt - first)
+                                for k in 0..<lo { seg[k] = 0 }
+                                for k in lo..<hi { seg[k] = Int16(row[first + k]) &- z }
+                                for k in max(lo, hi)..<34 { seg[k] = 0 }
+                            } else {
+                                for k in 0..<34 { seg[k] = 0 }
+                            }
+                            for k in 0..<17 {
+                                odd[k] = seg[2 * k]
+                                even[k] = seg[2 * k + 1]
+                            }
+                        }
+                        @inline(__always) func d(_ r: Int, _ q: Int) -> SIMD16<Int16> {
+                            let odd = rows + r * 68 + 34, even = odd + 17
+                            let column = q & 1 == 0 ? odd : even
+                            return UnsafeRawPointer(column + q / 2).loadUnaligned(as: SIMD16<Int16>.self)
+                        }
+                        // t = B^T d over rows.
+                        let tt = t + half * 16
+                        for q in 0..<4 {
+                            let d0 = d(0, q), d1 = d(1, q), d2 = d(2, q), d3 = d(3, q)
+                            tt[q] = d0 &- d2
+                            tt[4 + q] = d1 &+ d2
+                            tt[8 + q] = d2 &- d1
+                            tt[12 + q] = d1 &- d3
                         }
                     }
-                }
-                @inline(__always) func lanes(_ r: Int, _ q: Int) -> SIMD16<Int16> {
-                    UnsafeRawPointer(d + (r * 4 + q) * 16).loadUnaligned(as: SIMD16<Int16>.self)
-                }
-                // t = B^T d over rows, then V = t B over columns, one row i of t at a time.
-                @inline(__always) func row(_ i: Int, _ q: Int) -> SIMD16<Int16> {
-                    switch i {
-                    case 0: lanes(0, q) &- lanes(2, q)
-                    case 1: lanes(1, q) &+ lanes(2, q)
-                    case 2: lanes(2, q) &- lanes(1, q)
-                    default: lanes(1, q) &- lanes(3, q)
+                    // V = t B over columns, both channels, stored interleaved.
+                    for i in 0..<4 {
+                        let a = t + i * 4, b = t + 16 + i * 4
+                        store(a[0] &- a[2], b[0] &- b[2], position: i * 4, pair: p, pairs: pairs, out: out)
+                        store(a[1] &+ a[2], b[1] &+ b[2], position: i * 4 + 1, pair: p, pairs: pairs, out: out)
+                        store(a[2] &- a[1], b[2] &- b[1], position: i * 4 + 2, pair: p, pairs: pairs, out: out)
+                        store(a[1] &- a[3], b[1] &- b[3], position: i * 4 + 3, pair: p, pairs: pairs, out: out)
                     }
-                }
-                for i in 0..<4 {
-                    let t0 = row(i, 0), t1 = row(i, 1), t2 = row(i, 2), t3 = row(i, 3)
-                    store(t0 &- t2, position: i * 4, c: c, pairs: pairs, out: out)
-                    store(t1 &+ t2, position: i * 4 + 1, c: c, pairs: pairs, out: out)
-                    store(t2 &- t1, position: i * 4 + 2, c: c, pairs: pairs, out: out)
-                    store(t1 &- t3, position: i * 4 + 3, c: c, pairs: pairs, out: out)
                 }
             }
         }
     }
 
-    /// Channel c's 16 tiles at one transform position, into the lanes of its pair.
+    /// A pair's two channels at one transform position, 16 tiles each, interleaved into 32 values.
     @inline(__always)
-    static func store(_ v: SIMD16<Int16>, position: Int, c: Int, pairs: Int, out: UnsafeMutablePointer<Int16>) {
-        let dst = out + (position * pairs + c / 2) * 32 + (c & 1)
-        for k in 0..<16 { dst[2 * k] = v[k] }
+    static func store(_ a: SIMD16<Int16>, _ b: SIMD16<Int16>, position: Int, pair: Int, pairs: Int, out: UnsafeMutablePointer<Int16>) {
+        let dst = out + (position * pairs + pair) * 32
+        for k in 0..<16 {
+            dst[2 * k] = a[k]
+            dst[2 * k + 1] = b[k]
+        }
     }
 
     /// Y = A^T M A / 4 + bias for the block's 16 tiles and every output channel, into the accumulators.

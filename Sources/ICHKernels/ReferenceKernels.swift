@@ -67,6 +67,8 @@ public enum ReferenceKernels {
     /// `pixels` limits the work to part of every plane (default: all of it).
     /// `accBand`: the accumulators hold only output pixels `accBand.first...` with rows of `accBand.count`
     /// (a band of the plane, see `ConvGEMM.convAccumulate(rows:)`); default: the whole plane.
+    /// Eight pixels at a time in SIMD8<Float> with exactly the scalar `requantize`'s operations (see
+    /// `requantize8`), the rest one by one.
     public static func requantizePlanes(acc: UnsafePointer<Int32>, channels: Int, plane: Int, scales: UnsafePointer<Float>,
                                         clamp: OutputClamp, residual: UnsafePointer<UInt8>? = nil, residualZero: Int32 = 0,
                                         residualScale: Float = 0, output: UnsafeMutablePointer<UInt8>, pixels: Range<Int>? = nil,
@@ -74,18 +76,48 @@ public enum ReferenceKernels {
         let span = pixels ?? 0..<plane
         let (first, stride) = accBand ?? (0, plane)
         for o in 0..<channels {
-            let base = o * plane, a = acc + o * stride
+            let base = o * plane, a = acc + o * stride - first
+            var j = span.lowerBound
+            while j + 8 <= span.upperBound {
+                requantize8(a + j, scale: scales[o], residual: residual.map { $0 + base + j }, residualZero: residualZero,
+                            residualScale: residualScale, clamp: clamp, output: output + base + j)
+                j += 8
+            }
             if let residual {
-                for j in span {
-                    output[base + j] = requantize(a[j - first], scale: scales[o], residual: residual[base + j], residualZero: residualZero,
+                for j in j..<span.upperBound {
+                    output[base + j] = requantize(a[j], scale: scales[o], residual: residual[base + j], residualZero: residualZero,
                                                   residualScale: residualScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
                 }
             } else {
-                for j in span {
-                    output[base + j] = requantize(a[j - first], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+                for j in j..<span.upperBound {
+                    output[base + j] = requantize(a[j], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
                 }
             }
         }
+    }
+
+    /// Eight `requantize` results at once, bit for bit: the same fp32 multiply (and multiply and add for the
+    /// residual, in the same order; Swift does not contract them into FMAs), the same clamp to integral
+    /// bounds, and round-to-nearest-even by adding 1.5 x 2^23 (exact for |v| < 2^22: the sum's ulp is 1, and
+    /// IEEE addition rounds to nearest even), which avoids the trapping Float -> Int32 conversion that kept
+    /// the scalar loop from vectorising.
+    @inline(__always)
+    static func requantize8(_ acc: UnsafePointer<Int32>, scale: Float, residual: UnsafePointer<UInt8>?, residualZero: Int32,
+                            residualScale: Float, clamp: OutputClamp, output: UnsafeMutablePointer<UInt8>) {
+        let a = UnsafeRawPointer(acc).loadUnaligned(as: SIMD8<Int32>.self)
+        var v = SIMD8<Float>()
+        for i in 0..<8 { v[i] = Float(a[i]) * scale }
+        if let residual {
+            let r = UnsafeRawPointer(residual).loadUnaligned(as: SIMD8<UInt8>.self)
+            for i in 0..<8 { v[i] = v[i] + Float(Int32(r[i]) &- residualZero) * residualScale }
+        }
+        let magic: Float = 12_582_912  // 1.5 x 2^23
+        var q = SIMD8<Int32>()
+        for i in 0..<8 {
+            let clamped = min(max(v[i], clamp.lower), clamp.upper) + magic
+            q[i] = Int32(bitPattern: clamped.bitPattern) &- Int32(bitPattern: magic.bitPattern) &+ clamp.zero
+        }
+        for i in 0..<8 { output[i] = UInt8(truncatingIfNeeded: q[i]) }
     }
 
     /// 3x3 stride-2 max pool with padding 1 on bytes of one quantisation (padding never wins).

@@ -222,3 +222,45 @@ import Testing
         }
     }
 }
+
+/// The eight-wide requantisation against the scalar contract, bit for bit: ties at .5 (round to even),
+/// values far outside the output range, both clamps, residuals, and spans that leave a scalar tail.
+@Suite struct RequantizeTests {
+    @Test func vectorisedRequantisationMatchesTheScalarContract() {
+        var rng = SeededGenerator(seed: 99)
+        let channels = 3, plane = 37
+        // Accumulators times scale land on halves (ties) and on both sides of the clamps.
+        let acc = (0..<(channels * plane)).map { i -> Int32 in
+            switch i % 5 {
+            case 0: Int32(i) * 2 + 1                          // x.5 after scale 0.5
+            case 1: Int32(Int(rng.next() % 4_000_001) - 2_000_000)
+            case 2: -Int32(i) * 3 - 1
+            default: Int32(Int(rng.next() % 2001) - 1000)
+            }
+        }
+        let residual = (0..<(channels * plane)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let scales: [Float] = [0.5, 0.0371, 1.25]
+        for (relu, zero) in [(false, Int32(128)), (true, 0), (true, 37), (false, 255)] {
+            let clamp = OutputClamp(zero: zero, relu: relu)
+            for withResidual in [false, true] {
+                var got = [UInt8](repeating: 0, count: acc.count)
+                residual.withUnsafeBufferPointer { r in
+                    ReferenceKernels.requantizePlanes(acc: acc, channels: channels, plane: plane, scales: scales, clamp: clamp,
+                                                      residual: withResidual ? r.baseAddress : nil, residualZero: 91, residualScale: 0.63,
+                                                      output: &got, pixels: 3..<plane)
+                }
+                for o in 0..<channels {
+                    for j in 3..<plane {
+                        let i = o * plane + j
+                        let expected = withResidual
+                            ? requantize(acc[i], scale: scales[o], residual: residual[i], residualZero: 91, residualScale: 0.63,
+                                         zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+                            : requantize(acc[i], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+                        #expect(got[i] == expected, "channel \(o) pixel \(j) acc \(acc[i]) relu \(relu) zero \(zero) residual \(withResidual)")
+                    }
+                    #expect(got[o * plane..<(o * plane + 3)].allSatisfy { $0 == 0 }, "pixels outside the span stay untouched")
+                }
+            }
+        }
+    }
+}

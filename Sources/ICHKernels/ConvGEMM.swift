@@ -4,10 +4,11 @@
 // int32 lane, exact for |a| <= 255 and |b| <= 127), and LLVM emits vpmaddwd from Swift only for the pattern
 // "widen to Int32 lanes, multiply, evenHalf &+ oddHalf" (../shared/KNOWHOW.md). So K is consumed in pairs:
 // activations are im2col'ed pair-interleaved (x[k][p], x[k+1][p] adjacent) and tile-major (16 pixels x all K
-// contiguous), weights packed as pairs per output channel, and a 4-channel x 16-pixel tile keeps 8
-// SIMD8<Int32> accumulators in registers. Weight pairs are stored as int16 (one vpbroadcastd each) or as int8
-// (half the memory; vpbroadcastw + vpmovsxbw each, measured about 10% slower over the whole network): the
-// engine packs the large layers narrow and the rest wide (`PackedConvWeights.wideLimit`).
+// contiguous), weights packed as int16 pairs per output channel (one vpbroadcastd each), and a 4-channel x
+// 16-pixel tile keeps 8 SIMD8<Int32> accumulators in registers. Large layers keep their weights as int8 (half
+// the memory, `PackedConvWeights.wideLimit`) and widen one channel tile at a time into a small buffer, reused
+// across the pixel tiles of a parallel part (widening in the kernel, vpbroadcastw + vpmovsxbw per pair, was
+// about 10% slower).
 //
 // Padding taps read the input zero point, so acc = bias + sum x*w - zero * sum w, which equals the reference
 // bias + sum (x - zero) * w for every output (the correction is folded into the accumulators' start values).
@@ -159,16 +160,42 @@ public enum ConvGEMM {
             }
         } else {
             w.packed.withUnsafeBufferPointer { packed in
-                gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch), starts: starts,
-                     acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
+                gemmWidening(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch),
+                             starts: starts, acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
             }
+        }
+    }
+
+    /// For int8-packed weights: channel tiles outside, and each channel tile's weights widened to int16 once
+    /// per parallel part into a small buffer (at most 4608 pairs x 16 bytes = 72 KiB), then run against the
+    /// part's pixel tiles with the int16 kernel: the widening is paid once per part, not once per pixel tile.
+    @inline(__always)
+    static func gemmWidening(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<Int8>,
+                             columns: UnsafePointer<UInt8>, starts: [SIMD4<Int32>], acc: UnsafeMutablePointer<Int32>,
+                             pixels: Int, paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
+                             finish: ((Range<Int>) -> Void)?) {
+        let nt = PackedConvWeights.pixelTile, mt = PackedConvWeights.channelTile, perTile = pairs * mt * 2
+        parallel(paddedPixels / nt) { pixelTiles in
+            withUnsafeTemporaryAllocation(of: Int16.self, capacity: perTile) { buffer in
+                let wide = buffer.baseAddress!
+                for tile in 0..<tiles {
+                    let narrow = weights + tile * perTile
+                    for i in 0..<perTile { wide[i] = Int16(narrow[i]) }
+                    for t in pixelTiles {
+                        let p = t * nt
+                        tile4x16(pairs: pairs, weights: UnsafePointer(wide), columns: columns + p * pairs * 2, start: starts[tile],
+                                 acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
+                    }
+                }
+            }
+            finish?(min(pixels, pixelTiles.lowerBound * nt)..<min(pixels, pixelTiles.upperBound * nt))
         }
     }
 
     /// Pixel tiles outside, channel tiles inside: one pixel tile's columns (pairs x 32 bytes) stay in L1 while
     /// every channel tile's weights stream past it.
     @inline(__always)
-    static func gemm<W: PairWeight>(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<W>,
+    static func gemm(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<Int16>,
                                     columns: UnsafePointer<UInt8>, starts: [SIMD4<Int32>], acc: UnsafeMutablePointer<Int32>,
                                     pixels: Int, paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
                                     finish: ((Range<Int>) -> Void)?) {
@@ -265,6 +292,17 @@ public enum ConvGEMM {
     }
 
 
+    /// The weight pair (w[k], w[k+1]) of one channel on every lane pair: one 32-bit broadcast seen as 16 int16
+    /// lanes and sign-extended (vpbroadcastd feeding vpmaddwd; building the lanes one by one costs 5 shuffles).
+    @inline(__always)
+    static func pairBroadcast(_ p: UnsafePointer<Int16>) -> SIMD16<Int32> {
+        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int32.self)
+        let lanes = unsafeBitCast(SIMD8<Int32>(repeating: pair), to: SIMD16<Int16>.self)
+        var r = SIMD16<Int32>()
+        for i in 0..<16 { r[i] = Int32(lanes[i]) }
+        return r
+    }
+
     /// int16 pair products summed into int32 lanes (vpmaddwd on x86).
     @inline(__always)
     static func madd(_ x: SIMD16<Int32>, _ w: SIMD16<Int32>) -> SIMD8<Int32> {
@@ -274,7 +312,7 @@ public enum ConvGEMM {
 
     /// 4 output channels x 16 pixels over all K pairs, then stores the accumulators that exist.
     @inline(__always)
-    static func tile4x16<W: PairWeight>(pairs: Int, weights: UnsafePointer<W>, columns: UnsafePointer<UInt8>,
+    static func tile4x16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<UInt8>,
                          start: SIMD4<Int32>, acc: UnsafeMutablePointer<Int32>, channel: Int, channels: Int,
                          pixel: Int, pixels: Int) {
         var a00 = SIMD8<Int32>(repeating: start[0]), a01 = a00
@@ -286,7 +324,7 @@ public enum ConvGEMM {
         for _ in 0..<pairs {
             let x0 = widen(UnsafeRawPointer(c).loadUnaligned(as: SIMD16<UInt8>.self))
             let x1 = widen(UnsafeRawPointer(c + 16).loadUnaligned(as: SIMD16<UInt8>.self))
-            let w0 = W.pairBroadcast(w), w1 = W.pairBroadcast(w + 2), w2 = W.pairBroadcast(w + 4), w3 = W.pairBroadcast(w + 6)
+            let w0 = pairBroadcast(w), w1 = pairBroadcast(w + 2), w2 = pairBroadcast(w + 4), w3 = pairBroadcast(w + 6)
             a00 &+= madd(x0, w0); a01 &+= madd(x1, w0)
             a10 &+= madd(x0, w1); a11 &+= madd(x1, w1)
             a20 &+= madd(x0, w2); a21 &+= madd(x1, w2)
@@ -310,7 +348,7 @@ public enum ConvGEMM {
         for _ in 0..<pairs {
             let x0 = widen(UnsafeRawPointer(c).loadUnaligned(as: SIMD16<Int16>.self))
             let x1 = widen(UnsafeRawPointer(c + 16).loadUnaligned(as: SIMD16<Int16>.self))
-            let w0 = Int16.pairBroadcast(w), w1 = Int16.pairBroadcast(w + 2), w2 = Int16.pairBroadcast(w + 4), w3 = Int16.pairBroadcast(w + 6)
+            let w0 = pairBroadcast(w), w1 = pairBroadcast(w + 2), w2 = pairBroadcast(w + 4), w3 = pairBroadcast(w + 6)
             a00 &+= madd(x0, w0); a01 &+= madd(x1, w0)
             a10 &+= madd(x0, w1); a11 &+= madd(x1, w1)
             a20 &+= madd(x0, w2); a21 &+= madd(x1, w2)
@@ -345,36 +383,5 @@ public enum ConvGEMM {
             for j in 0..<min(8, pixels - pixel) { out[j] = lo[j] }
             for j in 0..<max(0, min(8, pixels - pixel - 8)) { out[8 + j] = hi[j] }
         }
-    }
-}
-
-/// A packed weight element of the pairs kernel: `pairBroadcast` puts the pair (w[k], w[k+1]) of one channel on
-/// every lane pair, widened to the Int32 lanes `madd` multiplies.
-protocol PairWeight {
-    static func pairBroadcast(_ p: UnsafePointer<Self>) -> SIMD16<Int32>
-}
-
-extension Int16: PairWeight {
-    /// One 32-bit broadcast seen as 16 int16 lanes and sign-extended (vpbroadcastd feeding vpmaddwd; building
-    /// the lanes one by one costs 5 shuffles).
-    @inline(__always)
-    static func pairBroadcast(_ p: UnsafePointer<Int16>) -> SIMD16<Int32> {
-        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int32.self)
-        let lanes = unsafeBitCast(SIMD8<Int32>(repeating: pair), to: SIMD16<Int16>.self)
-        var r = SIMD16<Int32>()
-        for i in 0..<16 { r[i] = Int32(lanes[i]) }
-        return r
-    }
-}
-
-extension Int8: PairWeight {
-    /// One 16-bit broadcast seen as 16 int8 lanes and sign-extended (vpbroadcastw + vpmovsxbw).
-    @inline(__always)
-    static func pairBroadcast(_ p: UnsafePointer<Int8>) -> SIMD16<Int32> {
-        let pair = UnsafeRawPointer(p).loadUnaligned(as: Int16.self)
-        let lanes = unsafeBitCast(SIMD8<Int16>(repeating: pair), to: SIMD16<Int8>.self)
-        var r = SIMD16<Int32>()
-        for i in 0..<16 { r[i] = Int32(lanes[i]) }
-        return r
     }
 }

@@ -284,12 +284,6 @@ public enum ConvGEMM {
         }
     }
 
-    @inline(__always)
-    static func widen(_ v: SIMD16<UInt8>) -> SIMD16<Int32> {
-        var r = SIMD16<Int32>()
-        for i in 0..<16 { r[i] = Int32(v[i]) }
-        return r
-    }
 
 
     /// The weight pair (w[k], w[k+1]) of one channel on every lane pair: one 32-bit broadcast seen as 16 int16
@@ -315,6 +309,30 @@ public enum ConvGEMM {
     static func tile4x16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<UInt8>,
                          start: SIMD4<Int32>, acc: UnsafeMutablePointer<Int32>, channel: Int, channels: Int,
                          pixel: Int, pixels: Int) {
+        let a = accumulate4x16(pairs: pairs, weights: weights, columns: columns, start: start)
+        store(a.0, a.1, acc: acc, row: channel, channels: channels, pixel: pixel, pixels: pixels)
+        store(a.2, a.3, acc: acc, row: channel + 1, channels: channels, pixel: pixel, pixels: pixels)
+        store(a.4, a.5, acc: acc, row: channel + 2, channels: channels, pixel: pixel, pixels: pixels)
+        store(a.6, a.7, acc: acc, row: channel + 3, channels: channels, pixel: pixel, pixels: pixels)
+    }
+
+    /// The Winograd GEMM's tile: 4 output channels x 16 tiles over K channel pairs, with int16 activations (the
+    /// transformed inputs), from zero; stores the 4 x 16 accumulators contiguously.
+    @inline(__always)
+    static func tile4x16i16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<Int16>, out: UnsafeMutablePointer<Int32>) {
+        let a = accumulate4x16(pairs: pairs, weights: weights, columns: columns, start: .zero)
+        let o = UnsafeMutableRawPointer(out)
+        o.storeBytes(of: a.0, toByteOffset: 0, as: SIMD8<Int32>.self); o.storeBytes(of: a.1, toByteOffset: 32, as: SIMD8<Int32>.self)
+        o.storeBytes(of: a.2, toByteOffset: 64, as: SIMD8<Int32>.self); o.storeBytes(of: a.3, toByteOffset: 96, as: SIMD8<Int32>.self)
+        o.storeBytes(of: a.4, toByteOffset: 128, as: SIMD8<Int32>.self); o.storeBytes(of: a.5, toByteOffset: 160, as: SIMD8<Int32>.self)
+        o.storeBytes(of: a.6, toByteOffset: 192, as: SIMD8<Int32>.self); o.storeBytes(of: a.7, toByteOffset: 224, as: SIMD8<Int32>.self)
+    }
+
+    /// The register tile both share: 8 SIMD8<Int32> accumulators (channel-major, 2 x 8 pixels each), K pairs
+    /// of 16 columns (u8 im2col or int16 Winograd inputs, widened as loaded) against 4 broadcast weight pairs.
+    @inline(__always)
+    static func accumulate4x16<C: PairColumns>(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<C>, start: SIMD4<Int32>)
+        -> (SIMD8<Int32>, SIMD8<Int32>, SIMD8<Int32>, SIMD8<Int32>, SIMD8<Int32>, SIMD8<Int32>, SIMD8<Int32>, SIMD8<Int32>) {
         var a00 = SIMD8<Int32>(repeating: start[0]), a01 = a00
         var a10 = SIMD8<Int32>(repeating: start[1]), a11 = a10
         var a20 = SIMD8<Int32>(repeating: start[2]), a21 = a20
@@ -322,8 +340,7 @@ public enum ConvGEMM {
         var w = weights
         var c = columns
         for _ in 0..<pairs {
-            let x0 = widen(UnsafeRawPointer(c).loadUnaligned(as: SIMD16<UInt8>.self))
-            let x1 = widen(UnsafeRawPointer(c + 16).loadUnaligned(as: SIMD16<UInt8>.self))
+            let x0 = C.widen16(c), x1 = C.widen16(c + 16)
             let w0 = pairBroadcast(w), w1 = pairBroadcast(w + 2), w2 = pairBroadcast(w + 4), w3 = pairBroadcast(w + 6)
             a00 &+= madd(x0, w0); a01 &+= madd(x1, w0)
             a10 &+= madd(x0, w1); a11 &+= madd(x1, w1)
@@ -332,42 +349,7 @@ public enum ConvGEMM {
             w += 8
             c += 32
         }
-        store(a00, a01, acc: acc, row: channel, channels: channels, pixel: pixel, pixels: pixels)
-        store(a10, a11, acc: acc, row: channel + 1, channels: channels, pixel: pixel, pixels: pixels)
-        store(a20, a21, acc: acc, row: channel + 2, channels: channels, pixel: pixel, pixels: pixels)
-        store(a30, a31, acc: acc, row: channel + 3, channels: channels, pixel: pixel, pixels: pixels)
-    }
-
-    /// The Winograd GEMM's tile: 4 output channels x 16 tiles over K channel pairs, with int16 activations (the
-    /// transformed inputs) and int16 weights, from zero; stores the 4 x 16 accumulators contiguously.
-    @inline(__always)
-    static func tile4x16i16(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<Int16>, out: UnsafeMutablePointer<Int32>) {
-        var a00 = SIMD8<Int32>(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00
-        var w = weights
-        var c = columns
-        for _ in 0..<pairs {
-            let x0 = widen(UnsafeRawPointer(c).loadUnaligned(as: SIMD16<Int16>.self))
-            let x1 = widen(UnsafeRawPointer(c + 16).loadUnaligned(as: SIMD16<Int16>.self))
-            let w0 = pairBroadcast(w), w1 = pairBroadcast(w + 2), w2 = pairBroadcast(w + 4), w3 = pairBroadcast(w + 6)
-            a00 &+= madd(x0, w0); a01 &+= madd(x1, w0)
-            a10 &+= madd(x0, w1); a11 &+= madd(x1, w1)
-            a20 &+= madd(x0, w2); a21 &+= madd(x1, w2)
-            a30 &+= madd(x0, w3); a31 &+= madd(x1, w3)
-            w += 8
-            c += 32
-        }
-        let o = UnsafeMutableRawPointer(out)
-        o.storeBytes(of: a00, toByteOffset: 0, as: SIMD8<Int32>.self); o.storeBytes(of: a01, toByteOffset: 32, as: SIMD8<Int32>.self)
-        o.storeBytes(of: a10, toByteOffset: 64, as: SIMD8<Int32>.self); o.storeBytes(of: a11, toByteOffset: 96, as: SIMD8<Int32>.self)
-        o.storeBytes(of: a20, toByteOffset: 128, as: SIMD8<Int32>.self); o.storeBytes(of: a21, toByteOffset: 160, as: SIMD8<Int32>.self)
-        o.storeBytes(of: a30, toByteOffset: 192, as: SIMD8<Int32>.self); o.storeBytes(of: a31, toByteOffset: 224, as: SIMD8<Int32>.self)
-    }
-
-    @inline(__always)
-    static func widen(_ v: SIMD16<Int16>) -> SIMD16<Int32> {
-        var r = SIMD16<Int32>()
-        for i in 0..<16 { r[i] = Int32(v[i]) }
-        return r
+        return (a00, a01, a10, a11, a20, a21, a30, a31)
     }
 
     /// Stores 16 accumulators of one output channel, only those inside the real channels and pixels.
@@ -383,5 +365,31 @@ public enum ConvGEMM {
             for j in 0..<min(8, pixels - pixel) { out[j] = lo[j] }
             for j in 0..<max(0, min(8, pixels - pixel - 8)) { out[8 + j] = hi[j] }
         }
+    }
+}
+
+/// A column element of the pairs kernel (u8 im2col bytes, or int16 Winograd inputs): 16 of them (8 pixels x a
+/// K pair) loaded and widened to the Int32 lanes of the pattern LLVM turns into vpmaddwd.
+protocol PairColumns {
+    static func widen16(_ p: UnsafePointer<Self>) -> SIMD16<Int32>
+}
+
+extension UInt8: PairColumns {
+    @inline(__always)
+    static func widen16(_ p: UnsafePointer<UInt8>) -> SIMD16<Int32> {
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<UInt8>.self)
+        var r = SIMD16<Int32>()
+        for i in 0..<16 { r[i] = Int32(v[i]) }
+        return r
+    }
+}
+
+extension Int16: PairColumns {
+    @inline(__always)
+    static func widen16(_ p: UnsafePointer<Int16>) -> SIMD16<Int32> {
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Int16>.self)
+        var r = SIMD16<Int32>()
+        for i in 0..<16 { r[i] = Int32(v[i]) }
+        return r
     }
 }

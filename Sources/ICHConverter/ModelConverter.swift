@@ -169,13 +169,8 @@ public enum ModelConverter {
         let selection = Array(0..<calibration.count).filter { $0 % max(1, calibration.count / options.selectionSamples) == 0 }
             .prefix(options.selectionSamples)
         // Error = mean |p_int8 - p_float|; saturated probabilities can tie, so the mean |logit difference| breaks ties.
-        var methodErrors: [String: Double] = [:]
-        var logitShifts: [CalibrationMethod: [Float]] = [:]
-        var chosen = options.method ?? .minMax
-        var best = (Double.infinity, Double.infinity)
-        for method in options.method.map({ [$0] }) ?? CalibrationMethod.allCases {
-            let network = WeightQuantizer.network(parameters, activations: stats.parameters(method, names: names), inputMeans: means)
-            let int8 = Int8ResNet18(network)
+        func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double, shift: [Float]) {
+            let int8 = Int8ResNet18(WeightQuantizer.network(parameters, activations: activations, inputMeans: means))
             var error = 0.0, logitError = 0.0, n = 0
             var shift = [Double](repeating: 0, count: classes.count)
             for i in selection {
@@ -187,19 +182,49 @@ public enum ModelConverter {
                     n += 1
                 }
             }
-            logitShifts[method] = shift.map { Float($0) }
-            let mean = (error / Double(max(1, n)), logitError / Double(max(1, n)))
-            methodErrors[method.rawValue] = mean.0
-            log("  \(method.rawValue): mean |p_int8 - p_float| = \(String(format: "%.6f", mean.0)), mean |logit difference| = \(String(format: "%.5f", mean.1)) on \(selection.count) slices")
-            if mean.0 < best.0 - 1e-9 || (abs(mean.0 - best.0) <= 1e-9 && mean.1 < best.1) {
-                best = mean
+            return (error / Double(max(1, n)), logitError / Double(max(1, n)), shift.map { Float($0) })
+        }
+        func better(_ a: (error: Double, logitError: Double, shift: [Float]), than b: (error: Double, logitError: Double, shift: [Float])) -> Bool {
+            a.error < b.error - 1e-9 || (abs(a.error - b.error) <= 1e-9 && a.logitError < b.logitError)
+        }
+        var methodErrors: [String: Double] = [:]
+        var chosen = options.method ?? .minMax
+        var best: (error: Double, logitError: Double, shift: [Float]) = (.infinity, .infinity, [])
+        for method in options.method.map({ [$0] }) ?? CalibrationMethod.allCases {
+            let result = measure(stats.parameters(method, names: names))
+            methodErrors[method.rawValue] = result.error
+            log("  \(method.rawValue): mean |p_int8 - p_float| = \(String(format: "%.6f", result.error)), mean |logit difference| = \(String(format: "%.5f", result.logitError)) on \(selection.count) slices")
+            if better(result, than: best) {
+                best = result
                 chosen = method
             }
         }
-        var network = WeightQuantizer.network(parameters, activations: stats.parameters(chosen, names: names), inputMeans: means)
+        // Then tensor by tensor, in network order: another method's range for one tensor is kept when it lowers
+        // the measured output error (the issue's "per tensor or globally"); a forced --method skips this.
+        var activations = stats.parameters(chosen, names: names)
+        var refined: [String: String] = [:]
+        if options.method == nil {
+            let alternatives = CalibrationMethod.allCases.filter { $0 != chosen }.map { ($0, stats.parameters($0, names: names)) }
+            for name in names {
+                for (method, params) in alternatives {
+                    guard let candidate = params[name], candidate != activations[name] else { continue }
+                    var trial = activations
+                    trial[name] = candidate
+                    let result = measure(trial)
+                    if better(result, than: best) {
+                        best = result
+                        activations = trial
+                        refined[name] = method.rawValue
+                    }
+                }
+            }
+            log("  per-tensor refinement: \(refined.count) of \(names.count) tensors changed, mean |p_int8 - p_float| = \(String(format: "%.6f", best.error))"
+                + (refined.isEmpty ? "" : " (" + refined.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
+        }
+        var network = WeightQuantizer.network(parameters, activations: activations, inputMeans: means)
         if options.biasCorrection {
-            network = network.correctingLogits(by: logitShifts[chosen]!)
-            log("  classifier bias correction: mean logit shift " + logitShifts[chosen]!.map { String(format: "%+.4f", $0) }.joined(separator: " "))
+            network = network.correctingLogits(by: best.shift)
+            log("  classifier bias correction: mean logit shift " + best.shift.map { String(format: "%+.4f", $0) }.joined(separator: " "))
         }
         let int8 = Int8ResNet18(network)
 
@@ -220,7 +245,8 @@ public enum ModelConverter {
                                                                  floatProbabilities: heldOut.map { float.run($0).logits.map(sigmoid) },
                                                                  classes: classes, thresholds: thresholds)
         let summary = CalibrationSummary(method: chosen.rawValue, methodErrors: methodErrors, samples: calibration.count,
-                                         heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil)
+                                         heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil,
+                                         perTensorMethods: options.method == nil ? refined : nil)
         var card = options.modelCard
         if summary.synthetic { card += " " + syntheticWarning + "." }
         let metadata = ModelMetadata(

@@ -67,17 +67,23 @@ public struct CalibrationSummary: Codable, Sendable, Equatable {
     public var source: String
     /// True when no real calibration data was given (`--allow-synthetic-calibration`).
     public var synthetic: Bool
+    /// Tensors whose range came from another method than `method`, because that lowered the measured output
+    /// error (tensor name -> method); nil when the method was forced (and in files written before this field).
+    public var perTensorMethods: [String: String]?
 
-    public init(method: String, methodErrors: [String: Double], samples: Int, heldOutSamples: Int, source: String, synthetic: Bool) {
+    public init(method: String, methodErrors: [String: Double], samples: Int, heldOutSamples: Int, source: String, synthetic: Bool,
+                perTensorMethods: [String: String]? = nil) {
         self.method = method
         self.methodErrors = methodErrors
         self.samples = samples
         self.heldOutSamples = heldOutSamples
         self.source = source
         self.synthetic = synthetic
+        self.perTensorMethods = perTensorMethods
     }
 
     enum CodingKeys: String, CodingKey {
+        case perTensorMethods = "per_tensor_methods"
         case method, methodErrors = "method_errors", samples, heldOutSamples = "held_out_samples", source, synthetic
     }
 }

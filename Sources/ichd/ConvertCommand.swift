@@ -105,6 +105,10 @@ struct ConvertCommand: ParsableCommand {
         lines.append("calibration: \(r.calibration.method) (chosen by output error: "
                      + r.calibration.methodErrors.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: ", ")
                      + "), \(r.calibration.samples) slices from \(r.calibration.source)")
+        if let perTensor = r.calibration.perTensorMethods {
+            lines.append("per-tensor refinement: " + (perTensor.isEmpty ? "no tensor does better with another method"
+                : perTensor.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
+        }
         lines.append("per-layer SQNR int8 vs float (dB):")
         for l in r.layers { lines.append("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%6.1f", l.sqnrDB))") }
         for (label, set) in [("calibration", r.calibrationSet), ("held-out", r.heldOutSet)] {

@@ -28,6 +28,9 @@ import Testing
             #expect(run.stdout.contains("per-layer SQNR") && run.stdout.contains("held-out"))
             let r = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
             #expect((r["layers"] as? [Any])?.count ?? 0 >= 20)
+            // The per-tensor refinement ran and is recorded (possibly empty: nothing beat the global method).
+            #expect((r["calibration"] as? [String: Any])?["per_tensor_methods"] is [String: String])
+            #expect(run.stdout.contains("per-tensor refinement"))
             let loaded = try ModelFile.load(path: model)
             #expect(loaded.metadata.head == layout && loaded.metadata.classNames == ["any", "other"])
             #expect(loaded.metadata.preprocessing.outputSize == 64 && !loaded.metadata.calibration.synthetic)

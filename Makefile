@@ -21,7 +21,7 @@ MODEL_RUN := .cache/training-run
 MODEL := models/ichd-phantom-resnet18
 TRAIN_ARGS ?= --seed 0 --epochs-small 8 --epochs 4
 
-.PHONY: deps build demo test test-data bench verify verify-float clean model model-eval
+.PHONY: deps build demo test test-data bench verify verify-float clean model model-convert model-eval
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -79,8 +79,10 @@ bench: build
 	$(ICHD) bench --stage preprocess
 
 # Phantoms -> the appliance's own preprocessing -> PyTorch -> ichd convert -> ichd eval on held-out series.
-# About an hour on 2 CPU cores (training is most of it); see training/README.md.
-model: $(MODEL).ichm model-eval
+# About an hour on 2 CPU cores (training is most of it); see training/README.md. `make model-convert` and
+# `make model-eval` redo only the conversion or the evaluation of the shipped weights (no training).
+model: $(MODEL).ichm
+	$(MAKE) model-eval
 
 $(MODEL_DATA)/train/labels.csv: | build
 	$(ICHD) phantom --out $(MODEL_DATA)/train --series 240 --seed 100000
@@ -103,11 +105,15 @@ $(MODEL).safetensors: $(MODEL_DATA)/train-ds/index.csv $(MODEL_DATA)/val-ds/inde
 	cp $(MODEL_RUN)/thresholds.txt $(MODEL_RUN)/training-log.json models/
 
 $(MODEL).ichm: $(MODEL).safetensors $(MODEL_DATA)/val/labels.csv $(MODEL_DATA)/test/labels.csv
-	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(ICHD) convert $(MODEL).safetensors --out $@ --calibrate $(MODEL_DATA)/val \
-		--holdout $(MODEL_DATA)/test --thresholds $$(cat models/thresholds.txt) --report models/conversion-report.json
+	$(MAKE) model-convert
+
+model-convert: $(MODEL_DATA)/val/labels.csv $(MODEL_DATA)/test/labels.csv
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(ICHD) convert $(MODEL).safetensors --out $(MODEL).ichm \
+		--calibrate $(MODEL_DATA)/val --holdout $(MODEL_DATA)/test --thresholds $$(cat models/thresholds.txt) \
+		--report models/conversion-report.json
 
 # The model card's figures: int8 (with agreement against float) and float on the 80 held-out test series.
-model-eval: $(MODEL).ichm $(MODEL_DATA)/test/labels.csv
+model-eval: $(MODEL_DATA)/test/labels.csv
 	$(ICHD) eval --model $(MODEL).ichm --images $(MODEL_DATA)/test --labels $(MODEL_DATA)/test/labels.csv \
 		--reference $(MODEL).safetensors --threads 2 --plot models/roc-int8.png --json > models/eval-int8.json
 	$(ICHD) eval --model $(MODEL).safetensors --images $(MODEL_DATA)/test --labels $(MODEL_DATA)/test/labels.csv \

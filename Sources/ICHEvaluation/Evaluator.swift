@@ -126,9 +126,8 @@ public enum Evaluator {
         var seriesRates: Metrics.Rates? = nil
         if !findings.isEmpty {
             let keys = findings.keys.sorted()
-            let alert = findings[keys[0]]!.alertClass
-            seriesRates = Metrics.rates(scores: keys.map { Double(findings[$0]!.maxProbabilities[alert]) },
-                                        labels: keys.map { seriesTruth[$0]! }, threshold: Double(scorer.thresholds[alert]))
+            seriesRates = Metrics.rates(scores: keys.map { Double(findings[$0]!.maxProbabilities[alertClass]) },
+                                        labels: keys.map { seriesTruth[$0]! }, threshold: Double(scorer.thresholds[alertClass]))
         }
         let seriesCount = findings.count
         let referenceFigures = reference.map { _ in

@@ -100,26 +100,20 @@ public struct PackedConvWeights: Sendable {
         weightSums = sums
     }
 
-    /// Bytes of the scratch (im2col) buffer `ConvGEMM.convAccumulate` needs for this shape.
-    /// Bytes of the scratch (im2col) buffer for this shape, or for a band of `rows` output rows of it.
+    /// Bytes of the scratch (im2col) buffer `ConvGEMM.convAccumulate` needs for this shape, or for a band of
+    /// `rows` output rows of it.
     public func scratchBytes(_ s: ReferenceKernels.ConvShape, rows: Int? = nil) -> Int {
+        let pixels = (rows ?? s.outHeight) * s.outWidth
         switch kind {
-        case .pairs: ConvGEMM.scratchBytes(s, rows: rows)
-        case .dot: (rows ?? s.outHeight) * s.outWidth * depth
+        case .pairs: return (pixels + Self.pixelTile - 1) / Self.pixelTile * Self.pixelTile * depth * 2
+        case .dot: return pixels * depth
         }
     }
 }
 
 public enum ConvGEMM {
-    /// Bytes of the im2col buffer the pairs kernel needs for this shape.
-    public static func scratchBytes(_ s: ReferenceKernels.ConvShape, rows: Int? = nil) -> Int {
-        let pixels = (rows ?? s.outHeight) * s.outWidth
-        let padded = (pixels + PackedConvWeights.pixelTile - 1) / PackedConvWeights.pixelTile * PackedConvWeights.pixelTile
-        return (s.inChannels * s.kernel * s.kernel + 1) / 2 * padded * 2
-    }
-
     /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them (CHW in, CHW out).
-    /// `scratch` holds at least `scratchBytes(s)` bytes.
+    /// `scratch` holds at least `w.scratchBytes(s, rows:)` bytes.
     /// `parallel(n, body)` runs body over a partition of 0..<n (pixel tiles), possibly on several threads:
     /// every tile's result is the same whoever computes it.
     /// `finish(pixels)`, when given, runs on the same thread right after the accumulators of that pixel range

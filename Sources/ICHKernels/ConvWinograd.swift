@@ -36,25 +36,33 @@ public struct WinogradWeights: Sendable {
         precondition(weights.count == outChannels * inChannels * 9)
         self.outChannels = outChannels
         self.inChannels = inChannels
-        pairs = (inChannels + 1) / 2
+        let pairs = (inChannels + 1) / 2
+        self.pairs = pairs
         let mt = PackedConvWeights.channelTile, tiles = (outChannels + mt - 1) / mt
         let perPosition = tiles * pairs * mt * 2
-        var packed = [Int16](repeating: 0, count: 16 * perPosition)
-        let gp: [[Int32]] = [[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]]  // G' = 2G
-        for o in 0..<outChannels {
-            for c in 0..<inChannels {
-                let g = (0..<9).map { Int32(weights[(o * inChannels + c) * 9 + $0]) }
-                for i in 0..<4 {
-                    for j in 0..<4 {
-                        var u: Int32 = 0
-                        for a in 0..<3 { for b in 0..<3 { u += gp[i][a] * g[a * 3 + b] * gp[j][b] } }
-                        let xi = i * 4 + j
-                        packed[xi * perPosition + ((o / mt * pairs + c / 2) * mt + o % mt) * 2 + (c & 1)] = Int16(u)
+        /// G' = 2G applied to three values: (2a, a + b + c, a - b + c, 2c).
+        @inline(__always) func transform(_ a: Int32, _ b: Int32, _ c: Int32) -> SIMD4<Int32> {
+            SIMD4(2 &* a, a &+ b &+ c, a &- b &+ c, 2 &* c)
+        }
+        var transformed = [Int16](repeating: 0, count: 16 * perPosition)
+        weights.withUnsafeBufferPointer { w in
+            for o in 0..<outChannels {
+                for c in 0..<inChannels {
+                    let g = w.baseAddress! + (o * inChannels + c) * 9
+                    // Columns of G' g (one per kernel column), then G' over each row of that: U' = G' g G'^T.
+                    let t0 = transform(Int32(g[0]), Int32(g[3]), Int32(g[6]))
+                    let t1 = transform(Int32(g[1]), Int32(g[4]), Int32(g[7]))
+                    let t2 = transform(Int32(g[2]), Int32(g[5]), Int32(g[8]))
+                    for i in 0..<4 {
+                        let u = transform(t0[i], t1[i], t2[i])
+                        for j in 0..<4 {
+                            transformed[(i * 4 + j) * perPosition + ((o / mt * pairs + c / 2) * mt + o % mt) * 2 + (c & 1)] = Int16(u[j])
+                        }
                     }
                 }
             }
         }
-        self.packed = packed
+        packed = transformed
     }
 
     /// int16 scratch `ConvWinograd.convAccumulate` needs: the transformed inputs of every 16-tile block.

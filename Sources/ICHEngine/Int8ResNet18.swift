@@ -237,7 +237,7 @@ public struct Int8ResNet18: Sendable {
         let bandRows = transformed != nil ? shape.outHeight
             : max(1, min(shape.outHeight, Self.accumulatorBudget / max(1, layer.outChannels * shape.outWidth)))
         workspace.reserve(acc: layer.outChannels * bandRows * shape.outWidth,
-                          scratch: transformed.map { 2 * $0.scratchCount(shape) } ?? weights.scratchBytes(shape, rows: bandRows))
+                          scratch: transformed.map { $0.scratchBytes(shape) } ?? weights.scratchBytes(shape, rows: bandRows))
         let acc = workspace.acc, scratch = workspace.scratch
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
@@ -259,7 +259,7 @@ public struct Int8ResNet18: Sendable {
                 }
                 if let transformed {
                     ConvWinograd.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: transformed, bias: b.baseAddress!,
-                                                acc: acc, scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Int16.self),
+                                                acc: acc, scratch: scratch,
                                                 parallel: { pool.parallelFor($0, $1) }, finish: finish(band: 0, count: plane))
                 } else {
                     for top in stride(from: 0, to: shape.outHeight, by: bandRows) {

@@ -65,10 +65,14 @@ public struct WinogradWeights: Sendable {
         packed = transformed
     }
 
-    /// int16 scratch `ConvWinograd.convAccumulate` needs: the transformed inputs of every 16-tile block.
-    public func scratchCount(_ s: ReferenceKernels.ConvShape) -> Int {
-        (s.outHeight / 2) * (s.outWidth / 2) / 16 * 16 * pairs * 16 * 2
+    /// Bytes of scratch `ConvWinograd.convAccumulate` needs: the input with a border of one zero-point pixel,
+    /// channel pairs interleaved and columns split by parity (`ConvWinograd.splitPairs`).
+    public func scratchBytes(_ s: ReferenceKernels.ConvShape) -> Int {
+        pairs * (s.inHeight + 2) * ConvWinograd.splitRowBytes(s.inWidth)
     }
+
+    /// int16 transformed inputs of one block: 16 positions x channel pairs x 16 tiles x 2.
+    var blockInputs: Int { 16 * pairs * 32 }
 
     /// int32 accumulators of one block: 16 positions x output channels (rounded up to 4) x 16 tiles.
     var blockAccumulators: Int { 16 * ((outChannels + 3) / 4 * 4) * 16 }
@@ -76,35 +80,39 @@ public struct WinogradWeights: Sendable {
 
 public enum ConvWinograd {
     /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them, for shapes where
-    /// `WinogradWeights.applies`. `scratch` holds `w.scratchCount(s)` int16 values. `parallel` splits tile
-    /// rows; `finish(pixels)` runs after the accumulators of those output pixels are complete.
+    /// `WinogradWeights.applies`. `scratch` holds `w.scratchBytes(s)` bytes. `parallel` splits channel pairs (the
+    /// split copy), then tile rows; `finish(pixels)` runs after the accumulators of those output pixels are
+    /// complete.
     public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
                                       weights w: WinogradWeights, bias: UnsafePointer<Int32>,
-                                      acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<Int16>,
+                                      acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
                                       parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) },
                                       finish: ((Range<Int>) -> Void)? = nil) {
         precondition(WinogradWeights.applies(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
         let oh = s.outHeight, ow = s.outWidth, tileRows = oh / 2, blocksPerRow = ow / 32
         let pairs = w.pairs, mt = PackedConvWeights.channelTile, channelTiles = (s.outChannels + mt - 1) / mt
         let perPosition = channelTiles * pairs * mt * 2
-        let blockColumns = 16 * pairs * 16 * 2  // int16 per block: 16 positions x pairs x 16 tiles x 2
+        // The input bordered, paired and split by column parity: every block then reads whole vectors.
+        splitPairs(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), out: scratch, parallel: parallel)
+        let split = UnsafePointer(scratch)
         w.packed.withUnsafeBufferPointer { packed in
             parallel(tileRows) { rows in
-                // One block of accumulators per parallel part (64-128 KiB).
-                withUnsafeTemporaryAllocation(of: Int32.self, capacity: w.blockAccumulators) { block in
-                    let m = block.baseAddress!
-                    for ty in rows {
-                        for bx in 0..<blocksPerRow {
-                            let columns = scratch + (ty * blocksPerRow + bx) * blockColumns
-                            transformInputs(s, input: input, zero: inZero, ty: ty, tx0: bx * 16, pairs: pairs, out: columns)
-                            for xi in 0..<16 {
-                                let v = UnsafePointer(columns + xi * pairs * 32)
-                                for tile in 0..<channelTiles {
-                                    ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
-                                                         columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                // One block of transformed inputs (32-64 KiB) and of accumulators (64-128 KiB) per parallel part.
+                withUnsafeTemporaryAllocation(of: Int16.self, capacity: w.blockInputs) { inputs in
+                    withUnsafeTemporaryAllocation(of: Int32.self, capacity: w.blockAccumulators) { block in
+                        let m = block.baseAddress!, columns = inputs.baseAddress!
+                        for ty in rows {
+                            for bx in 0..<blocksPerRow {
+                                transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * 16, pairs: pairs, out: columns)
+                                for xi in 0..<16 {
+                                    let v = UnsafePointer(columns + xi * pairs * 32)
+                                    for tile in 0..<channelTiles {
+                                        ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                             columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                                    }
                                 }
+                                transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias, acc: acc, ty: ty, tx0: bx * 16)
                             }
-                            transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias, acc: acc, ty: ty, tx0: bx * 16)
                         }
                     }
                 }
@@ -113,78 +121,85 @@ public enum ConvWinograd {
         }
     }
 
-    /// V = B^T d B for 16 tiles (ty, tx0..tx0+15) and every input channel, channel pairs interleaved:
-    /// out[(xi x pairs + c/2) x 32 + t x 2 + (c & 1)].
-    ///
-    /// Per channel and input row, the 34 pixels the block's tiles read are copied once (minus the zero point;
-    /// 0 in the padding) and split into odd and even columns: tile t's four columns are then odd[t], even[t],
-    /// odd[t + 1], even[t + 1], 16 tiles per vector. The two channels of a pair are transformed together so
-    /// that each transform position is stored as 32 consecutive interleaved values.
-    @inline(__always)
-    static func transformInputs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: Int32, ty: Int, tx0: Int,
-                                pairs: Int, out: UnsafeMutablePointer<Int16>) {
-        let h = s.inHeight, wdt = s.inWidth, first = 2 * tx0 - 1, z = Int16(truncatingIfNeeded: zero)
-        // Per channel of the pair: 4 rows x (34 copied values, then 17 odd and 17 even columns), and t = B^T d.
-        withUnsafeTemporaryAllocation(of: Int16.self, capacity: 2 * 4 * (34 + 34)) { buffer in
-            withUnsafeTemporaryAllocation(of: SIMD16<Int16>.self, capacity: 2 * 16) { tBuffer in
-                let base = buffer.baseAddress!, t = tBuffer.baseAddress!
-                for p in 0..<pairs {
-                    for half in 0..<2 {
-                        let c = 2 * p + half
-                        let rows = base + half * 4 * 68
-                        for r in 0..<4 {
-                            let seg = rows + r * 68, odd = seg + 34, even = odd + 17
-                            let iy = 2 * ty - 1 + r
-                            if c < s.inChannels && iy >= 0 && iy < h {
-                                let row = input + (c * h + iy) * wdt
-                                // Columns outside the image are padding (0 after the zero point is taken off).
-                                let lo = max(0, -first), hi = min(34, wdt - first)
-                                for k in 0..<lo { seg[k] = 0 }
-                                for k in lo..<hi { seg[k] = Int16(row[first + k]) &- z }
-                                for k in max(lo, hi)..<34 { seg[k] = 0 }
-                            } else {
-                                for k in 0..<34 { seg[k] = 0 }
-                            }
-                            for k in 0..<17 {
-                                odd[k] = seg[2 * k]
-                                even[k] = seg[2 * k + 1]
-                            }
-                        }
-                        @inline(__always) func d(_ r: Int, _ q: Int) -> SIMD16<Int16> {
-                            let odd = rows + r * 68 + 34, even = odd + 17
-                            let column = q & 1 == 0 ? odd : even
-                            return UnsafeRawPointer(column + q / 2).loadUnaligned(as: SIMD16<Int16>.self)
-                        }
-                        // t = B^T d over rows.
-                        let tt = t + half * 16
-                        for q in 0..<4 {
-                            let d0 = d(0, q), d1 = d(1, q), d2 = d(2, q), d3 = d(3, q)
-                            tt[q] = d0 &- d2
-                            tt[4 + q] = d1 &+ d2
-                            tt[8 + q] = d2 &- d1
-                            tt[12 + q] = d1 &- d3
-                        }
-                    }
-                    // V = t B over columns, both channels, stored interleaved.
-                    for i in 0..<4 {
-                        let a = t + i * 4, b = t + 16 + i * 4
-                        store(a[0] &- a[2], b[0] &- b[2], position: i * 4, pair: p, pairs: pairs, out: out)
-                        store(a[1] &+ a[2], b[1] &+ b[2], position: i * 4 + 1, pair: p, pairs: pairs, out: out)
-                        store(a[2] &- a[1], b[2] &- b[1], position: i * 4 + 2, pair: p, pairs: pairs, out: out)
-                        store(a[1] &- a[3], b[1] &- b[3], position: i * 4 + 3, pair: p, pairs: pairs, out: out)
+    /// Bytes of one row of `splitPairs`' layout for an input `width` wide (even): (width / 2 + 1) units of the
+    /// bordered row's even columns, then as many of its odd columns, 2 bytes each.
+    static func splitRowBytes(_ width: Int) -> Int { 4 * (width / 2 + 1) }
+
+    /// The input with a one-pixel border of the zero point (0 once the zero point is taken off, the reference's
+    /// padding), in the layout the input transform loads whole vectors from: for channel pair p and bordered row
+    /// y, the 16-bit units (x[2p][y][x], x[2p + 1][y][x]) of the bordered columns x = 0, 2, 4, ... then of
+    /// x = 1, 3, 5, ... (bordered column x is input column x - 1). A tile's patch column q over 16 consecutive
+    /// tiles is then 16 consecutive units. Channel 2p + 1 of an odd channel count repeats channel 2p (its
+    /// weights are 0).
+    static func splitPairs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, out: UnsafeMutablePointer<UInt8>,
+                           parallel: (Int, (Range<Int>) -> Void) -> Void) {
+        let h = s.inHeight, wdt = s.inWidth, half = wdt / 2, rowBytes = splitRowBytes(wdt)
+        let pairs = (s.inChannels + 1) / 2
+        parallel(pairs) { range in
+            for p in range {
+                let plane = out + p * (h + 2) * rowBytes
+                plane.update(repeating: zero, count: rowBytes)
+                (plane + (h + 1) * rowBytes).update(repeating: zero, count: rowBytes)
+                for y in 0..<h {
+                    let a = input + ((2 * p) * h + y) * wdt
+                    let b = 2 * p + 1 < s.inChannels ? a + h * wdt : a
+                    let even = plane + (y + 1) * rowBytes, odd = even + 2 * (half + 1)
+                    even[0] = zero; even[1] = zero
+                    odd[2 * half] = zero; odd[2 * half + 1] = zero
+                    // Input column 2m is bordered column 2m + 1 (odd, unit m); 2m + 1 is 2m + 2 (even, unit m + 1).
+                    for m in 0..<half {
+                        odd[2 &* m] = a[2 &* m]; odd[2 &* m &+ 1] = b[2 &* m]
+                        even[2 &* m &+ 2] = a[2 &* m &+ 1]; even[2 &* m &+ 3] = b[2 &* m &+ 1]
                     }
                 }
             }
         }
     }
 
-    /// A pair's two channels at one transform position, 16 tiles each, interleaved into 32 values.
+    /// V = B^T d B for 16 tiles (ty, tx0..tx0+15) and every input channel, channel pairs interleaved:
+    /// out[(xi x pairs + c/2) x 32 + t x 2 + (c & 1)].
+    ///
+    /// Tile t's 4x4 patch covers bordered rows 2 ty...2 ty + 3 and columns 2 (tx0 + t)...+3; in the split
+    /// layout its column q over the 16 tiles is 32 consecutive bytes (units tx0 + q / 2... of parity q & 1),
+    /// already in the pair layout the GEMM reads. Widened to int16 lanes minus the zero point, the transform is
+    /// plain vector adds. (Assembling the patches byte by byte here spent 60% of the convolution.)
     @inline(__always)
-    static func store(_ a: SIMD16<Int16>, _ b: SIMD16<Int16>, position: Int, pair: Int, pairs: Int, out: UnsafeMutablePointer<Int16>) {
-        let dst = out + (position * pairs + pair) * 32
-        for k in 0..<16 {
-            dst[2 * k] = a[k]
-            dst[2 * k + 1] = b[k]
+    static func transformInputs(_ s: ReferenceKernels.ConvShape, split: UnsafePointer<UInt8>, zero: Int32, ty: Int, tx0: Int,
+                                pairs: Int, out: UnsafeMutablePointer<Int16>) {
+        let rowBytes = splitRowBytes(s.inWidth), oddStart = rowBytes / 2, plane = (s.inHeight + 2) * rowBytes
+        let z = SIMD32<Int16>(repeating: Int16(truncatingIfNeeded: zero))
+        // Column q's bytes within a split row.
+        let c0 = 2 * tx0, c1 = oddStart + 2 * tx0, c2 = 2 * tx0 + 2, c3 = oddStart + 2 * tx0 + 2
+        @inline(__always) func lanes(_ p: UnsafePointer<UInt8>) -> SIMD32<Int16> {
+            // An element loop: LLVM makes it vpmovzxbw (the SIMD conversion initialisers become calls).
+            let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD32<UInt8>.self)
+            var r = SIMD32<Int16>()
+            for i in 0..<32 { r[i] = Int16(v[i]) }
+            return r &- z
+        }
+        typealias Row = (SIMD32<Int16>, SIMD32<Int16>, SIMD32<Int16>, SIMD32<Int16>)
+        for p in 0..<pairs {
+            let rows = split + p * plane + (2 * ty) * rowBytes
+            @inline(__always) func d(_ r: Int) -> Row {
+                let row = rows + r * rowBytes
+                return (lanes(row + c0), lanes(row + c1), lanes(row + c2), lanes(row + c3))
+            }
+            let d0 = d(0), d1 = d(1), d2 = d(2), d3 = d(3)
+            // t = B^T d over rows, then V = t B over columns, stored per transform position i x 4 + j.
+            @inline(__always) func put(_ i: Int, _ t: Row) {
+                let dst = out + (i * 4 * pairs + p) * 32
+                @inline(__always) func at(_ j: Int, _ v: SIMD32<Int16>) {
+                    UnsafeMutableRawPointer(dst + j * pairs * 32).storeBytes(of: v, as: SIMD32<Int16>.self)
+                }
+                at(0, t.0 &- t.2)
+                at(1, t.1 &+ t.2)
+                at(2, t.2 &- t.1)
+                at(3, t.1 &- t.3)
+            }
+            put(0, (d0.0 &- d2.0, d0.1 &- d2.1, d0.2 &- d2.2, d0.3 &- d2.3))
+            put(1, (d1.0 &+ d2.0, d1.1 &+ d2.1, d1.2 &+ d2.2, d1.3 &+ d2.3))
+            put(2, (d2.0 &- d1.0, d2.1 &- d1.1, d2.2 &- d1.2, d2.3 &- d1.3))
+            put(3, (d1.0 &- d3.0, d1.1 &- d3.1, d1.2 &- d3.2, d1.3 &- d3.3))
         }
     }
 
@@ -208,12 +223,15 @@ public enum ConvWinograd {
         }
     }
 
-    /// 16 tiles' left and right outputs of one row, interleaved into 32 consecutive accumulators.
+    /// 16 tiles' left and right outputs of one row, interleaved into 32 consecutive accumulators. Built from
+    /// lanes, 8 at a time: LLVM turns that into unpack instructions (a store loop stayed scalar).
     @inline(__always)
     static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>) {
-        for k in 0..<16 {
-            dst[2 * k] = left[k]
-            dst[2 * k + 1] = right[k]
+        let out = UnsafeMutableRawPointer(dst)
+        for q in 0..<4 {
+            let k = 4 * q
+            let v = SIMD8<Int32>(left[k], right[k], left[k + 1], right[k + 1], left[k + 2], right[k + 2], left[k + 3], right[k + 3])
+            out.storeBytes(of: v, toByteOffset: 32 * q, as: SIMD8<Int32>.self)
         }
     }
 }

@@ -120,7 +120,7 @@ import Testing
             var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
             ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
             var got = [Int32](repeating: 0, count: expected.count)
-            var scratch = [Int16](repeating: 0, count: packed.scratchCount(s))
+            var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s))
             var finished: [Range<Int>] = []
             ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch,
                                         parallel: { n, body in body(0..<(n / 3)); body((n / 3)..<n) },

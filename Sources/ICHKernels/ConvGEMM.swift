@@ -103,9 +103,11 @@ public struct PackedConvWeights: Sendable {
     /// Bytes of the scratch (im2col) buffer `ConvGEMM.convAccumulate` needs for this shape, or for a band of
     /// `rows` output rows of it.
     public func scratchBytes(_ s: ReferenceKernels.ConvShape, rows: Int? = nil) -> Int {
-        let pixels = (rows ?? s.outHeight) * s.outWidth
+        let rows = rows ?? s.outHeight, pixels = rows * s.outWidth
         switch kind {
-        case .pairs: return (pixels + Self.pixelTile - 1) / Self.pixelTile * Self.pixelTile * depth * 2
+        case .pairs:
+            return (pixels + Self.pixelTile - 1) / Self.pixelTile * Self.pixelTile * depth * 2
+                + ConvGEMM.borderedBytes(s, rows: rows)
         case .dot: return pixels * depth
         }
     }
@@ -207,15 +209,110 @@ public enum ConvGEMM {
     }
 
     /// im2col, tile-major with K pairs interleaved: for pixel tile t (16 pixels), pair j, pixel q of the tile,
-    /// out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] = x[k][16t + q]. Padding taps, pixels past the end and the
-    /// odd K's last tap read the zero point. Every byte is written (no separate fill pass); pairs are split
-    /// over `parallel`, each writing its own bytes.
-    ///
-    /// Per pair and output row, both taps' rows are gathered into two short contiguous buffers (a plain copy
+    /// out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] = x[k][16t + q]. Padding taps and pixels past the end
+    /// read the zero point; the odd K's last tap (weight 0) reads any input byte. `out` holds the columns, then
+    /// the bordered input copy (`borderedBytes`).
+    static func im2colPairs(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
+                            pairs: Int, paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
+                            parallel: (Int, (Range<Int>) -> Void) -> Void) {
+        if borderedApplies(s) {
+            im2colBordered(s, rows: band, input: input, zero: zero, pairs: pairs, paddedPixels: paddedPixels, out: out,
+                           bordered: out + paddedPixels * pairs * 2, parallel: parallel)
+        } else {
+            im2colRows(s, rows: band, input: input, zero: zero, pairs: pairs, paddedPixels: paddedPixels, out: out, parallel: parallel)
+        }
+    }
+
+    /// Whether `im2colBordered` takes the shape: output rows of whole 8-pixel halves, stride 1 or 2 (every
+    /// convolution of ResNet18 at 256 x 256).
+    static func borderedApplies(_ s: ReferenceKernels.ConvShape) -> Bool {
+        s.outWidth % 8 == 0 && (s.stride == 1 || s.stride == 2)
+    }
+
+    /// Bytes of the bordered input a band of `rows` output rows reads (0 where `im2colBordered` does not apply).
+    static func borderedBytes(_ s: ReferenceKernels.ConvShape, rows: Int) -> Int {
+        guard borderedApplies(s) else { return 0 }
+        return s.inChannels * ((rows - 1) * s.stride + s.kernel) * (s.inWidth + 2 * s.padding)
+    }
+
+    /// im2col from a bordered copy of the input rows the band reads: each plane row has `padding` zero points
+    /// on both sides (rows above and below the input are all zero point), and for stride 2 its even bordered
+    /// columns come first, then its odd ones. A tap's values for 8 consecutive output pixels of a row are then
+    /// 8 consecutive bytes (at the tap's offset plus the pixels' base), and a pair of taps is one 8-byte load
+    /// each and a byte unpack: no per-pixel bounds or gathers. (Copying tap rows byte by byte, as
+    /// `im2colRows` does, took 16% of the network's time.)
+    static func im2colBordered(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
+                               pairs: Int, paddedPixels: Int, out: UnsafeMutablePointer<UInt8>, bordered: UnsafeMutablePointer<UInt8>,
+                               parallel: (Int, (Range<Int>) -> Void) -> Void) {
+        let k = s.kernel, st = s.stride, pad = s.padding, ow = s.outWidth, taps = s.inChannels * k * k
+        let width = s.inWidth + 2 * pad, evens = (width + 1) / 2
+        let rowsNeeded = (band.count - 1) * st + k, plane = rowsNeeded * width, firstRow = band.lowerBound * st - pad
+        parallel(s.inChannels) { channels in
+            for c in channels {
+                for r in 0..<rowsNeeded {
+                    let dst = bordered + c * plane + r * width, iy = firstRow + r
+                    dst.update(repeating: zero, count: width)
+                    guard iy >= 0 && iy < s.inHeight else { continue }
+                    let src = input + (c * s.inHeight + iy) * s.inWidth
+                    if st == 1 {
+                        (dst + pad).update(from: src, count: s.inWidth)
+                    } else {
+                        // Bordered column 2e is input column 2e - pad; 2e + 1 is 2e + 1 - pad (constant-stride
+                        // gathers, which LLVM vectorises).
+                        let even = ConvGeometry.validOutputs(input: s.inWidth, output: evens, tap: 0, stride: 2, padding: pad)
+                        for e in even { dst[e] = src[2 &* e &- pad] }
+                        let odd = ConvGeometry.validOutputs(input: s.inWidth, output: width / 2, tap: 1, stride: 2, padding: pad)
+                        for e in odd { dst[evens &+ e] = src[2 &* e &+ 1 &- pad] }
+                    }
+                }
+            }
+        }
+        let pixels = band.count * ow, halves = paddedPixels / 8
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * pairs + halves) { table in
+            // Byte offset of each tap in the bordered input, and of each 8-pixel half's first pixel.
+            let tapOffset = table.baseAddress!, halfBase = tapOffset + 2 * pairs
+            for t in 0..<(2 * pairs) {
+                let tap = t < taps ? t : 0  // the odd K's extra tap has weight 0: any byte will do
+                let c = tap / (k * k), ky = tap / k % k, kx = tap % k
+                let column = st == 1 ? kx : (kx & 1) * evens + kx / 2
+                tapOffset[t] = Int32(c * plane + ky * width + column)
+            }
+            for h in 0..<halves {
+                let p = min(h * 8, pixels - 8)  // a half past the end repeats the last one (its outputs are not stored)
+                halfBase[h] = Int32((p / ow) * st * width + p % ow)
+            }
+            let source = UnsafePointer(bordered), tileStride = pairs * 32
+            parallel(pairs) { range in
+                for j in range {
+                    let a = source + Int(tapOffset[2 * j]), b = source + Int(tapOffset[2 * j + 1])
+                    let dst = out + j * 32
+                    for h in 0..<halves {
+                        let half = UnsafeMutableRawPointer(dst + (h >> 1) * tileStride + (h & 1) * 16)
+                        half.storeBytes(of: interleave(a + Int(halfBase[h]), b + Int(halfBase[h])), as: SIMD16<UInt8>.self)
+                    }
+                }
+            }
+        }
+    }
+
+    /// 8 bytes of each tap, interleaved (a0, b0, a1, b1, ...): an element loop LLVM turns into one byte unpack
+    /// (lanes passed to a SIMD16 initialiser became a chain of shuffles).
+    @inline(__always)
+    static func interleave(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>) -> SIMD16<UInt8> {
+        let x = UnsafeRawPointer(a).loadUnaligned(as: SIMD8<UInt8>.self), y = UnsafeRawPointer(b).loadUnaligned(as: SIMD8<UInt8>.self)
+        var r = SIMD16<UInt8>()
+        for i in 0..<8 {
+            r[2 &* i] = x[i]
+            r[2 &* i &+ 1] = y[i]
+        }
+        return r
+    }
+
+    /// The general im2col (any output width and stride), as `im2colPairs`. Per pair and output row, both taps' rows are gathered into two short contiguous buffers (a plain copy
     /// for stride 1), then interleaved into the tiles 16 pixels at a time: loops LLVM vectorises. Writing byte
     /// by byte into the interleaved layout instead took 41.9 ms (1 thread) and 22.2 ms (2 threads) for the
     /// whole network against 39.4 and 20.0-20.9 ms (layer1's im2col 1.45 -> 0.87 ms per convolution).
-    static func im2colPairs(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
+    static func im2colRows(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
                             pairs: Int, paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
                             parallel: (Int, (Range<Int>) -> Void) -> Void) {
         let ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k, pixels = band.count * ow

@@ -61,7 +61,17 @@ import Testing
                                Shape(s: .init(inChannels: 33, inHeight: 9, inWidth: 9, outChannels: 18, kernel: 1, stride: 2, padding: 0)),
                                // Rows longer than a 16-pixel tile, straddling tiles (37), and exactly two tiles (32).
                                Shape(s: .init(inChannels: 5, inHeight: 6, inWidth: 37, outChannels: 6, kernel: 3, stride: 1, padding: 1)),
-                               Shape(s: .init(inChannels: 2, inHeight: 3, inWidth: 32, outChannels: 5, kernel: 1, stride: 1, padding: 0))])
+                               Shape(s: .init(inChannels: 2, inHeight: 3, inWidth: 32, outChannels: 5, kernel: 1, stride: 1, padding: 0)),
+                               // Bordered im2col (output rows of whole 8-pixel halves): a tile over two rows and a
+                               // half past the end (5 x 8 pixels), odd K, stride 2 from odd and even widths,
+                               // paddings 0 to 3, a 1x1 downsample.
+                               Shape(s: .init(inChannels: 5, inHeight: 5, inWidth: 8, outChannels: 6, kernel: 3, stride: 1, padding: 1)),
+                               Shape(s: .init(inChannels: 3, inHeight: 33, inWidth: 31, outChannels: 10, kernel: 7, stride: 2, padding: 3)),
+                               Shape(s: .init(inChannels: 9, inHeight: 16, inWidth: 16, outChannels: 7, kernel: 3, stride: 2, padding: 1)),
+                               Shape(s: .init(inChannels: 6, inHeight: 9, inWidth: 15, outChannels: 5, kernel: 1, stride: 2, padding: 0)),
+                               Shape(s: .init(inChannels: 4, inHeight: 7, inWidth: 10, outChannels: 3, kernel: 3, stride: 1, padding: 0)),
+                               Shape(s: .init(inChannels: 3, inHeight: 6, inWidth: 6, outChannels: 4, kernel: 3, stride: 1, padding: 2)),
+                               Shape(s: .init(inChannels: 3, inHeight: 12, inWidth: 14, outChannels: 5, kernel: 3, stride: 2, padding: 2))])
     func gemmKernelMatchesReference(_ shape: Shape) {
         let s = shape.s
         var rng = SeededGenerator(seed: UInt64(s.inChannels * 1000 + s.outChannels))

@@ -138,8 +138,6 @@ public enum ConvGEMM {
         let pixels = band.count * s.outWidth
         let nt = PackedConvWeights.pixelTile
         let paddedPixels = (pixels + nt - 1) / nt * nt
-        im2colPairs(s, rows: band, input: input, zero: UInt8(truncatingIfNeeded: inZero), pairs: w.pairs, paddedPixels: paddedPixels,
-                    out: scratch, parallel: parallel)
         let mt = PackedConvWeights.channelTile
         let tiles = (s.outChannels + mt - 1) / mt
         var starts = [SIMD4<Int32>](repeating: .zero, count: tiles)
@@ -149,16 +147,35 @@ public enum ConvGEMM {
                 starts[tile][lane] = bias[o] &- inZero &* w.weightSums[o]
             }
         }
-        if w.wide {
-            w.packedWide.withUnsafeBufferPointer { packed in
-                gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch), starts: starts,
-                     acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
+        /// The GEMM over all pixel tiles; `prepare(tiles)` fills those tiles' columns first, in the same part.
+        func run(prepare: ((Range<Int>) -> Void)?) {
+            if w.wide {
+                w.packedWide.withUnsafeBufferPointer { packed in
+                    gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch), starts: starts,
+                         acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel, prepare: prepare, finish: finish)
+                }
+            } else {
+                w.packed.withUnsafeBufferPointer { packed in
+                    gemmWidening(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch),
+                                 starts: starts, acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel,
+                                 prepare: prepare, finish: finish)
+                }
             }
-        } else {
-            w.packed.withUnsafeBufferPointer { packed in
-                gemmWidening(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch),
-                             starts: starts, acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel, finish: finish)
-            }
+        }
+        let zero = UInt8(truncatingIfNeeded: inZero)
+        guard borderedApplies(s) else {
+            im2colRows(s, rows: band, input: input, zero: zero, pairs: w.pairs, paddedPixels: paddedPixels, out: scratch, parallel: parallel)
+            return run(prepare: nil)
+        }
+        // Each part gathers its own pixel tiles' columns just before multiplying them (one parallel region less
+        // per convolution, and the columns are still in cache).
+        let bordered = scratch + paddedPixels * w.pairs * 2
+        border(s, rows: band, input: input, zero: zero, out: bordered, parallel: parallel)
+        withBorderedOffsets(s, rows: band, pairs: w.pairs, paddedPixels: paddedPixels) { tapOffset, halfBase in
+            run(prepare: { pixelTiles in
+                im2colBordered(tiles: pixelTiles, pairs: w.pairs, paddedPixels: paddedPixels, tapOffset: tapOffset, halfBase: halfBase,
+                               bordered: UnsafePointer(bordered), out: scratch)
+            })
         }
     }
 
@@ -169,9 +186,10 @@ public enum ConvGEMM {
     static func gemmWidening(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<Int8>,
                              columns: UnsafePointer<UInt8>, starts: [SIMD4<Int32>], acc: UnsafeMutablePointer<Int32>,
                              pixels: Int, paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
-                             finish: ((Range<Int>) -> Void)?) {
+                             prepare: ((Range<Int>) -> Void)?, finish: ((Range<Int>) -> Void)?) {
         let nt = PackedConvWeights.pixelTile, mt = PackedConvWeights.channelTile, perTile = pairs * mt * 2
         parallel(paddedPixels / nt) { pixelTiles in
+            prepare?(pixelTiles)
             withUnsafeTemporaryAllocation(of: Int16.self, capacity: perTile) { buffer in
                 let wide = buffer.baseAddress!
                 for tile in 0..<tiles {
@@ -194,9 +212,10 @@ public enum ConvGEMM {
     static func gemm(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<Int16>,
                                     columns: UnsafePointer<UInt8>, starts: [SIMD4<Int32>], acc: UnsafeMutablePointer<Int32>,
                                     pixels: Int, paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
-                                    finish: ((Range<Int>) -> Void)?) {
+                                    prepare: ((Range<Int>) -> Void)?, finish: ((Range<Int>) -> Void)?) {
         let nt = PackedConvWeights.pixelTile, mt = PackedConvWeights.channelTile
         parallel(paddedPixels / nt) { pixelTiles in
+            prepare?(pixelTiles)
             for t in pixelTiles {
                 let p = t * nt
                 for tile in 0..<tiles {
@@ -208,68 +227,66 @@ public enum ConvGEMM {
         }
     }
 
-    /// im2col, tile-major with K pairs interleaved: for pixel tile t (16 pixels), pair j, pixel q of the tile,
-    /// out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] = x[k][16t + q]. Padding taps and pixels past the end
-    /// read the zero point; the odd K's last tap (weight 0) reads any input byte. `out` holds the columns, then
-    /// the bordered input copy (`borderedBytes`).
-    static func im2colPairs(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
-                            pairs: Int, paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
-                            parallel: (Int, (Range<Int>) -> Void) -> Void) {
-        if borderedApplies(s) {
-            im2colBordered(s, rows: band, input: input, zero: zero, pairs: pairs, paddedPixels: paddedPixels, out: out,
-                           bordered: out + paddedPixels * pairs * 2, parallel: parallel)
-        } else {
-            im2colRows(s, rows: band, input: input, zero: zero, pairs: pairs, paddedPixels: paddedPixels, out: out, parallel: parallel)
-        }
-    }
-
-    /// Whether `im2colBordered` takes the shape: output rows of whole 8-pixel halves, stride 1 or 2 (every
-    /// convolution of ResNet18 at 256 x 256).
+    /// Whether the columns come from a bordered copy of the input (`border`, `im2colBordered`): output rows of
+    /// whole 8-pixel halves, stride 1 or 2 (every convolution of ResNet18 at 256 x 256); else `im2colRows`.
     static func borderedApplies(_ s: ReferenceKernels.ConvShape) -> Bool {
         s.outWidth % 8 == 0 && (s.stride == 1 || s.stride == 2)
     }
 
-    /// Bytes of the bordered input a band of `rows` output rows reads (0 where `im2colBordered` does not apply).
+    /// Bytes of the bordered input a band of `rows` output rows reads (0 where it is not used).
     static func borderedBytes(_ s: ReferenceKernels.ConvShape, rows: Int) -> Int {
         guard borderedApplies(s) else { return 0 }
         return s.inChannels * ((rows - 1) * s.stride + s.kernel) * (s.inWidth + 2 * s.padding)
     }
 
-    /// im2col from a bordered copy of the input rows the band reads: each plane row has `padding` zero points
+    /// A bordered copy of the input rows a band of output rows reads: each plane row has `padding` zero points
     /// on both sides (rows above and below the input are all zero point), and for stride 2 its even bordered
     /// columns come first, then its odd ones. A tap's values for 8 consecutive output pixels of a row are then
-    /// 8 consecutive bytes (at the tap's offset plus the pixels' base), and a pair of taps is one 8-byte load
-    /// each and a byte unpack: no per-pixel bounds or gathers. (Copying tap rows byte by byte, as
-    /// `im2colRows` does, took 16% of the network's time.)
-    static func im2colBordered(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
-                               pairs: Int, paddedPixels: Int, out: UnsafeMutablePointer<UInt8>, bordered: UnsafeMutablePointer<UInt8>,
-                               parallel: (Int, (Range<Int>) -> Void) -> Void) {
-        let k = s.kernel, st = s.stride, pad = s.padding, ow = s.outWidth, taps = s.inChannels * k * k
+    /// 8 consecutive bytes. Rows and columns no tap reads (a 1x1 stride-2 kernel's odd ones) are left alone.
+    static func border(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
+                       out: UnsafeMutablePointer<UInt8>, parallel: (Int, (Range<Int>) -> Void) -> Void) {
+        let k = s.kernel, st = s.stride, pad = s.padding
         let width = s.inWidth + 2 * pad, evens = (width + 1) / 2
         let rowsNeeded = (band.count - 1) * st + k, plane = rowsNeeded * width, firstRow = band.lowerBound * st - pad
         parallel(s.inChannels) { channels in
             for c in channels {
-                for r in 0..<rowsNeeded {
-                    let dst = bordered + c * plane + r * width, iy = firstRow + r
-                    dst.update(repeating: zero, count: width)
-                    guard iy >= 0 && iy < s.inHeight else { continue }
+                for r in 0..<rowsNeeded where r % st < k {
+                    let dst = out + c * plane + r * width, iy = firstRow + r
+                    guard iy >= 0 && iy < s.inHeight else {
+                        dst.update(repeating: zero, count: width)
+                        continue
+                    }
                     let src = input + (c * s.inHeight + iy) * s.inWidth
                     if st == 1 {
+                        dst.update(repeating: zero, count: pad)
                         (dst + pad).update(from: src, count: s.inWidth)
+                        (dst + pad + s.inWidth).update(repeating: zero, count: pad)
                     } else {
-                        // Bordered column 2e is input column 2e - pad; 2e + 1 is 2e + 1 - pad (constant-stride
-                        // gathers, which LLVM vectorises).
+                        // Bordered column 2e is input column 2e - pad, 2e + 1 is 2e + 1 - pad: constant-stride
+                        // gathers, which LLVM vectorises.
                         let even = ConvGeometry.validOutputs(input: s.inWidth, output: evens, tap: 0, stride: 2, padding: pad)
+                        dst.update(repeating: zero, count: even.lowerBound)
                         for e in even { dst[e] = src[2 &* e &- pad] }
+                        (dst + even.upperBound).update(repeating: zero, count: evens - even.upperBound)
+                        guard k > 1 else { continue }
                         let odd = ConvGeometry.validOutputs(input: s.inWidth, output: width / 2, tap: 1, stride: 2, padding: pad)
+                        (dst + evens).update(repeating: zero, count: odd.lowerBound)
                         for e in odd { dst[evens &+ e] = src[2 &* e &+ 1 &- pad] }
+                        (dst + evens + odd.upperBound).update(repeating: zero, count: width / 2 - odd.upperBound)
                     }
                 }
             }
         }
-        let pixels = band.count * ow, halves = paddedPixels / 8
+    }
+
+    /// The offset tables `im2colBordered` reads, for `body`: each tap's byte offset in the bordered input, and
+    /// each 8-pixel half's (a half past the end repeats the last one: its outputs are never stored).
+    static func withBorderedOffsets(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, pairs: Int, paddedPixels: Int,
+                                    _ body: (UnsafePointer<Int32>, UnsafePointer<Int32>) -> Void) {
+        let k = s.kernel, st = s.stride, ow = s.outWidth, taps = s.inChannels * k * k
+        let width = s.inWidth + 2 * s.padding, evens = (width + 1) / 2
+        let plane = ((band.count - 1) * st + k) * width, pixels = band.count * ow, halves = paddedPixels / 8
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * pairs + halves) { table in
-            // Byte offset of each tap in the bordered input, and of each 8-pixel half's first pixel.
             let tapOffset = table.baseAddress!, halfBase = tapOffset + 2 * pairs
             for t in 0..<(2 * pairs) {
                 let tap = t < taps ? t : 0  // the odd K's extra tap has weight 0: any byte will do
@@ -278,19 +295,28 @@ public enum ConvGEMM {
                 tapOffset[t] = Int32(c * plane + ky * width + column)
             }
             for h in 0..<halves {
-                let p = min(h * 8, pixels - 8)  // a half past the end repeats the last one (its outputs are not stored)
+                let p = min(h * 8, pixels - 8)
                 halfBase[h] = Int32((p / ow) * st * width + p % ow)
             }
-            let source = UnsafePointer(bordered), tileStride = pairs * 32
-            parallel(pairs) { range in
-                for j in range {
-                    let a = source + Int(tapOffset[2 * j]), b = source + Int(tapOffset[2 * j + 1])
-                    let dst = out + j * 32
-                    for h in 0..<halves {
-                        let half = UnsafeMutableRawPointer(dst + (h >> 1) * tileStride + (h & 1) * 16)
-                        half.storeBytes(of: interleave(a + Int(halfBase[h]), b + Int(halfBase[h])), as: SIMD16<UInt8>.self)
-                    }
-                }
+            body(UnsafePointer(tapOffset), UnsafePointer(halfBase))
+        }
+    }
+
+    /// im2col of the pixel tiles `tiles` from the bordered input, tile-major with K pairs interleaved: for
+    /// pixel tile t (16 pixels), pair j, pixel q of the tile, out[((t x pairs + j) x 16 + q) x 2 + (k & 1)] =
+    /// x[k][16t + q]. A pair of taps for 8 pixels is one 8-byte load each and a byte unpack: no per-pixel bounds
+    /// or gathers (copying tap rows byte by byte, as `im2colRows` does, took 16% of the network's time).
+    @inline(__always)
+    static func im2colBordered(tiles: Range<Int>, pairs: Int, paddedPixels: Int, tapOffset: UnsafePointer<Int32>,
+                               halfBase: UnsafePointer<Int32>, bordered: UnsafePointer<UInt8>, out: UnsafeMutablePointer<UInt8>) {
+        for t in tiles {
+            let tile = out + t * pairs * 32
+            let base0 = Int(halfBase[2 * t]), base1 = Int(halfBase[2 * t + 1])
+            for j in 0..<pairs {
+                let a = bordered + Int(tapOffset[2 * j]), b = bordered + Int(tapOffset[2 * j + 1])
+                let dst = UnsafeMutableRawPointer(tile + j * 32)
+                dst.storeBytes(of: interleave(a + base0, b + base0), as: SIMD16<UInt8>.self)
+                dst.storeBytes(of: interleave(a + base1, b + base1), toByteOffset: 16, as: SIMD16<UInt8>.self)
             }
         }
     }
@@ -308,7 +334,9 @@ public enum ConvGEMM {
         return r
     }
 
-    /// The general im2col (any output width and stride), as `im2colPairs`. Per pair and output row, both taps' rows are gathered into two short contiguous buffers (a plain copy
+    /// im2col for any output width and stride, in the layout of `im2colBordered`; pixels past the end and
+    /// padding taps read the zero point. Pairs are split over `parallel`, each writing its own bytes. Per pair
+    /// and output row, both taps' rows are gathered into two short contiguous buffers (a plain copy
     /// for stride 1), then interleaved into the tiles 16 pixels at a time: loops LLVM vectorises. Writing byte
     /// by byte into the interleaved layout instead took 41.9 ms (1 thread) and 22.2 ms (2 threads) for the
     /// whole network against 39.4 and 20.0-20.9 ms (layer1's im2col 1.45 -> 0.87 ms per convolution).

@@ -17,7 +17,7 @@ public struct Int8ResNet18: Sendable {
     /// layer1's four and layer2's three stride-1 convolutions in ResNet18 (0.6 million weights, 2.1 MB
     /// transformed), where the pixels per weight are many. Measured on the bundled model with a real slice, one thread (bench/README.md): none 38.3 ms; layer1 36.3 ms;
     /// layer1 and layer2 34.2 ms, peak RSS 46.2 MiB (with the stem's accumulators in bands).
-    public static let winogradLimit = 1 << 18
+    public static let winogradLimit = 1 << 20
 
     /// The most int32 accumulators one convolution holds at once (1 MiB): layer1's full plane at 256 px; the
     /// stem's (4 MiB) is computed in bands of rows instead.

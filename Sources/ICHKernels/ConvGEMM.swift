@@ -248,32 +248,33 @@ public enum ConvGEMM {
         let k = s.kernel, st = s.stride, pad = s.padding
         let width = s.inWidth + 2 * pad, evens = (width + 1) / 2
         let rowsNeeded = (band.count - 1) * st + k, plane = rowsNeeded * width, firstRow = band.lowerBound * st - pad
-        parallel(s.inChannels) { channels in
-            for c in channels {
-                for r in 0..<rowsNeeded where r % st < k {
-                    let dst = out + c * plane + r * width, iy = firstRow + r
-                    guard iy >= 0 && iy < s.inHeight else {
-                        dst.update(repeating: zero, count: width)
-                        continue
-                    }
-                    let src = input + (c * s.inHeight + iy) * s.inWidth
-                    if st == 1 {
-                        dst.update(repeating: zero, count: pad)
-                        (dst + pad).update(from: src, count: s.inWidth)
-                        (dst + pad + s.inWidth).update(repeating: zero, count: pad)
-                    } else {
-                        // Bordered column 2e is input column 2e - pad, 2e + 1 is 2e + 1 - pad: constant-stride
-                        // gathers, which LLVM vectorises.
-                        let even = ConvGeometry.validOutputs(input: s.inWidth, output: evens, tap: 0, stride: 2, padding: pad)
-                        dst.update(repeating: zero, count: even.lowerBound)
-                        for e in even { dst[e] = src[2 &* e &- pad] }
-                        (dst + even.upperBound).update(repeating: zero, count: evens - even.upperBound)
-                        guard k > 1 else { continue }
-                        let odd = ConvGeometry.validOutputs(input: s.inWidth, output: width / 2, tap: 1, stride: 2, padding: pad)
-                        (dst + evens).update(repeating: zero, count: odd.lowerBound)
-                        for e in odd { dst[evens &+ e] = src[2 &* e &+ 1 &- pad] }
-                        (dst + evens + odd.upperBound).update(repeating: zero, count: width / 2 - odd.upperBound)
-                    }
+        // Split by rows of all planes, not by planes: the stem has only 3.
+        parallel(s.inChannels * rowsNeeded) { planeRows in
+            for planeRow in planeRows {
+                let c = planeRow / rowsNeeded, r = planeRow % rowsNeeded
+                guard r % st < k else { continue }
+                let dst = out + c * plane + r * width, iy = firstRow + r
+                guard iy >= 0 && iy < s.inHeight else {
+                    dst.update(repeating: zero, count: width)
+                    continue
+                }
+                let src = input + (c * s.inHeight + iy) * s.inWidth
+                if st == 1 {
+                    dst.update(repeating: zero, count: pad)
+                    (dst + pad).update(from: src, count: s.inWidth)
+                    (dst + pad + s.inWidth).update(repeating: zero, count: pad)
+                } else {
+                    // Bordered column 2e is input column 2e - pad, 2e + 1 is 2e + 1 - pad: constant-stride
+                    // gathers, which LLVM vectorises.
+                    let even = ConvGeometry.validOutputs(input: s.inWidth, output: evens, tap: 0, stride: 2, padding: pad)
+                    dst.update(repeating: zero, count: even.lowerBound)
+                    for e in even { dst[e] = src[2 &* e &- pad] }
+                    (dst + even.upperBound).update(repeating: zero, count: evens - even.upperBound)
+                    guard k > 1 else { continue }
+                    let odd = ConvGeometry.validOutputs(input: s.inWidth, output: width / 2, tap: 1, stride: 2, padding: pad)
+                    (dst + evens).update(repeating: zero, count: odd.lowerBound)
+                    for e in odd { dst[evens &+ e] = src[2 &* e &+ 1 &- pad] }
+                    (dst + evens + odd.upperBound).update(repeating: zero, count: width / 2 - odd.upperBound)
                 }
             }
         }

@@ -5,15 +5,19 @@
 //
 // B and A hold only 0 and +-1, so with d = x - zero (-255...255) the input transform V = B^T d B stays within
 // +-1020 (int16). G holds halves; with G' = 2G the weight transform U' = G' g G'^T = 4 (G g G^T) is an integer
-// within +-1143 (int16). The products U' V sum over input channels in int32 on the same vpmaddwd pairs as the
-// GEMM kernel, and Y' = A^T (sum U' V) A = 4 x the exact convolution, so Y'/4 (an exact shift) plus the bias is
-// bit for bit the reference accumulator. Every intermediate stays far inside int32 for the layers this is used
-// on (64-128 input channels: |sum U'V| <= 128 x 1143 x 1020 = 1.5e8, Y' <= 9 x that).
+// within +-1143 (int16). The products U' V (exact in int32: vpmaddwd pairs) sum over input channels in int32 on
+// the GEMM kernel's vpmaddwd pairs, and Y' = A^T (sum U' V) A = 4 x the exact convolution, so Y'/4 (an exact
+// shift) plus the bias is bit for bit the reference accumulator. The sums may wrap in int32 for wide layers
+// (256 channels: |sum U'V| <= 256 x 1143 x 1020 = 3.0e8, times 9 in Y'), but every step before the shift is a
+// ring operation (adds, subtracts, multiplies) that wrapping int32 computes exactly modulo 2^32, and the true
+// Y' = 4Y fits in int32 (|Y| <= inChannels x 9 x 255 x 127 < 2^29 for up to 1024 channels), so the wrapped Y'
+// is the true one and the shift is exact.
 //
-// Tiles of 2x2 outputs are processed a tile row at a time (the unit of parallel work, so each finished range
-// of tile rows is a contiguous range of output rows for the requantisation), 16 tiles per block: transform the
-// block's inputs for all channels, 16 small GEMMs (one per transform position) into a block of accumulators,
-// transform back into the output accumulators.
+// Blocks of 16 tiles of 2x2 outputs: 16 consecutive tiles of one tile row where the output is at least 32
+// wide, else 8 tiles from each of two tile rows (layer3's 16 x 16 at 256 px). Each block: transform its inputs
+// for all channels, 16 small GEMMs (one per transform position) into a block of accumulators, transform back
+// into the output accumulators. A band of tile rows (one block high) is the unit of parallel work, so each
+// finished range of bands is a contiguous range of output rows for the requantisation.
 
 public struct WinogradWeights: Sendable {
     public let outChannels: Int
@@ -24,11 +28,12 @@ public struct WinogradWeights: Sendable {
     /// 4 x (U'[c], U'[c+1]) as int16, the pairs kernel's layout with K = input channels.
     let packed: [Int16]
 
-    /// Whether a convolution can run this way: 3x3, stride 1, padding 1, an even output height and an output
-    /// width that is a multiple of 32 (so a tile row is whole 16-tile blocks).
+    /// Whether a convolution can run this way: 3x3, stride 1, padding 1, at most 1024 input channels (see the
+    /// int32 argument above), and whole blocks: an even output height and a width that is a multiple of 32, or
+    /// a height that is a multiple of 4 and a width that is a multiple of 16.
     public static func applies(_ s: ReferenceKernels.ConvShape) -> Bool {
-        s.kernel == 3 && s.stride == 1 && s.padding == 1 && s.outHeight % 2 == 0 && s.outWidth % 32 == 0
-            && s.inChannels <= 256
+        s.kernel == 3 && s.stride == 1 && s.padding == 1 && s.inChannels <= 1024
+            && ((s.outHeight % 2 == 0 && s.outWidth % 32 == 0) || (s.outHeight % 4 == 0 && s.outWidth % 16 == 0))
     }
 
     /// `weights` OIHW 3x3, as in `QuantizedConv`.
@@ -89,21 +94,27 @@ public enum ConvWinograd {
                                       parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) },
                                       finish: ((Range<Int>) -> Void)? = nil) {
         precondition(WinogradWeights.applies(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
-        let oh = s.outHeight, ow = s.outWidth, tileRows = oh / 2, blocksPerRow = ow / 32
+        let oh = s.outHeight, ow = s.outWidth
+        // Tiles per block segment (16 or 8), tile rows per block, and blocks per band of those tile rows.
+        let segment = ow % 32 == 0 ? 16 : 8, bandRows = 16 / segment, blocksPerBand = ow / 2 / segment
+        // Where a block's second 8 tiles are, from its first 8: in the split input (bytes) and in the output.
+        let inputSecond = segment == 16 ? 16 : 2 * splitRowBytes(s.inWidth), outputSecond = segment == 16 ? 16 : 2 * ow
         let pairs = w.pairs, mt = PackedConvWeights.channelTile, channelTiles = (s.outChannels + mt - 1) / mt
         let perPosition = channelTiles * pairs * mt * 2
         // The input bordered, paired and split by column parity: every block then reads whole vectors.
         splitPairs(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), out: scratch, parallel: parallel)
         let split = UnsafePointer(scratch)
         w.packed.withUnsafeBufferPointer { packed in
-            parallel(tileRows) { rows in
-                // One block of transformed inputs (32-64 KiB) and of accumulators (64-128 KiB) per parallel part.
+            parallel(oh / 2 / bandRows) { bands in
+                // One block of transformed inputs (32-128 KiB) and of accumulators (64-256 KiB) per parallel part.
                 withUnsafeTemporaryAllocation(of: Int16.self, capacity: w.blockInputs) { inputs in
                     withUnsafeTemporaryAllocation(of: Int32.self, capacity: w.blockAccumulators) { block in
                         let m = block.baseAddress!, columns = inputs.baseAddress!
-                        for ty in rows {
-                            for bx in 0..<blocksPerRow {
-                                transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * 16, pairs: pairs, out: columns)
+                        for band in bands {
+                            let ty = band * bandRows
+                            for bx in 0..<blocksPerBand {
+                                transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
+                                                pairs: pairs, out: columns)
                                 for xi in 0..<16 {
                                     let v = UnsafePointer(columns + xi * pairs * 32)
                                     for tile in 0..<channelTiles {
@@ -111,12 +122,14 @@ public enum ConvWinograd {
                                                              columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
                                     }
                                 }
-                                transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias, acc: acc, ty: ty, tx0: bx * 16)
+                                transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
+                                                 acc: acc + (2 * ty) * ow + 2 * bx * segment, second: outputSecond)
                             }
                         }
                     }
                 }
-                finish?((rows.lowerBound * 2 * ow)..<(rows.upperBound * 2 * ow))
+                let rows = 2 * bandRows
+                finish?((bands.lowerBound * rows * ow)..<(bands.upperBound * rows * ow))
             }
         }
     }
@@ -160,21 +173,24 @@ public enum ConvWinograd {
     /// out[(xi x pairs + c/2) x 32 + t x 2 + (c & 1)].
     ///
     /// Tile t's 4x4 patch covers bordered rows 2 ty...2 ty + 3 and columns 2 (tx0 + t)...+3; in the split
-    /// layout its column q over the 16 tiles is 32 consecutive bytes (units tx0 + q / 2... of parity q & 1),
-    /// already in the pair layout the GEMM reads. Widened to int16 lanes minus the zero point, the transform is
+    /// layout its column q over 8 tiles is 16 consecutive bytes (units tx0 + q / 2... of parity q & 1), already
+    /// in the pair layout the GEMM reads; the block's other 8 tiles are `second` bytes on (the next 8 of the
+    /// same row, or the same 8 of the next tile row). Widened to int16 lanes minus the zero point, the transform is
     /// plain vector adds. (Assembling the patches byte by byte here spent 60% of the convolution.)
     @inline(__always)
     static func transformInputs(_ s: ReferenceKernels.ConvShape, split: UnsafePointer<UInt8>, zero: Int32, ty: Int, tx0: Int,
-                                pairs: Int, out: UnsafeMutablePointer<Int16>) {
+                                second: Int, pairs: Int, out: UnsafeMutablePointer<Int16>) {
         let rowBytes = splitRowBytes(s.inWidth), oddStart = rowBytes / 2, plane = (s.inHeight + 2) * rowBytes
         let z = SIMD32<Int16>(repeating: Int16(truncatingIfNeeded: zero))
         // Column q's bytes within a split row.
         let c0 = 2 * tx0, c1 = oddStart + 2 * tx0, c2 = 2 * tx0 + 2, c3 = oddStart + 2 * tx0 + 2
         @inline(__always) func lanes(_ p: UnsafePointer<UInt8>) -> SIMD32<Int16> {
-            // An element loop: LLVM makes it vpmovzxbw (the SIMD conversion initialisers become calls).
-            let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD32<UInt8>.self)
+            // Element loops: LLVM makes them vpmovzxbw (the SIMD conversion initialisers become calls).
+            let first = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<UInt8>.self)
+            let last = UnsafeRawPointer(p + second).loadUnaligned(as: SIMD16<UInt8>.self)
             var r = SIMD32<Int16>()
-            for i in 0..<32 { r[i] = Int16(v[i]) }
+            for i in 0..<16 { r[i] = Int16(first[i]) }
+            for i in 0..<16 { r[16 + i] = Int16(last[i]) }
             return r &- z
         }
         typealias Row = (SIMD32<Int16>, SIMD32<Int16>, SIMD32<Int16>, SIMD32<Int16>)
@@ -203,10 +219,11 @@ public enum ConvWinograd {
         }
     }
 
-    /// Y = A^T M A / 4 + bias for the block's 16 tiles and every output channel, into the accumulators.
+    /// Y = A^T M A / 4 + bias for the block's 16 tiles and every output channel, into the accumulators: `acc`
+    /// is output channel 0's first output of the block, the second 8 tiles' outputs are `second` further.
     @inline(__always)
     static func transformOutputs(_ s: ReferenceKernels.ConvShape, m: UnsafePointer<Int32>, channelTiles: Int,
-                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, ty: Int, tx0: Int) {
+                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, second: Int) {
         let ow = s.outWidth, plane = s.outHeight * ow, mt = PackedConvWeights.channelTile
         for o in 0..<s.outChannels {
             @inline(__always) func at(_ xi: Int) -> SIMD16<Int32> {
@@ -218,20 +235,20 @@ public enum ConvWinograd {
             let r0 = at(4) &- at(8) &- at(12), r1 = at(5) &- at(9) &- at(13)
             let r2 = at(6) &- at(10) &- at(14), r3 = at(7) &- at(11) &- at(15)
             let b = SIMD16<Int32>(repeating: bias[o])
-            put(((s0 &+ s1 &+ s2) &>> 2) &+ b, ((s1 &- s2 &- s3) &>> 2) &+ b, to: acc + o * plane + (2 * ty) * ow + 2 * tx0)
-            put(((r0 &+ r1 &+ r2) &>> 2) &+ b, ((r1 &- r2 &- r3) &>> 2) &+ b, to: acc + o * plane + (2 * ty + 1) * ow + 2 * tx0)
+            put(((s0 &+ s1 &+ s2) &>> 2) &+ b, ((s1 &- s2 &- s3) &>> 2) &+ b, to: acc + o * plane, second: second)
+            put(((r0 &+ r1 &+ r2) &>> 2) &+ b, ((r1 &- r2 &- r3) &>> 2) &+ b, to: acc + o * plane + ow, second: second)
         }
     }
 
-    /// 16 tiles' left and right outputs of one row, interleaved into 32 consecutive accumulators. Built from
-    /// lanes, 8 at a time: LLVM turns that into unpack instructions (a store loop stayed scalar).
+    /// 16 tiles' left and right outputs of one row, interleaved into 16 consecutive accumulators for the first 8
+    /// tiles and 16 more `second` further for the last 8. Built from lanes, 8 at a time: LLVM turns that into
+    /// unpack instructions (a store loop stayed scalar).
     @inline(__always)
-    static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>) {
-        let out = UnsafeMutableRawPointer(dst)
+    static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>, second: Int) {
         for q in 0..<4 {
             let k = 4 * q
             let v = SIMD8<Int32>(left[k], right[k], left[k + 1], right[k + 1], left[k + 2], right[k + 2], left[k + 3], right[k + 3])
-            out.storeBytes(of: v, toByteOffset: 32 * q, as: SIMD8<Int32>.self)
+            UnsafeMutableRawPointer(dst + (q / 2) * second + (q % 2) * 8).storeBytes(of: v, as: SIMD8<Int32>.self)
         }
     }
 }

@@ -98,14 +98,16 @@ enum Networks {
         }
     }
 
-    /// At 256 px layer1 runs 64 x 64 and layer2 32 x 32, where the x86 engine takes Winograd F(2x2, 3x3) (and
-    /// the stem runs in bands of rows); the dot-product engine never takes Winograd: both give the same bits.
+    /// At 256 px layer1 runs 64 x 64, layer2 32 x 32 and layer3 16 x 16, where the x86 engine takes Winograd
+    /// F(2x2, 3x3) (and the stem runs in bands of rows); the dot-product engine never takes Winograd: both give
+    /// the same bits.
     @Test func winogradLayersGiveTheSameBits() throws {
         let p = try Networks.parameters(.torchvision, classes: 6, seed: 18)
         let q = Networks.quantized(p)
         let pairs = Int8ResNet18(q, threads: 2, kernel: .pairs), dot = Int8ResNet18(q, kernel: .dot)
         #expect(pairs.winogradLayers == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2",
-                                         "layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2"])
+                                         "layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2",
+                                         "layer3.0.conv2", "layer3.1.conv1", "layer3.1.conv2"])
         #expect(dot.winogradLayers.isEmpty)
         var spec = Preprocessing.rsna
         spec.outputSize = 256

@@ -117,7 +117,12 @@ import Testing
     /// extreme weights and inputs, every zero point kind, padding on all four sides, work split unevenly.
     @Test(arguments: [Shape(s: .init(inChannels: 5, inHeight: 6, inWidth: 32, outChannels: 6, kernel: 3, stride: 1, padding: 1)),
                       Shape(s: .init(inChannels: 64, inHeight: 8, inWidth: 64, outChannels: 64, kernel: 3, stride: 1, padding: 1)),
-                      Shape(s: .init(inChannels: 128, inHeight: 4, inWidth: 32, outChannels: 9, kernel: 3, stride: 1, padding: 1))])
+                      Shape(s: .init(inChannels: 128, inHeight: 4, inWidth: 32, outChannels: 9, kernel: 3, stride: 1, padding: 1)),
+                      // Blocks of 8 tiles from two tile rows (layer3's shape at 256 px, and odd channel counts);
+                      // 300 channels make the int32 sums wrap for extreme values, which must not matter.
+                      Shape(s: .init(inChannels: 256, inHeight: 16, inWidth: 16, outChannels: 12, kernel: 3, stride: 1, padding: 1)),
+                      Shape(s: .init(inChannels: 5, inHeight: 8, inWidth: 48, outChannels: 7, kernel: 3, stride: 1, padding: 1)),
+                      Shape(s: .init(inChannels: 300, inHeight: 4, inWidth: 16, outChannels: 5, kernel: 3, stride: 1, padding: 1))])
     func winogradMatchesReference(_ shape: Shape) {
         let s = shape.s
         #expect(WinogradWeights.applies(s))
@@ -139,6 +144,7 @@ import Testing
             #expect(finished.map(\.count).reduce(0, +) == s.outHeight * s.outWidth)
         }
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 30, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
+        #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 16, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 64, outChannels: 4, kernel: 3, stride: 2, padding: 1)))
     }
 

@@ -5,18 +5,22 @@ import ICHModel
 /// The int8 executor: exact integer arithmetic per the contract in ICHKernels/Requantize.swift, so any
 /// kernel that honours it gives the same bytes. Logits leave the last layer as float (one multiply each).
 public struct Int8ResNet18: Sendable {
-    /// The network; its convolution weights live only in `packed` (the int8 copies are dropped at load).
+    /// The network; its convolution weights live only in `packed` and `winograd` (the int8 copies are dropped
+    /// at load).
     let model: QuantizedResNet18
-    /// Every convolution's weights, packed once for the GEMM kernel (keyed by layer name).
+    /// Convolution weights packed once for the GEMM kernel (keyed by layer name): every convolution's, except,
+    /// in an engine planned for one input size, those that run as Winograd at that size.
     let packed: [String: PackedConvWeights]
     /// Winograd F(2x2, 3x3) weights of the stride-1 3x3 convolutions small enough to afford them
     /// (`winogradLimit`); used when the input shape allows (`WinogradWeights.applies`), else `packed`.
     let winograd: [String: WinogradWeights]
+    /// The input side the engine was planned for (nil: any).
+    public let plannedInputSize: Int?
 
-    /// Winograd's transformed weights take 16/9 x 2 bytes per weight, so only small convolutions get them:
-    /// layer1's four and layer2's three stride-1 convolutions in ResNet18 (0.6 million weights, 2.1 MB
-    /// transformed), where the pixels per weight are many. Measured on the bundled model with a real slice, one thread (bench/README.md): none 38.3 ms; layer1 36.3 ms;
-    /// layer1 and layer2 34.2 ms, peak RSS 46.2 MiB (with the stem's accumulators in bands).
+    /// Winograd's transformed weights take 16/9 x 2 bytes per weight, so only convolutions up to 256 x 256 x 3 x 3
+    /// get them: layer1's four, layer2's three and layer3's three stride-1 convolutions in ResNet18 (2.4 million
+    /// weights, 8.4 MB transformed); layer4's would need 24 MB more. Measured on the bundled model with a real
+    /// slice, one thread (bench/README.md): layer1 and layer2 20.4 ms, with layer3 18.0 ms.
     public static let winogradLimit = 1 << 20
 
     /// The most int32 accumulators one convolution holds at once (1 MiB): layer1's full plane at 256 px; the
@@ -30,8 +34,8 @@ public struct Int8ResNet18: Sendable {
 
     /// Buffers that grow to the largest layer seen and stay. One run uses them at a time (the lock).
     /// Activations live in four slots: a block's input, its conv1 output, its shortcut and its output are the
-    /// most ever alive at once. Two slots hold the largest activation (the stem's output, alive only with the
-    /// input and then the max pool's output); two hold the largest of the rest. After the first run of an
+    /// most ever alive at once. One slot holds the largest activation (the stem's output, alive only with the
+    /// input and then the max pool's output); three hold the largest of the rest (the input included). After the first run of an
     /// input size an inference allocates nothing but its outputs (logits and the feature map for heatmaps).
     final class Workspace: @unchecked Sendable {
         let lock = NSLock()
@@ -41,11 +45,11 @@ public struct Int8ResNet18: Sendable {
         private(set) var slots: [UnsafeMutablePointer<UInt8>] = (0..<4).map { _ in .allocate(capacity: 1) }
         private(set) var slotCapacities = [Int](repeating: 1, count: 4)
 
-        /// Makes slots 0-1 hold `large` bytes and slots 2-3 `small`; only between runs (it frees what live
+        /// Makes slot 0 hold `large` bytes and slots 1-3 `small`; only between runs (it frees what live
         /// tensors would point to).
         func reserveSlots(large: Int, small: Int) {
             for i in slots.indices {
-                let wanted = i < 2 ? large : small
+                let wanted = i == 0 ? large : small
                 guard wanted > slotCapacities[i] else { continue }
                 slots[i].deallocate()
                 slots[i] = .allocate(capacity: wanted)
@@ -88,31 +92,59 @@ public struct Int8ResNet18: Sendable {
     public var winogradLayers: [String] { winograd.keys.sorted() }
 
     /// `kernel`: the convolution inner kernel (default: the one that suits this machine's instructions;
-    /// every kernel gives the same bytes).
-    public init(_ model: QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native) {
+    /// every kernel gives the same bytes). `plannedInputSize`: the side of every input this engine will run
+    /// (the model's); convolutions that run as Winograd at that size then keep no second packing (2.8 MiB less
+    /// for ResNet18 at 256 px), and other sizes are refused. Without it, any size runs.
+    ///
+    /// The model is consumed: each convolution's int8 weights are released as soon as they are packed, so a
+    /// uniquely held model (as `SliceScorer` passes it) never has its weights in memory twice over (load peak).
+    public init(_ model: consuming QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native, plannedInputSize: Int? = nil) {
         pool = WorkerPool(threads: threads)
-        var packed: [String: PackedConvWeights] = [:]
-        for (name, conv) in ModelLayers.convs(model) {
-            packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels,
-                                             kernel: conv.kernel, kind: kernel)
-        }
-        self.packed = packed
-        var winograd: [String: WinogradWeights] = [:]
-        if kernel == .pairs {
-            for (name, conv) in ModelLayers.convs(model)
-            where conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= Self.winogradLimit {
+        self.plannedInputSize = plannedInputSize
+        let shapes = plannedInputSize.map { Self.convShapes(model, height: $0, width: $0) } ?? [:]
+        var packed: [String: PackedConvWeights] = [:], winograd: [String: WinogradWeights] = [:]
+        func take(_ conv: inout QuantizedConv, _ name: String) {
+            if kernel == .pairs && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= Self.winogradLimit {
                 winograd[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
             }
+            if winograd[name] == nil || !(shapes[name].map(WinogradWeights.applies) ?? false) {
+                packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels,
+                                                 kernel: conv.kernel, kind: kernel)
+            }
+            conv.weights = []
         }
+        take(&model.stem, "stem")
+        for i in model.blocks.indices {
+            let name = ResNet18Parameters.blockNames[i]
+            take(&model.blocks[i].conv1, "\(name).conv1")
+            take(&model.blocks[i].conv2, "\(name).conv2")
+            if model.blocks[i].downsample != nil { take(&model.blocks[i].downsample!, "\(name).downsample") }
+        }
+        self.packed = packed
         self.winograd = winograd
-        var lean = model
-        lean.stem.weights = []
-        for i in lean.blocks.indices {
-            lean.blocks[i].conv1.weights = []
-            lean.blocks[i].conv2.weights = []
-            lean.blocks[i].downsample?.weights = []
+        self.model = model
+    }
+
+    /// Every convolution's shape for an input `height` x `width`, walking the network as `run` does.
+    static func convShapes(_ model: QuantizedResNet18, height: Int, width: Int) -> [String: ReferenceKernels.ConvShape] {
+        var shapes: [String: ReferenceKernels.ConvShape] = [:]
+        var (c, h, w) = (3, height, width)
+        func add(_ name: String, _ conv: QuantizedConv) -> (Int, Int, Int) {
+            let shape = ReferenceKernels.ConvShape(inChannels: c, inHeight: h, inWidth: w, outChannels: conv.outChannels,
+                                                   kernel: conv.kernel, stride: conv.stride, padding: conv.padding)
+            shapes[name] = shape
+            return (shape.outChannels, shape.outHeight, shape.outWidth)
         }
-        self.model = lean
+        (c, h, w) = add("stem", model.stem)
+        h = ConvGeometry.outputLength(h, kernel: 3, stride: 2, padding: 1)
+        w = ConvGeometry.outputLength(w, kernel: 3, stride: 2, padding: 1)
+        for (i, block) in model.blocks.enumerated() {
+            let name = ResNet18Parameters.blockNames[i]
+            if let down = block.downsample { _ = add("\(name).downsample", down) }
+            (c, h, w) = add("\(name).conv1", block.conv1)
+            (c, h, w) = add("\(name).conv2", block.conv2)
+        }
+        return shapes
     }
 
     public struct Output: Sendable {
@@ -145,6 +177,10 @@ public struct Int8ResNet18: Sendable {
     /// Runs the network. `observe` sees dequantised activations; `profile` gets each layer's name, wall time and
     /// multiply-accumulates (for `ichd bench`).
     public func run(_ input: FeatureMap, observe: ActivationObserver? = nil, profile: LayerProfiler? = nil) -> Output {
+        if let side = plannedInputSize {
+            precondition(input.height == side && input.width == side,
+                         "engine planned for \(side) x \(side) inputs, given \(input.height) x \(input.width)")
+        }
         workspace.lock.lock()
         defer { workspace.lock.unlock() }
         let a = model.activations
@@ -153,8 +189,7 @@ public struct Int8ResNet18: Sendable {
         // 64 x H/4 x W/4 (each stage halves the side and doubles the channels at most), nor the input's.
         let half = ((input.height + 1) / 2, (input.width + 1) / 2), quarter = ((half.0 + 1) / 2, (half.1 + 1) / 2)
         let stemOut = model.stem.outChannels * half.0 * half.1
-        workspace.reserveSlots(large: max(stemOut, input.values.count),
-                               small: max(input.values.count, model.stem.outChannels * quarter.0 * quarter.1))
+        workspace.reserveSlots(large: stemOut, small: max(input.values.count, model.stem.outChannels * quarter.0 * quarter.1))
         var x = tensor(input.channels, input.height, input.width, q: inQ, avoiding: [])
         quantizeInput(input.values, inQ, into: x.data)
         observe?("input", x.dequantized())
@@ -231,13 +266,13 @@ public struct Int8ResNet18: Sendable {
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
         // Every accumulator and output byte is written by the kernels: no zero fill.
-        let weights = packed[name]!
         let transformed = winograd[name].flatMap { WinogradWeights.applies(shape) ? $0 : nil }
+        let weights = packed[name]  // present for every convolution that does not run as Winograd here (`run` checks the size)
         // Accumulators of at most `accumulatorBudget` values: larger layers (the stem) run in bands of rows.
         let bandRows = transformed != nil ? shape.outHeight
             : max(1, min(shape.outHeight, Self.accumulatorBudget / max(1, layer.outChannels * shape.outWidth)))
         workspace.reserve(acc: layer.outChannels * bandRows * shape.outWidth,
-                          scratch: transformed.map { $0.scratchBytes(shape) } ?? weights.scratchBytes(shape, rows: bandRows))
+                          scratch: transformed.map { $0.scratchBytes(shape) } ?? weights!.scratchBytes(shape, rows: bandRows))
         let acc = workspace.acc, scratch = workspace.scratch
         let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
@@ -264,7 +299,7 @@ public struct Int8ResNet18: Sendable {
                 } else {
                     for top in stride(from: 0, to: shape.outHeight, by: bandRows) {
                         let band = top..<min(shape.outHeight, top + bandRows)
-                        ConvGEMM.convAccumulate(shape, rows: band, input: src, inZero: x.q.zeroPoint, weights: weights,
+                        ConvGEMM.convAccumulate(shape, rows: band, input: src, inZero: x.q.zeroPoint, weights: weights!,
                                                 bias: b.baseAddress!, acc: acc, scratch: scratch,
                                                 parallel: { pool.parallelFor($0, $1) },
                                                 finish: finish(band: top * shape.outWidth, count: band.count * shape.outWidth))

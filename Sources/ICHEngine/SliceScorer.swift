@@ -50,12 +50,14 @@ public struct SliceScorer: Sendable {
     }
 
     /// `threads`: the int8 engine's worker count (results are identical for every count).
-    public init(model: ModelFile, threads: Int = 1, kernel: ConvKernel = .native) {
-        engine = .int8(Int8ResNet18(model.network, threads: threads, kernel: kernel))
+    /// The model is consumed (the engine releases its int8 weights as it packs them).
+    public init(model: consuming ModelFile, threads: Int = 1, kernel: ConvKernel = .native) {
         classNames = model.metadata.classNames
         thresholds = model.metadata.thresholds
         preprocessing = model.metadata.preprocessing
         head = HeadWeights(model.network)
+        let side = model.metadata.inputSize
+        engine = .int8(Int8ResNet18((consume model).network, threads: threads, kernel: kernel, plannedInputSize: side))
     }
 
     /// A float reference scorer straight from trained weights (RSNA class names for 6 outputs, thresholds 0.5).

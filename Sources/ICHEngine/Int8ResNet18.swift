@@ -16,6 +16,13 @@ public struct Int8ResNet18: Sendable {
     let winograd: [String: WinogradWeights]
     /// The input side the engine was planned for (nil: any).
     public let plannedInputSize: Int?
+    /// Per convolution, the requantisation scale of each output channel: input scale x weight scale / output
+    /// scale (fixed by the model, so computed once).
+    let requantScales: [String: [Float]]
+    /// Layer names per block, built once (string interpolation in the run would allocate).
+    let blockLayers: [(conv1: String, conv2: String, downsample: String, output: String)]
+    /// How the kernels split their work over the pool (part numbers index per-part scratch).
+    let parallel: Parallel
 
     /// Winograd's transformed weights take 16/9 x 2 bytes per weight, so only convolutions up to 256 x 256 x 3 x 3
     /// get them: layer1's four, layer2's three and layer3's three stride-1 convolutions in ResNet18 (2.4 million
@@ -57,13 +64,14 @@ public struct Int8ResNet18: Sendable {
             }
         }
 
-        /// The smallest slot that holds `count` bytes and none of `live`.
-        func slot(_ count: Int, avoiding live: [QTensor]) -> (index: Int, data: UnsafeMutablePointer<UInt8>) {
-            let free = slots.indices.filter { i in slotCapacities[i] >= count && !live.contains { $0.slot == i } }
-            guard let index = free.min(by: { slotCapacities[$0] < slotCapacities[$1] }) else {
-                preconditionFailure("no free activation slot of \(count) bytes (planned \(slotCapacities))")
+        /// The smallest slot that holds `count` bytes and is not in `live` (a bit per slot).
+        func slot(_ count: Int, avoiding live: Int) -> (index: Int, data: UnsafeMutablePointer<UInt8>) {
+            var best = -1
+            for i in slots.indices where slotCapacities[i] >= count && live & (1 << i) == 0 {
+                if best < 0 || slotCapacities[i] < slotCapacities[best] { best = i }
             }
-            return (index, slots[index])
+            guard best >= 0 else { preconditionFailure("no free activation slot of \(count) bytes (planned \(slotCapacities))") }
+            return (best, slots[best])
         }
 
         func reserve(acc count: Int, scratch bytes: Int) {
@@ -100,7 +108,23 @@ public struct Int8ResNet18: Sendable {
     /// uniquely held model (as `SliceScorer` passes it) never has its weights in memory twice over (load peak).
     public init(_ model: consuming QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native, plannedInputSize: Int? = nil) {
         pool = WorkerPool(threads: threads)
+        parallel = pool.kernelParallel
         self.plannedInputSize = plannedInputSize
+        let a = model.activations
+        var scales: [String: [Float]] = [:], names: [(conv1: String, conv2: String, downsample: String, output: String)] = []
+        func scale(_ conv: QuantizedConv, _ name: String, from input: String, to output: String) {
+            if let i = a[input], let o = a[output] { scales[name] = conv.weightScales.map { i.scale * $0 / o.scale } }
+        }
+        scale(model.stem, "stem", from: "input", to: "stem")
+        for (i, block) in model.blocks.enumerated() {
+            let n = ResNet18Parameters.blockNames[i], input = i == 0 ? "stem" : ResNet18Parameters.blockNames[i - 1]
+            names.append((conv1: "\(n).conv1", conv2: "\(n).conv2", downsample: "\(n).downsample", output: n))
+            scale(block.conv1, "\(n).conv1", from: input, to: "\(n).conv1")
+            scale(block.conv2, "\(n).conv2", from: "\(n).conv1", to: n)
+            if let down = block.downsample { scale(down, "\(n).downsample", from: input, to: "\(n).downsample") }
+        }
+        requantScales = scales
+        blockLayers = names
         let shapes = plannedInputSize.map { Self.convShapes(model, height: $0, width: $0) } ?? [:]
         var packed: [String: PackedConvWeights] = [:], winograd: [String: WinogradWeights] = [:]
         func take(_ conv: inout QuantizedConv, _ name: String) {
@@ -161,6 +185,8 @@ public struct Int8ResNet18: Sendable {
         var q: QuantParams
 
         var count: Int { channels * height * width }
+        /// This tensor's slot as a bit of a `live` mask.
+        var bit: Int { 1 << slot }
 
         func dequantized() -> FeatureMap {
             FeatureMap(channels: channels, height: height, width: width,
@@ -169,7 +195,7 @@ public struct Int8ResNet18: Sendable {
     }
 
     /// A new tensor in a free slot (one not holding any of `live`).
-    func tensor(_ channels: Int, _ height: Int, _ width: Int, q: QuantParams, avoiding live: [QTensor]) -> QTensor {
+    func tensor(_ channels: Int, _ height: Int, _ width: Int, q: QuantParams, avoiding live: Int) -> QTensor {
         let (slot, data) = workspace.slot(channels * height * width, avoiding: live)
         return QTensor(channels: channels, height: height, width: width, slot: slot, data: data, q: q)
     }
@@ -190,24 +216,28 @@ public struct Int8ResNet18: Sendable {
         let half = ((input.height + 1) / 2, (input.width + 1) / 2), quarter = ((half.0 + 1) / 2, (half.1 + 1) / 2)
         let stemOut = model.stem.outChannels * half.0 * half.1
         workspace.reserveSlots(large: stemOut, small: max(input.values.count, model.stem.outChannels * quarter.0 * quarter.1))
-        var x = tensor(input.channels, input.height, input.width, q: inQ, avoiding: [])
+        var x = tensor(input.channels, input.height, input.width, q: inQ, avoiding: 0)
         quantizeInput(input.values, inQ, into: x.data)
         observe?("input", x.dequantized())
-        x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true, live: [x]) }
+        x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true, live: x.bit) }
         observe?("stem", x.dequantized())
         x = timed("maxpool", profile) { maxPool(x) }
         observe?("maxpool", x.dequantized())
         for (i, block) in model.blocks.enumerated() {
-            let name = ResNet18Parameters.blockNames[i]
-            let mid = timed("\(name).conv1", profile) { conv(x, block.conv1, "\(name).conv1", output: a["\(name).conv1"]!, relu: true, live: [x]) }
-            observe?("\(name).conv1", mid.dequantized())
+            let names = blockLayers[i]
+            let mid = timed(names.conv1, profile) { conv(x, block.conv1, names.conv1, output: a[names.conv1]!, relu: true, live: x.bit) }
+            observe?(names.conv1, mid.dequantized())
             var shortcut = x
             if let down = block.downsample {
-                shortcut = timed("\(name).downsample", profile) { conv(x, down, "\(name).downsample", output: a["\(name).downsample"]!, relu: false, live: [x, mid]) }
-                observe?("\(name).downsample", shortcut.dequantized())
+                shortcut = timed(names.downsample, profile) {
+                    conv(x, down, names.downsample, output: a[names.downsample]!, relu: false, live: x.bit | mid.bit)
+                }
+                observe?(names.downsample, shortcut.dequantized())
             }
-            x = timed("\(name).conv2", profile) { conv(mid, block.conv2, "\(name).conv2", output: a[name]!, relu: true, residual: shortcut, live: [x, mid, shortcut]) }
-            observe?(name, x.dequantized())
+            x = timed(names.conv2, profile) {
+                conv(mid, block.conv2, names.conv2, output: a[names.output]!, relu: true, residual: shortcut, live: x.bit | mid.bit | shortcut.bit)
+            }
+            observe?(names.output, x.dequantized())
         }
         let features = x.dequantized()
         let logits: [Float]
@@ -259,9 +289,9 @@ public struct Int8ResNet18: Sendable {
         }
     }
 
-    /// `live`: tensors still needed after this layer (their slots are not reused for its output).
+    /// `live`: the slots (`QTensor.bit`) of tensors still needed after this layer, not reused for its output.
     func conv(_ x: QTensor, _ layer: QuantizedConv, _ name: String, output: QuantParams, relu: Bool, residual: QTensor? = nil,
-              live: [QTensor]) -> QTensor {
+              live: Int) -> QTensor {
         let shape = ReferenceKernels.ConvShape(inChannels: x.channels, inHeight: x.height, inWidth: x.width,
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
@@ -272,37 +302,35 @@ public struct Int8ResNet18: Sendable {
         let bandRows = transformed != nil ? shape.outHeight
             : max(1, min(shape.outHeight, Self.accumulatorBudget / max(1, layer.outChannels * shape.outWidth)))
         workspace.reserve(acc: layer.outChannels * bandRows * shape.outWidth,
-                          scratch: transformed.map { $0.scratchBytes(shape) } ?? weights!.scratchBytes(shape, rows: bandRows))
+                          scratch: transformed.map { $0.scratchBytes(shape, parts: parallel.count) }
+                            ?? weights!.scratchBytes(shape, rows: bandRows, parts: parallel.count))
         let acc = workspace.acc, scratch = workspace.scratch
-        let scales = layer.weightScales.map { x.q.scale * $0 / output.scale }
         let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
         let out = tensor(layer.outChannels, shape.outHeight, shape.outWidth, q: output, avoiding: live)
         let outBase = out.data, src = x.data
-        layer.bias.withUnsafeBufferPointer { b in
-            scales.withUnsafeBufferPointer { sc in
-                let scaleBase = sc.baseAddress!
-                // Each thread requantises the pixels whose accumulators it has just computed.
-                func finish(band first: Int, count: Int) -> (Range<Int>) -> Void {
-                    { pixels in
-                        ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: scaleBase,
-                                                          clamp: clamp, residual: residual.map { UnsafePointer($0.data) },
-                                                          residualZero: residual?.q.zeroPoint ?? 0,
-                                                          residualScale: residual.map { $0.q.scale / output.scale } ?? 0,
-                                                          output: outBase, pixels: (first + pixels.lowerBound)..<(first + pixels.upperBound),
-                                                          accBand: (first, count))
-                    }
+        let residualData = residual.map { UnsafePointer($0.data) }, residualZero = residual?.q.zeroPoint ?? 0
+        let residualScale = residual.map { $0.q.scale / output.scale } ?? 0
+        requantScales[name]!.withUnsafeBufferPointer { sc in
+            layer.bias.withUnsafeBufferPointer { b in
+                // Each thread requantises the pixels whose accumulators it has just computed; the accumulators
+                // of a band of rows start at output pixel `first` and hold `count` pixels per channel.
+                func requantize(_ pixels: Range<Int>, first: Int, count: Int) {
+                    ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: sc.baseAddress!,
+                                                      clamp: clamp, residual: residualData, residualZero: residualZero,
+                                                      residualScale: residualScale, output: outBase,
+                                                      pixels: (first + pixels.lowerBound)..<(first + pixels.upperBound),
+                                                      accBand: (first, count))
                 }
                 if let transformed {
                     ConvWinograd.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: transformed, bias: b.baseAddress!,
-                                                acc: acc, scratch: scratch,
-                                                parallel: { pool.parallelFor($0, $1) }, finish: finish(band: 0, count: plane))
+                                                acc: acc, scratch: scratch, parallel: parallel,
+                                                finish: { requantize($0, first: 0, count: plane) })
                 } else {
                     for top in stride(from: 0, to: shape.outHeight, by: bandRows) {
-                        let band = top..<min(shape.outHeight, top + bandRows)
+                        let band = top..<min(shape.outHeight, top + bandRows), first = top * shape.outWidth
                         ConvGEMM.convAccumulate(shape, rows: band, input: src, inZero: x.q.zeroPoint, weights: weights!,
-                                                bias: b.baseAddress!, acc: acc, scratch: scratch,
-                                                parallel: { pool.parallelFor($0, $1) },
-                                                finish: finish(band: top * shape.outWidth, count: band.count * shape.outWidth))
+                                                bias: b.baseAddress!, acc: acc, scratch: scratch, parallel: parallel,
+                                                finish: { requantize($0, first: first, count: band.count * shape.outWidth) })
                     }
                 }
             }
@@ -323,7 +351,7 @@ public struct Int8ResNet18: Sendable {
     func maxPool(_ x: QTensor) -> QTensor {
         let oh = ConvGeometry.outputLength(x.height, kernel: 3, stride: 2, padding: 1)
         let ow = ConvGeometry.outputLength(x.width, kernel: 3, stride: 2, padding: 1)
-        let out = tensor(x.channels, oh, ow, q: x.q, avoiding: [x])
+        let out = tensor(x.channels, oh, ow, q: x.q, avoiding: x.bit)
         let input = x.data, output = out.data
         pool.parallelFor(x.channels) { channels in
             PoolKernels.maxPool3x3s2(input: input + channels.lowerBound * x.height * x.width, channels: channels.count,
@@ -335,34 +363,38 @@ public struct Int8ResNet18: Sendable {
     /// Global average pool (and, for the fastai head, global max pool first), requantised to `output`.
     func pool(_ x: QTensor, output: QuantParams, withMax: Bool) -> QTensor {
         let plane = x.height * x.width
-        var sums = [Int32](repeating: 0, count: x.channels)
-        var maxima = [UInt8](repeating: 0, count: x.channels)
+        // Per-channel sums and maxima in the workspace (no allocation in a run).
+        workspace.reserve(acc: x.channels, scratch: x.channels)
+        let sums = workspace.acc, maxima = workspace.scratch
         ReferenceKernels.channelSumsAndMaxima(input: x.data, channels: x.channels, plane: plane, zero: x.q.zeroPoint,
-                                              sums: &sums, maxima: &maxima)
+                                              sums: sums, maxima: maxima)
         let clamp = OutputClamp(zero: output.zeroPoint, relu: false)
         let averageScale = x.q.scale / (Float(plane) * output.scale)
         let maxScale = x.q.scale / output.scale
-        let out = tensor(withMax ? 2 * x.channels : x.channels, 1, 1, q: output, avoiding: [x])
+        let out = tensor(withMax ? 2 * x.channels : x.channels, 1, 1, q: output, avoiding: x.bit)
         var o = out.data
         if withMax {
-            for m in maxima {
-                o.pointee = requantize(Int32(m) - x.q.zeroPoint, scale: maxScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+            for c in 0..<x.channels {
+                o.pointee = requantize(Int32(maxima[c]) - x.q.zeroPoint, scale: maxScale, zero: clamp.zero, lower: clamp.lower,
+                                       upper: clamp.upper)
                 o += 1
             }
         }
-        for sum in sums {
-            o.pointee = requantize(sum, scale: averageScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+        for c in 0..<x.channels {
+            o.pointee = requantize(sums[c], scale: averageScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
             o += 1
         }
         return out
     }
 
-    func accumulate(_ x: QTensor, _ layer: QuantizedLinear) -> [Int32] {
-        var acc = [Int32](repeating: 0, count: layer.outFeatures)
+    /// The layer's accumulators, in the workspace.
+    func accumulate(_ x: QTensor, _ layer: QuantizedLinear) -> UnsafeMutablePointer<Int32> {
+        workspace.reserve(acc: layer.outFeatures, scratch: 0)
+        let acc = workspace.acc
         layer.weights.withUnsafeBufferPointer { w in
             layer.bias.withUnsafeBufferPointer { b in
                 ReferenceKernels.linearAccumulate(input: x.data, inFeatures: layer.inFeatures, inZero: x.q.zeroPoint,
-                                                  weights: w.baseAddress!, bias: b.baseAddress!, outFeatures: layer.outFeatures, acc: &acc)
+                                                  weights: w.baseAddress!, bias: b.baseAddress!, outFeatures: layer.outFeatures, acc: acc)
             }
         }
         return acc
@@ -371,7 +403,7 @@ public struct Int8ResNet18: Sendable {
     func linear(_ x: QTensor, _ layer: QuantizedLinear, output: QuantParams) -> QTensor {
         let acc = accumulate(x, layer)
         let clamp = OutputClamp(zero: output.zeroPoint, relu: true)
-        let out = tensor(layer.outFeatures, 1, 1, q: output, avoiding: [x])
+        let out = tensor(layer.outFeatures, 1, 1, q: output, avoiding: x.bit)
         for o in 0..<layer.outFeatures {
             out.data[o] = requantize(acc[o], scale: x.q.scale * layer.weightScales[o] / output.scale, zero: clamp.zero,
                                      lower: clamp.lower, upper: clamp.upper)

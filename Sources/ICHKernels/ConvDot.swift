@@ -13,35 +13,30 @@ public enum ConvDot {
     public static let depthAlignment = 32
 
     /// As `ConvGEMM.convAccumulate` (which dispatches here), for the band `rows` of output rows.
+    /// `starts`: per tile of 4 output channels, bias + (128 - zero) x sum w (SIMD4<Int32> each).
     static func convAccumulate(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, inZero: Int32,
-                               weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
+                               weights w: PackedConvWeights, starts: UnsafeRawPointer,
                                acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<Int8>,
-                               parallel: (Int, (Range<Int>) -> Void) -> Void,
-                               finish: ((Range<Int>) -> Void)?) {
+                               parallel: Parallel, finish: (Range<Int>) -> Void) {
         let pixels = band.count * s.outWidth, depth = w.depth, mt = PackedConvWeights.channelTile
         im2colRows(s, rows: band, input: input, zero: UInt8(truncatingIfNeeded: inZero), depth: depth, out: scratch, parallel: parallel)
         let tiles = (s.outChannels + mt - 1) / mt
-        var starts = [SIMD4<Int32>](repeating: .zero, count: tiles)
-        for o in 0..<s.outChannels {
-            starts[o / mt][o % mt] = bias[o] &+ (128 &- inZero) &* w.weightSums[o]
-        }
         // Pixel blocks outside (one block per parallel chunk), channel tiles inside: a tile's weights (K x 4
         // bytes, at most 18 KiB in ResNet18) stay in L1 while the block's rows stream past them.
         let block = 16
         w.packed.withUnsafeBufferPointer { packed in
-            starts.withUnsafeBufferPointer { starts in
-                parallel((pixels + block - 1) / block) { blocks in
-                    let first = blocks.lowerBound * block, end = min(pixels, blocks.upperBound * block)
-                    for tile in 0..<tiles {
-                        let weights = packed.baseAddress! + tile * depth * mt
-                        let channel = tile * mt, live = min(mt, s.outChannels - channel)
-                        for p in first..<end {
-                            let sums = dot4(depth: depth, weights: weights, row: scratch + p * depth) &+ starts[tile]
-                            for lane in 0..<live { acc[(channel + lane) * pixels + p] = sums[lane] }
-                        }
+            parallel((pixels + block - 1) / block) { blocks in
+                let first = blocks.lowerBound * block, end = min(pixels, blocks.upperBound * block)
+                for tile in 0..<tiles {
+                    let weights = packed.baseAddress! + tile * depth * mt
+                    let channel = tile * mt, live = min(mt, s.outChannels - channel)
+                    let start = starts.loadUnaligned(fromByteOffset: tile * 16, as: SIMD4<Int32>.self)
+                    for p in first..<end {
+                        let sums = dot4(depth: depth, weights: weights, row: scratch + p * depth) &+ start
+                        for lane in 0..<live { acc[(channel + lane) * pixels + p] = sums[lane] }
                     }
-                    finish?(first..<end)
                 }
+                finish(first..<end)
             }
         }
     }
@@ -67,7 +62,7 @@ public enum ConvDot {
     /// taps read the zero point (as the reference does); taps past K are 0 (their weights are 0). Output rows
     /// are split over `parallel`, each writing its own bytes.
     static func im2colRows(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
-                           depth: Int, out: UnsafeMutablePointer<Int8>, parallel: (Int, (Range<Int>) -> Void) -> Void) {
+                           depth: Int, out: UnsafeMutablePointer<Int8>, parallel: Parallel) {
         let ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k
         let padded = Int8(bitPattern: zero ^ 0x80)
         parallel(band.count) { rows in

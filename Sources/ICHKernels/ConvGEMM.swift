@@ -100,109 +100,141 @@ public struct PackedConvWeights: Sendable {
         weightSums = sums
     }
 
-    /// Bytes of the scratch (im2col) buffer `ConvGEMM.convAccumulate` needs for this shape, or for a band of
-    /// `rows` output rows of it.
-    public func scratchBytes(_ s: ReferenceKernels.ConvShape, rows: Int? = nil) -> Int {
-        let rows = rows ?? s.outHeight, pixels = rows * s.outWidth
-        switch kind {
-        case .pairs:
-            return (pixels + Self.pixelTile - 1) / Self.pixelTile * Self.pixelTile * depth * 2
-                + ConvGEMM.borderedBytes(s, rows: rows)
-        case .dot: return pixels * depth
+    /// Bytes of the scratch buffer `ConvGEMM.convAccumulate` needs for this shape (or a band of `rows` output
+    /// rows of it) split `parts` ways: everything the kernel uses while it runs, so it allocates nothing.
+    public func scratchBytes(_ s: ReferenceKernels.ConvShape, rows: Int? = nil, parts: Int = 1) -> Int {
+        ScratchLayout(self, s, rows: rows ?? s.outHeight, parts: parts).bytes
+    }
+}
+
+/// Where `ConvGEMM.convAccumulate` keeps what it needs in its scratch buffer, each piece 64-byte aligned:
+/// im2col columns, the bordered input and its offset tables, the per-channel-tile start values, and one
+/// weight-widening buffer per parallel part.
+struct ScratchLayout {
+    var columns = 0, bordered = 0, tables = 0, starts = 0, widening = 0, wideningStride = 0, bytes = 0
+
+    init(_ w: PackedConvWeights, _ s: ReferenceKernels.ConvShape, rows: Int, parts: Int) {
+        var end = 0
+        func take(_ n: Int) -> Int {
+            let at = end
+            end += (n + 63) / 64 * 64
+            return at
         }
+        let pixels = rows * s.outWidth, tiles = (s.outChannels + PackedConvWeights.channelTile - 1) / PackedConvWeights.channelTile
+        switch w.kind {
+        case .pairs:
+            let padded = (pixels + PackedConvWeights.pixelTile - 1) / PackedConvWeights.pixelTile * PackedConvWeights.pixelTile
+            columns = take(padded * w.depth * 2)
+            bordered = take(ConvGEMM.borderedBytes(s, rows: rows))
+            tables = take(ConvGEMM.borderedApplies(s) ? (2 * w.depth + padded / 8) * 4 : 0)
+            starts = take(tiles * 16)
+            wideningStride = w.wide ? 0 : (w.depth * PackedConvWeights.channelTile * 2 * 2 + 63) / 64 * 64
+            widening = take(parts * wideningStride)
+        case .dot:
+            columns = take(pixels * w.depth)
+            starts = take(tiles * 16)
+        }
+        bytes = end
     }
 }
 
 public enum ConvGEMM {
     /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them (CHW in, CHW out).
-    /// `scratch` holds at least `w.scratchBytes(s, rows:)` bytes.
-    /// `parallel(n, body)` runs body over a partition of 0..<n (pixel tiles), possibly on several threads:
-    /// every tile's result is the same whoever computes it.
-    /// `finish(pixels)`, when given, runs on the same thread right after the accumulators of that pixel range
-    /// are complete (the requantisation), so the work needs one parallel region, not two.
+    /// `scratch` holds at least `w.scratchBytes(s, rows:, parts: parallel.count)` bytes.
+    /// `parallel` splits pixel tiles over threads: every tile's result is the same whoever computes it.
+    /// `finish(pixels)` runs on the same thread right after the accumulators of that pixel range are complete
+    /// (the requantisation), so the work needs one parallel region, not two. (Closure parameters here are
+    /// never optional: an optional closure escapes, and its context would be allocated on every call.)
     /// `rows`: only this band of output rows; `acc`, `scratch` and the pixels `finish` gets are then the band's
     /// (pixel 0 is the band's first), so a layer with large accumulators can be run band by band.
     public static func convAccumulate(_ s: ReferenceKernels.ConvShape, rows: Range<Int>? = nil, input: UnsafePointer<UInt8>,
                                       inZero: Int32, weights w: PackedConvWeights, bias: UnsafePointer<Int32>,
                                       acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
-                                      parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) },
-                                      finish: ((Range<Int>) -> Void)? = nil) {
+                                      parallel: Parallel = .serial, finish: (Range<Int>) -> Void = { _ in }) {
         let band = rows ?? 0..<s.outHeight
         precondition(band.lowerBound >= 0 && band.upperBound <= s.outHeight)
+        let layout = ScratchLayout(w, s, rows: band.count, parts: parallel.count)
+        // Start values per tile of 4 output channels: the bias and the zero-point correction (see the top).
+        let mt = PackedConvWeights.channelTile, tiles = (s.outChannels + mt - 1) / mt
+        let starts = UnsafeMutableRawPointer(scratch + layout.starts)
+        let correction = w.kind == .dot ? 128 &- inZero : -inZero
+        for tile in 0..<tiles {
+            var start = SIMD4<Int32>.zero
+            for lane in 0..<mt where tile * mt + lane < s.outChannels {
+                let o = tile * mt + lane
+                start[lane] = bias[o] &+ correction &* w.weightSums[o]
+            }
+            starts.storeBytes(of: start, toByteOffset: tile * 16, as: SIMD4<Int32>.self)
+        }
         if w.kind == .dot {
-            ConvDot.convAccumulate(s, rows: band, input: input, inZero: inZero, weights: w, bias: bias, acc: acc,
-                                   scratch: UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: Int8.self),
+            ConvDot.convAccumulate(s, rows: band, input: input, inZero: inZero, weights: w, starts: UnsafeRawPointer(starts), acc: acc,
+                                   scratch: UnsafeMutableRawPointer(scratch + layout.columns).assumingMemoryBound(to: Int8.self),
                                    parallel: parallel, finish: finish)
             return
         }
         let pixels = band.count * s.outWidth
         let nt = PackedConvWeights.pixelTile
         let paddedPixels = (pixels + nt - 1) / nt * nt
-        let mt = PackedConvWeights.channelTile
-        let tiles = (s.outChannels + mt - 1) / mt
-        var starts = [SIMD4<Int32>](repeating: .zero, count: tiles)
-        for tile in 0..<tiles {
-            for lane in 0..<mt where tile * mt + lane < s.outChannels {
-                let o = tile * mt + lane
-                starts[tile][lane] = bias[o] &- inZero &* w.weightSums[o]
-            }
-        }
+        let columns = scratch + layout.columns
         /// The GEMM over all pixel tiles; `prepare(tiles)` fills those tiles' columns first, in the same part.
-        func run(prepare: ((Range<Int>) -> Void)?) {
+        func run(prepare: (Range<Int>) -> Void) {
             if w.wide {
                 w.packedWide.withUnsafeBufferPointer { packed in
-                    gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch), starts: starts,
-                         acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel, prepare: prepare, finish: finish)
+                    gemm(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(columns),
+                         starts: UnsafeRawPointer(starts), acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel,
+                         prepare: prepare, finish: finish)
                 }
             } else {
+                let widening = UnsafeMutableRawPointer(scratch + layout.widening).assumingMemoryBound(to: Int16.self)
                 w.packed.withUnsafeBufferPointer { packed in
-                    gemmWidening(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(scratch),
-                                 starts: starts, acc: acc, pixels: pixels, paddedPixels: paddedPixels, parallel: parallel,
+                    gemmWidening(s, pairs: w.pairs, tiles: tiles, weights: packed.baseAddress!, columns: UnsafePointer(columns),
+                                 starts: UnsafeRawPointer(starts), acc: acc, pixels: pixels, paddedPixels: paddedPixels,
+                                 widening: widening, wideningStride: layout.wideningStride / 2, parallel: parallel,
                                  prepare: prepare, finish: finish)
                 }
             }
         }
         let zero = UInt8(truncatingIfNeeded: inZero)
         guard borderedApplies(s) else {
-            im2colRows(s, rows: band, input: input, zero: zero, pairs: w.pairs, paddedPixels: paddedPixels, out: scratch, parallel: parallel)
-            return run(prepare: nil)
+            im2colRows(s, rows: band, input: input, zero: zero, pairs: w.pairs, paddedPixels: paddedPixels, out: columns, parallel: parallel)
+            return run(prepare: { _ in })
         }
         // Each part gathers its own pixel tiles' columns just before multiplying them (one parallel region less
         // per convolution, and the columns are still in cache).
-        let bordered = scratch + paddedPixels * w.pairs * 2
+        let bordered = scratch + layout.bordered
         border(s, rows: band, input: input, zero: zero, out: bordered, parallel: parallel)
-        withBorderedOffsets(s, rows: band, pairs: w.pairs, paddedPixels: paddedPixels) { tapOffset, halfBase in
-            run(prepare: { pixelTiles in
-                im2colBordered(tiles: pixelTiles, pairs: w.pairs, paddedPixels: paddedPixels, tapOffset: tapOffset, halfBase: halfBase,
-                               bordered: UnsafePointer(bordered), out: scratch)
-            })
-        }
+        let tables = UnsafeMutableRawPointer(scratch + layout.tables).assumingMemoryBound(to: Int32.self)
+        borderedOffsets(s, rows: band, pairs: w.pairs, paddedPixels: paddedPixels, into: tables)
+        let tapOffset = UnsafePointer(tables), halfBase = tapOffset + 2 * w.pairs
+        run(prepare: { pixelTiles in
+            im2colBordered(tiles: pixelTiles, pairs: w.pairs, paddedPixels: paddedPixels, tapOffset: tapOffset, halfBase: halfBase,
+                           bordered: UnsafePointer(bordered), out: columns)
+        })
     }
 
     /// For int8-packed weights: channel tiles outside, and each channel tile's weights widened to int16 once
-    /// per parallel part into a small buffer (at most 4608 pairs x 16 bytes = 72 KiB), then run against the
+    /// per parallel part into the part's buffer (at most 4608 pairs x 16 bytes = 72 KiB), then run against the
     /// part's pixel tiles with the int16 kernel: the widening is paid once per part, not once per pixel tile.
     @inline(__always)
     static func gemmWidening(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<Int8>,
-                             columns: UnsafePointer<UInt8>, starts: [SIMD4<Int32>], acc: UnsafeMutablePointer<Int32>,
-                             pixels: Int, paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
-                             prepare: ((Range<Int>) -> Void)?, finish: ((Range<Int>) -> Void)?) {
+                             columns: UnsafePointer<UInt8>, starts: UnsafeRawPointer, acc: UnsafeMutablePointer<Int32>,
+                             pixels: Int, paddedPixels: Int, widening: UnsafeMutablePointer<Int16>, wideningStride: Int,
+                             parallel: Parallel, prepare: (Range<Int>) -> Void, finish: (Range<Int>) -> Void) {
         let nt = PackedConvWeights.pixelTile, mt = PackedConvWeights.channelTile, perTile = pairs * mt * 2
-        parallel(paddedPixels / nt) { pixelTiles in
-            prepare?(pixelTiles)
-            withUnsafeTemporaryAllocation(of: Int16.self, capacity: perTile) { buffer in
-                let wide = buffer.baseAddress!
-                for tile in 0..<tiles {
-                    let narrow = weights + tile * perTile
-                    for i in 0..<perTile { wide[i] = Int16(narrow[i]) }
-                    for t in pixelTiles {
-                        let p = t * nt
-                        tile4x16(pairs: pairs, weights: UnsafePointer(wide), columns: columns + p * pairs * 2, start: starts[tile],
-                                 acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
-                    }
+        parallel.parts(paddedPixels / nt) { part, pixelTiles in
+            prepare(pixelTiles)
+            let wide = widening + part * wideningStride
+            for tile in 0..<tiles {
+                let narrow = weights + tile * perTile
+                for i in 0..<perTile { wide[i] = Int16(narrow[i]) }
+                let start = starts.loadUnaligned(fromByteOffset: tile * 16, as: SIMD4<Int32>.self)
+                for t in pixelTiles {
+                    let p = t * nt
+                    tile4x16(pairs: pairs, weights: UnsafePointer(wide), columns: columns + p * pairs * 2, start: start,
+                             acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
                 }
             }
-            finish?(min(pixels, pixelTiles.lowerBound * nt)..<min(pixels, pixelTiles.upperBound * nt))
+            finish(min(pixels, pixelTiles.lowerBound * nt)..<min(pixels, pixelTiles.upperBound * nt))
         }
     }
 
@@ -210,20 +242,21 @@ public enum ConvGEMM {
     /// every channel tile's weights stream past it.
     @inline(__always)
     static func gemm(_ s: ReferenceKernels.ConvShape, pairs: Int, tiles: Int, weights: UnsafePointer<Int16>,
-                                    columns: UnsafePointer<UInt8>, starts: [SIMD4<Int32>], acc: UnsafeMutablePointer<Int32>,
-                                    pixels: Int, paddedPixels: Int, parallel: (Int, (Range<Int>) -> Void) -> Void,
-                                    prepare: ((Range<Int>) -> Void)?, finish: ((Range<Int>) -> Void)?) {
+                     columns: UnsafePointer<UInt8>, starts: UnsafeRawPointer, acc: UnsafeMutablePointer<Int32>,
+                     pixels: Int, paddedPixels: Int, parallel: Parallel,
+                     prepare: (Range<Int>) -> Void, finish: (Range<Int>) -> Void) {
         let nt = PackedConvWeights.pixelTile, mt = PackedConvWeights.channelTile
         parallel(paddedPixels / nt) { pixelTiles in
-            prepare?(pixelTiles)
+            prepare(pixelTiles)
             for t in pixelTiles {
                 let p = t * nt
                 for tile in 0..<tiles {
                     tile4x16(pairs: pairs, weights: weights + tile * pairs * mt * 2, columns: columns + p * pairs * 2,
-                             start: starts[tile], acc: acc, channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
+                             start: starts.loadUnaligned(fromByteOffset: tile * 16, as: SIMD4<Int32>.self), acc: acc,
+                             channel: tile * mt, channels: s.outChannels, pixel: p, pixels: pixels)
                 }
             }
-            finish?(min(pixels, pixelTiles.lowerBound * nt)..<min(pixels, pixelTiles.upperBound * nt))
+            finish(min(pixels, pixelTiles.lowerBound * nt)..<min(pixels, pixelTiles.upperBound * nt))
         }
     }
 
@@ -244,7 +277,7 @@ public enum ConvGEMM {
     /// columns come first, then its odd ones. A tap's values for 8 consecutive output pixels of a row are then
     /// 8 consecutive bytes. Rows and columns no tap reads (a 1x1 stride-2 kernel's odd ones) are left alone.
     static func border(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
-                       out: UnsafeMutablePointer<UInt8>, parallel: (Int, (Range<Int>) -> Void) -> Void) {
+                       out: UnsafeMutablePointer<UInt8>, parallel: Parallel) {
         let k = s.kernel, st = s.stride, pad = s.padding
         let width = s.inWidth + 2 * pad, evens = (width + 1) / 2
         let rowsNeeded = (band.count - 1) * st + k, plane = rowsNeeded * width, firstRow = band.lowerBound * st - pad
@@ -280,26 +313,23 @@ public enum ConvGEMM {
         }
     }
 
-    /// The offset tables `im2colBordered` reads, for `body`: each tap's byte offset in the bordered input, and
-    /// each 8-pixel half's (a half past the end repeats the last one: its outputs are never stored).
-    static func withBorderedOffsets(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, pairs: Int, paddedPixels: Int,
-                                    _ body: (UnsafePointer<Int32>, UnsafePointer<Int32>) -> Void) {
+    /// The offset tables `im2colBordered` reads, into `table` (2 x pairs + paddedPixels / 8 values): each tap's
+    /// byte offset in the bordered input, then each 8-pixel half's (a half past the end repeats the last one:
+    /// its outputs are never stored).
+    static func borderedOffsets(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, pairs: Int, paddedPixels: Int,
+                                into table: UnsafeMutablePointer<Int32>) {
         let k = s.kernel, st = s.stride, ow = s.outWidth, taps = s.inChannels * k * k
         let width = s.inWidth + 2 * s.padding, evens = (width + 1) / 2
         let plane = ((band.count - 1) * st + k) * width, pixels = band.count * ow, halves = paddedPixels / 8
-        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * pairs + halves) { table in
-            let tapOffset = table.baseAddress!, halfBase = tapOffset + 2 * pairs
-            for t in 0..<(2 * pairs) {
-                let tap = t < taps ? t : 0  // the odd K's extra tap has weight 0: any byte will do
-                let c = tap / (k * k), ky = tap / k % k, kx = tap % k
-                let column = st == 1 ? kx : (kx & 1) * evens + kx / 2
-                tapOffset[t] = Int32(c * plane + ky * width + column)
-            }
-            for h in 0..<halves {
-                let p = min(h * 8, pixels - 8)
-                halfBase[h] = Int32((p / ow) * st * width + p % ow)
-            }
-            body(UnsafePointer(tapOffset), UnsafePointer(halfBase))
+        for t in 0..<(2 * pairs) {
+            let tap = t < taps ? t : 0  // the odd K's extra tap has weight 0: any byte will do
+            let c = tap / (k * k), ky = tap / k % k, kx = tap % k
+            let column = st == 1 ? kx : (kx & 1) * evens + kx / 2
+            table[t] = Int32(c * plane + ky * width + column)
+        }
+        for h in 0..<halves {
+            let p = min(h * 8, pixels - 8)
+            table[2 * pairs + h] = Int32((p / ow) * st * width + p % ow)
         }
     }
 
@@ -342,8 +372,7 @@ public enum ConvGEMM {
     /// by byte into the interleaved layout instead took 41.9 ms (1 thread) and 22.2 ms (2 threads) for the
     /// whole network against 39.4 and 20.0-20.9 ms (layer1's im2col 1.45 -> 0.87 ms per convolution).
     static func im2colRows(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
-                            pairs: Int, paddedPixels: Int, out: UnsafeMutablePointer<UInt8>,
-                            parallel: (Int, (Range<Int>) -> Void) -> Void) {
+                            pairs: Int, paddedPixels: Int, out: UnsafeMutablePointer<UInt8>, parallel: Parallel) {
         let ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k, pixels = band.count * ow
         let nt = PackedConvWeights.pixelTile, tileStride = pairs * nt * 2
         parallel(pairs) { range in

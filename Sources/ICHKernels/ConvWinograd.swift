@@ -70,29 +70,34 @@ public struct WinogradWeights: Sendable {
         packed = transformed
     }
 
-    /// Bytes of scratch `ConvWinograd.convAccumulate` needs: the input with a border of one zero-point pixel,
-    /// channel pairs interleaved and columns split by parity (`ConvWinograd.splitPairs`).
-    public func scratchBytes(_ s: ReferenceKernels.ConvShape) -> Int {
-        pairs * (s.inHeight + 2) * ConvWinograd.splitRowBytes(s.inWidth)
+    /// Bytes of scratch `ConvWinograd.convAccumulate` needs when split `parts` ways: the input with a border of
+    /// one zero-point pixel, channel pairs interleaved and columns split by parity (`ConvWinograd.splitPairs`),
+    /// then per part one block of transformed inputs and one of accumulators.
+    public func scratchBytes(_ s: ReferenceKernels.ConvShape, parts: Int = 1) -> Int {
+        splitBytes(s) + parts * partBytes
     }
 
-    /// int16 transformed inputs of one block: 16 positions x channel pairs x 16 tiles x 2.
-    var blockInputs: Int { 16 * pairs * 32 }
+    /// The split input's bytes, rounded up to 64.
+    func splitBytes(_ s: ReferenceKernels.ConvShape) -> Int {
+        (pairs * (s.inHeight + 2) * ConvWinograd.splitRowBytes(s.inWidth) + 63) / 64 * 64
+    }
 
-    /// int32 accumulators of one block: 16 positions x output channels (rounded up to 4) x 16 tiles.
-    var blockAccumulators: Int { 16 * ((outChannels + 3) / 4 * 4) * 16 }
+    /// One part's block buffers: transformed inputs (16 positions x channel pairs x 16 tiles x 2 int16), then
+    /// accumulators (16 positions x output channels rounded up to 4 x 16 tiles, int32); 32-128 KiB and 64-256
+    /// KiB in ResNet18.
+    var blockInputs: Int { 16 * pairs * 32 }
+    var partBytes: Int { blockInputs * 2 + 16 * ((outChannels + 3) / 4 * 4) * 16 * 4 }
 }
 
 public enum ConvWinograd {
     /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them, for shapes where
-    /// `WinogradWeights.applies`. `scratch` holds `w.scratchBytes(s)` bytes. `parallel` splits channel pairs (the
+    /// `WinogradWeights.applies`. `scratch` holds `w.scratchBytes(s, parts: parallel.count)` bytes. `parallel` splits channel pairs (the
     /// split copy), then tile rows; `finish(pixels)` runs after the accumulators of those output pixels are
     /// complete.
     public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
                                       weights w: WinogradWeights, bias: UnsafePointer<Int32>,
                                       acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
-                                      parallel: (Int, (Range<Int>) -> Void) -> Void = { $1(0..<$0) },
-                                      finish: ((Range<Int>) -> Void)? = nil) {
+                                      parallel: Parallel = .serial, finish: (Range<Int>) -> Void = { _ in }) {
         precondition(WinogradWeights.applies(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
         let oh = s.outHeight, ow = s.outWidth
         // Tiles per block segment (16 or 8), tile rows per block, and blocks per band of those tile rows.
@@ -105,31 +110,28 @@ public enum ConvWinograd {
         splitPairs(s, input: input, zero: UInt8(truncatingIfNeeded: inZero), out: scratch, parallel: parallel)
         let split = UnsafePointer(scratch)
         w.packed.withUnsafeBufferPointer { packed in
-            parallel(oh / 2 / bandRows) { bands in
-                // One block of transformed inputs (32-128 KiB) and of accumulators (64-256 KiB) per parallel part.
-                withUnsafeTemporaryAllocation(of: Int16.self, capacity: w.blockInputs) { inputs in
-                    withUnsafeTemporaryAllocation(of: Int32.self, capacity: w.blockAccumulators) { block in
-                        let m = block.baseAddress!, columns = inputs.baseAddress!
-                        for band in bands {
-                            let ty = band * bandRows
-                            for bx in 0..<blocksPerBand {
-                                transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
-                                                pairs: pairs, out: columns)
-                                for xi in 0..<16 {
-                                    let v = UnsafePointer(columns + xi * pairs * 32)
-                                    for tile in 0..<channelTiles {
-                                        ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
-                                                             columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
-                                    }
-                                }
-                                transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
-                                                 acc: acc + (2 * ty) * ow + 2 * bx * segment, second: outputSecond)
+            parallel.parts(oh / 2 / bandRows) { part, bands in
+                let buffers = UnsafeMutableRawPointer(scratch + w.splitBytes(s) + part * w.partBytes)
+                let columns = buffers.assumingMemoryBound(to: Int16.self)
+                let m = (buffers + w.blockInputs * 2).assumingMemoryBound(to: Int32.self)
+                for band in bands {
+                    let ty = band * bandRows
+                    for bx in 0..<blocksPerBand {
+                        transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
+                                        pairs: pairs, out: columns)
+                        for xi in 0..<16 {
+                            let v = UnsafePointer(columns + xi * pairs * 32)
+                            for tile in 0..<channelTiles {
+                                ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                     columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
                             }
                         }
+                        transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
+                                         acc: acc + (2 * ty) * ow + 2 * bx * segment, second: outputSecond)
                     }
                 }
                 let rows = 2 * bandRows
-                finish?((bands.lowerBound * rows * ow)..<(bands.upperBound * rows * ow))
+                finish((bands.lowerBound * rows * ow)..<(bands.upperBound * rows * ow))
             }
         }
     }
@@ -145,7 +147,7 @@ public enum ConvWinograd {
     /// tiles is then 16 consecutive units. Channel 2p + 1 of an odd channel count repeats channel 2p (its
     /// weights are 0).
     static func splitPairs(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, zero: UInt8, out: UnsafeMutablePointer<UInt8>,
-                           parallel: (Int, (Range<Int>) -> Void) -> Void) {
+                           parallel: Parallel) {
         let h = s.inHeight, wdt = s.inWidth, half = wdt / 2, rowBytes = splitRowBytes(wdt)
         let pairs = (s.inChannels + 1) / 2
         parallel(pairs) { range in

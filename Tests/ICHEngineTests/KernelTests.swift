@@ -10,6 +10,12 @@ import Testing
         var testDescription: String { "\(s.inChannels)x\(s.inHeight)x\(s.inWidth) -> \(s.outChannels), k\(s.kernel) s\(s.stride) p\(s.padding)" }
     }
 
+    /// Work split unevenly over two parts, as two threads would run it (each part with its own buffers).
+    static let uneven = Parallel(count: 2) { n, body in
+        body(0, 0..<(n / 3))
+        body(1, (n / 3)..<n)
+    }
+
     static let shapes: [Shape] = {
         var rng = SeededGenerator(seed: 42)
         var out: [Shape] = []
@@ -87,10 +93,10 @@ import Testing
                                                kernel: s.kernel, kind: kind, wide: wide)
                 #expect(packed.wide == wide)
                 var got = [Int32](repeating: 0, count: expected.count)
-                var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s))
+                var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
                 // Split the work unevenly, as several threads would.
                 ConvGEMM.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch,
-                                        parallel: { n, body in body(0..<(n / 3)); body((n / 3)..<n) })
+                                        parallel: Self.uneven)
                 #expect(got == expected, "\(kind) kernel (wide: \(wide)), zero point \(zero)")
                 // Band by band (as the engine runs layers with large accumulators): the same accumulators.
                 for bandRows in [1, 2] where bandRows < s.outHeight {
@@ -135,10 +141,10 @@ import Testing
             var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
             ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
             var got = [Int32](repeating: 0, count: expected.count)
-            var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s))
+            var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
             var finished: [Range<Int>] = []
             ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch,
-                                        parallel: { n, body in body(0..<(n / 3)); body((n / 3)..<n) },
+                                        parallel: Self.uneven,
                                         finish: { finished.append($0) })
             #expect(got == expected, "zero point \(zero)")
             #expect(finished.map(\.count).reduce(0, +) == s.outHeight * s.outWidth)

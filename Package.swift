@@ -40,6 +40,7 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(name: "CMalloc"),
         .target(name: "ICHIngest", dependencies: ["CDicom", "CTurboJPEG", "CZlib"]),
         .target(name: "ICHPreprocessing", dependencies: ["ICHIngest"]),
         .target(name: "ICHPhantom", dependencies: ["ICHIngest"]),
@@ -59,7 +60,7 @@ let package = Package(
             name: "ichd",
             dependencies: [
                 "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHKernels", "ICHEngine", "ICHConverter", "ICHDecision", "ICHEvaluation",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "CMalloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Shared by the test targets only: temp folders, fixture files, the public test-file cache.

@@ -30,9 +30,9 @@ public struct Int8ResNet18: Sendable {
     /// slice, one thread (bench/README.md): layer1 and layer2 20.4 ms, with layer3 18.0 ms.
     public static let winogradLimit = 1 << 20
 
-    /// The most int32 accumulators one convolution holds at once (1 MiB): layer1's full plane at 256 px; the
-    /// stem's (4 MiB) is computed in bands of rows instead.
-    public static let accumulatorBudget = 1 << 18
+    /// The most int32 accumulators one GEMM convolution holds at once (512 KiB): layer2's first convolution's
+    /// full plane at 256 px; the stem's (4 MiB) is computed in bands of rows instead.
+    public static let accumulatorBudget = 1 << 17
     /// The threads convolutions split their output tiles over; results are identical for every count.
     let pool: WorkerPool
     /// Accumulator and im2col buffers, kept from one run to the next (large fresh allocations come straight
@@ -299,9 +299,9 @@ public struct Int8ResNet18: Sendable {
         let transformed = winograd[name].flatMap { WinogradWeights.applies(shape) ? $0 : nil }
         let weights = packed[name]  // present for every convolution that does not run as Winograd here (`run` checks the size)
         // Accumulators of at most `accumulatorBudget` values: larger layers (the stem) run in bands of rows.
-        let bandRows = transformed != nil ? shape.outHeight
-            : max(1, min(shape.outHeight, Self.accumulatorBudget / max(1, layer.outChannels * shape.outWidth)))
-        workspace.reserve(acc: layer.outChannels * bandRows * shape.outWidth,
+        // (Winograd keeps a band's per parallel part in its scratch.)
+        let bandRows = max(1, min(shape.outHeight, Self.accumulatorBudget / max(1, layer.outChannels * shape.outWidth)))
+        workspace.reserve(acc: transformed != nil ? 0 : layer.outChannels * bandRows * shape.outWidth,
                           scratch: transformed.map { $0.scratchBytes(shape, parts: parallel.count) }
                             ?? weights!.scratchBytes(shape, rows: bandRows, parts: parallel.count))
         let acc = workspace.acc, scratch = workspace.scratch
@@ -314,7 +314,7 @@ public struct Int8ResNet18: Sendable {
             layer.bias.withUnsafeBufferPointer { b in
                 // Each thread requantises the pixels whose accumulators it has just computed; the accumulators
                 // of a band of rows start at output pixel `first` and hold `count` pixels per channel.
-                func requantize(_ pixels: Range<Int>, first: Int, count: Int) {
+                func requantize(_ pixels: Range<Int>, first: Int, count: Int, acc: UnsafePointer<Int32>) {
                     ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: sc.baseAddress!,
                                                       clamp: clamp, residual: residualData, residualZero: residualZero,
                                                       residualScale: residualScale, output: outBase,
@@ -323,14 +323,16 @@ public struct Int8ResNet18: Sendable {
                 }
                 if let transformed {
                     ConvWinograd.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: transformed, bias: b.baseAddress!,
-                                                acc: acc, scratch: scratch, parallel: parallel,
-                                                finish: { requantize($0, first: 0, count: plane) })
+                                                scratch: scratch, parallel: parallel,
+                                                finish: { pixels, bandAcc in
+                                                    requantize(0..<pixels.count, first: pixels.lowerBound, count: pixels.count, acc: bandAcc)
+                                                })
                 } else {
                     for top in stride(from: 0, to: shape.outHeight, by: bandRows) {
                         let band = top..<min(shape.outHeight, top + bandRows), first = top * shape.outWidth
                         ConvGEMM.convAccumulate(shape, rows: band, input: src, inZero: x.q.zeroPoint, weights: weights!,
                                                 bias: b.baseAddress!, acc: acc, scratch: scratch, parallel: parallel,
-                                                finish: { requantize($0, first: first, count: band.count * shape.outWidth) })
+                                                finish: { requantize($0, first: first, count: band.count * shape.outWidth, acc: acc) })
                     }
                 }
             }

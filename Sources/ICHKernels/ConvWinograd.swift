@@ -16,8 +16,9 @@
 // Blocks of 16 tiles of 2x2 outputs: 16 consecutive tiles of one tile row where the output is at least 32
 // wide, else 8 tiles from each of two tile rows (layer3's 16 x 16 at 256 px). Each block: transform its inputs
 // for all channels, 16 small GEMMs (one per transform position) into a block of accumulators, transform back
-// into the output accumulators. A band of tile rows (one block high) is the unit of parallel work, so each
-// finished range of bands is a contiguous range of output rows for the requantisation.
+// into the band's accumulators. A band of tile rows (one block high) is the unit of parallel work; each part
+// keeps only its current band's accumulators (layer1 at 256 px: 32 KiB instead of a 1 MiB plane) and hands
+// them to `finish` (the requantisation) as soon as the band is done, while they are still in cache.
 
 public struct WinogradWeights: Sendable {
     public let outChannels: Int
@@ -74,7 +75,7 @@ public struct WinogradWeights: Sendable {
     /// one zero-point pixel, channel pairs interleaved and columns split by parity (`ConvWinograd.splitPairs`),
     /// then per part one block of transformed inputs and one of accumulators.
     public func scratchBytes(_ s: ReferenceKernels.ConvShape, parts: Int = 1) -> Int {
-        splitBytes(s) + parts * partBytes
+        splitBytes(s) + parts * partBytes(s)
     }
 
     /// The split input's bytes, rounded up to 64.
@@ -82,26 +83,32 @@ public struct WinogradWeights: Sendable {
         (pairs * (s.inHeight + 2) * ConvWinograd.splitRowBytes(s.inWidth) + 63) / 64 * 64
     }
 
-    /// One part's block buffers: transformed inputs (16 positions x channel pairs x 16 tiles x 2 int16), then
-    /// accumulators (16 positions x output channels rounded up to 4 x 16 tiles, int32); 32-128 KiB and 64-256
-    /// KiB in ResNet18.
+    /// One part's buffers: a block's transformed inputs (16 positions x channel pairs x 16 tiles x 2 int16),
+    /// its GEMM accumulators (16 positions x output channels rounded up to 4 x 16 tiles, int32), and a band's
+    /// output accumulators (32 outputs per block, int32); in ResNet18 32-128, 64-256 and 32-64 KiB.
     var blockInputs: Int { 16 * pairs * 32 }
-    var partBytes: Int { blockInputs * 2 + 16 * ((outChannels + 3) / 4 * 4) * 16 * 4 }
+    var blockAccumulators: Int { 16 * ((outChannels + 3) / 4 * 4) * 16 }
+    func bandPixels(_ s: ReferenceKernels.ConvShape) -> Int { 2 * ConvWinograd.bandRows(s) * s.outWidth }
+    func partBytes(_ s: ReferenceKernels.ConvShape) -> Int { blockInputs * 2 + blockAccumulators * 4 + outChannels * bandPixels(s) * 4 }
 }
 
 public enum ConvWinograd {
+    /// Tile rows per block: 1 where a tile row holds whole 16-tile blocks (output width a multiple of 32), else 2.
+    static func bandRows(_ s: ReferenceKernels.ConvShape) -> Int { s.outWidth % 32 == 0 ? 1 : 2 }
+
     /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them, for shapes where
-    /// `WinogradWeights.applies`. `scratch` holds `w.scratchBytes(s, parts: parallel.count)` bytes. `parallel` splits channel pairs (the
-    /// split copy), then tile rows; `finish(pixels)` runs after the accumulators of those output pixels are
-    /// complete.
+    /// `WinogradWeights.applies`, delivered band by band: `finish(pixels, acc)` gets the accumulators of the
+    /// output pixels `pixels` (whole rows), channel-major with `pixels.count` per channel, on the thread that
+    /// computed them, and must be done with them when it returns. `scratch` holds `w.scratchBytes(s, parts:
+    /// parallel.count)` bytes. `parallel` splits channel pairs (the split copy), then bands of tile rows.
     public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
-                                      weights w: WinogradWeights, bias: UnsafePointer<Int32>,
-                                      acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
-                                      parallel: Parallel = .serial, finish: (Range<Int>) -> Void = { _ in }) {
+                                      weights w: WinogradWeights, bias: UnsafePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
+                                      parallel: Parallel = .serial, finish: (Range<Int>, UnsafePointer<Int32>) -> Void) {
         precondition(WinogradWeights.applies(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
         let oh = s.outHeight, ow = s.outWidth
         // Tiles per block segment (16 or 8), tile rows per block, and blocks per band of those tile rows.
-        let segment = ow % 32 == 0 ? 16 : 8, bandRows = 16 / segment, blocksPerBand = ow / 2 / segment
+        let bandRows = bandRows(s), segment = 16 / bandRows, blocksPerBand = ow / 2 / segment
+        let bandPixels = w.bandPixels(s)
         // Where a block's second 8 tiles are, from its first 8: in the split input (bytes) and in the output.
         let inputSecond = segment == 16 ? 16 : 2 * splitRowBytes(s.inWidth), outputSecond = segment == 16 ? 16 : 2 * ow
         let pairs = w.pairs, mt = PackedConvWeights.channelTile, channelTiles = (s.outChannels + mt - 1) / mt
@@ -111,9 +118,10 @@ public enum ConvWinograd {
         let split = UnsafePointer(scratch)
         w.packed.withUnsafeBufferPointer { packed in
             parallel.parts(oh / 2 / bandRows) { part, bands in
-                let buffers = UnsafeMutableRawPointer(scratch + w.splitBytes(s) + part * w.partBytes)
+                let buffers = UnsafeMutableRawPointer(scratch + w.splitBytes(s) + part * w.partBytes(s))
                 let columns = buffers.assumingMemoryBound(to: Int16.self)
                 let m = (buffers + w.blockInputs * 2).assumingMemoryBound(to: Int32.self)
+                let acc = (buffers + w.blockInputs * 2 + w.blockAccumulators * 4).assumingMemoryBound(to: Int32.self)
                 for band in bands {
                     let ty = band * bandRows
                     for bx in 0..<blocksPerBand {
@@ -127,11 +135,10 @@ public enum ConvWinograd {
                             }
                         }
                         transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
-                                         acc: acc + (2 * ty) * ow + 2 * bx * segment, second: outputSecond)
+                                         acc: acc + 2 * bx * segment, plane: bandPixels, second: outputSecond)
                     }
+                    finish((band * bandPixels)..<((band + 1) * bandPixels), UnsafePointer(acc))
                 }
-                let rows = 2 * bandRows
-                finish((bands.lowerBound * rows * ow)..<(bands.upperBound * rows * ow))
             }
         }
     }
@@ -222,11 +229,12 @@ public enum ConvWinograd {
     }
 
     /// Y = A^T M A / 4 + bias for the block's 16 tiles and every output channel, into the accumulators: `acc`
-    /// is output channel 0's first output of the block, the second 8 tiles' outputs are `second` further.
+    /// is output channel 0's first output of the block, channels are `plane` apart, the second 8 tiles'
+    /// outputs are `second` further.
     @inline(__always)
     static func transformOutputs(_ s: ReferenceKernels.ConvShape, m: UnsafePointer<Int32>, channelTiles: Int,
-                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, second: Int) {
-        let ow = s.outWidth, plane = s.outHeight * ow, mt = PackedConvWeights.channelTile
+                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, plane: Int, second: Int) {
+        let ow = s.outWidth, mt = PackedConvWeights.channelTile
         for o in 0..<s.outChannels {
             @inline(__always) func at(_ xi: Int) -> SIMD16<Int32> {
                 UnsafeRawPointer(m + ((xi * channelTiles + o / mt) * mt + o % mt) * 16).loadUnaligned(as: SIMD16<Int32>.self)

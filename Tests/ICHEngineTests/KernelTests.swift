@@ -143,11 +143,18 @@ import Testing
             var got = [Int32](repeating: 0, count: expected.count)
             var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
             var finished: [Range<Int>] = []
-            ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch,
+            // Bands arrive with their own accumulators (channel-major, the band's pixel count per channel).
+            let plane = s.outHeight * s.outWidth
+            ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, scratch: &scratch,
                                         parallel: Self.uneven,
-                                        finish: { finished.append($0) })
+                                        finish: { pixels, acc in
+                                            finished.append(pixels)
+                                            for o in 0..<s.outChannels {
+                                                for (j, p) in pixels.enumerated() { got[o * plane + p] = acc[o * pixels.count + j] }
+                                            }
+                                        })
             #expect(got == expected, "zero point \(zero)")
-            #expect(finished.map(\.count).reduce(0, +) == s.outHeight * s.outWidth)
+            #expect(finished.sorted { $0.lowerBound < $1.lowerBound }.reduce(0) { $0 == $1.lowerBound ? $1.upperBound : -1 } == plane)
         }
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 30, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 16, outChannels: 4, kernel: 3, stride: 1, padding: 1)))

@@ -6,11 +6,14 @@ import Synchronization
 /// count from config or CLI); the caller's thread is worker 0, so `WorkerPool(threads: 1)` starts no thread.
 /// Work is split by fixed ranges, never by who is free first, so results do not depend on scheduling.
 ///
-/// A ResNet18 slice is about 40 parallel regions of a millisecond or less; waking a sleeping thread costs tens
+/// A ResNet18 slice is about 50 parallel regions of a millisecond or less; waking a sleeping thread costs tens
 /// of microseconds, so workers and the caller spin briefly on atomics before falling back to the condition.
 public final class WorkerPool: @unchecked Sendable {
     public let count: Int
-    static let spins = 20_000
+    /// About 0.1-0.2 ms of polling. With 20 000 (about 15 us) the workers fell asleep in the short serial gaps
+    /// between regions: 2 threads 10.6-10.9 ms against 9.5-9.8 ms with this (1 thread 17.9-18.4 ms either way,
+    /// `ichd bench --threads 1|2`, alternating runs). After an inference a worker spins this long, then sleeps.
+    static let spins = 200_000
     /// Owned by the pool and by every worker thread, so a thread that wakes after the pool is gone finds its
     /// state still there (and `stopping` set).
     private let state: State

@@ -13,13 +13,13 @@ public enum ConvDot {
     public static let depthAlignment = 32
 
     /// As `ConvGEMM.convAccumulate` (which dispatches here), for the band `rows` of output rows.
-    /// `starts`: per tile of 4 output channels, bias + (128 - zero) x sum w (SIMD4<Int32> each).
-    static func convAccumulate(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, inZero: Int32,
-                               weights w: PackedConvWeights, starts: UnsafeRawPointer,
-                               acc: UnsafeMutablePointer<Int32>, scratch: UnsafeMutablePointer<Int8>,
-                               parallel: Parallel, finish: (Range<Int>) -> Void) {
+    /// `starts`: per tile of 4 output channels, bias + (128 - zero) x sum w (SIMD4<Int32> each). `bordered`:
+    /// the band's input rows as `ConvGEMM.border` copies them, unsplit and with the top bit flipped.
+    static func convAccumulate(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, weights w: PackedConvWeights,
+                               starts: UnsafeRawPointer, acc: UnsafeMutablePointer<Int32>, bordered: UnsafePointer<UInt8>,
+                               scratch: UnsafeMutablePointer<Int8>, parallel: Parallel, finish: (Range<Int>) -> Void) {
         let pixels = band.count * s.outWidth, depth = w.depth, mt = PackedConvWeights.channelTile
-        im2colRows(s, rows: band, input: input, zero: UInt8(truncatingIfNeeded: inZero), depth: depth, out: scratch, parallel: parallel)
+        im2colRows(s, rows: band, bordered: bordered, depth: depth, out: scratch, parallel: parallel)
         let tiles = (s.outChannels + mt - 1) / mt
         // Pixel blocks outside (one block per parallel chunk), channel tiles inside: a tile's weights (K x 4
         // bytes, at most 18 KiB in ResNet18) stay in L1 while the block's rows stream past them.
@@ -58,29 +58,26 @@ public enum ConvDot {
         return SIMD4(a0, a1, a2, a3)
     }
 
-    /// im2col as one row of `depth` signed taps per output pixel: out[p x depth + k] = x[k][p] - 128. Padding
-    /// taps read the zero point (as the reference does); taps past K are 0 (their weights are 0). Output rows
+    /// im2col as one row of `depth` signed taps per output pixel: out[p x depth + k] = x[k][p] - 128, read from
+    /// the bordered copy (padding and the flip already applied), so a pixel's taps of one kernel row are `k`
+    /// consecutive bytes: plain copies, no bounds checks. Taps past K are 0 (their weights are 0). Output rows
     /// are split over `parallel`, each writing its own bytes.
-    static func im2colRows(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
+    static func im2colRows(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, bordered: UnsafePointer<UInt8>,
                            depth: Int, out: UnsafeMutablePointer<Int8>, parallel: Parallel) {
-        let ow = s.outWidth, k = s.kernel, taps = s.inChannels * k * k
-        let padded = Int8(bitPattern: zero ^ 0x80)
+        let ow = s.outWidth, k = s.kernel, st = s.stride, taps = s.inChannels * k * k
+        let width = s.inWidth + 2 * s.padding, plane = ((band.count - 1) * st + k) * width
+        let bytes = UnsafeMutableRawPointer(out).assumingMemoryBound(to: UInt8.self)
         parallel(band.count) { rows in
             for r in rows {
-                let oy = band.lowerBound + r
                 for ox in 0..<ow {
-                    let row = out + (r * ow + ox) * depth
+                    let row = bytes + (r * ow + ox) * depth
                     var t = 0
-                    for i in 0..<s.inChannels {
-                        let plane = input + i * s.inHeight * s.inWidth
-                        for ky in 0..<k {
-                            let iy = oy * s.stride + ky - s.padding
-                            let rowInside = iy >= 0 && iy < s.inHeight
-                            for kx in 0..<k {
-                                let ix = ox * s.stride + kx - s.padding
-                                row[t] = rowInside && ix >= 0 && ix < s.inWidth ? Int8(bitPattern: plane[iy * s.inWidth + ix] ^ 0x80) : padded
-                                t += 1
-                            }
+                    for c in 0..<s.inChannels {
+                        var src = bordered + c * plane + (r * st) * width + ox * st
+                        for _ in 0..<k {
+                            for kx in 0..<k { row[t &+ kx] = src[kx] }
+                            t += k
+                            src += width
                         }
                     }
                     for j in taps..<depth { row[j] = 0 }

@@ -125,13 +125,14 @@ struct ScratchLayout {
         case .pairs:
             let padded = (pixels + PackedConvWeights.pixelTile - 1) / PackedConvWeights.pixelTile * PackedConvWeights.pixelTile
             columns = take(padded * w.depth * 2)
-            bordered = take(ConvGEMM.borderedBytes(s, rows: rows))
+            bordered = take(ConvGEMM.borderedBytes(s, rows: rows, split: true))
             tables = take(ConvGEMM.borderedApplies(s) ? (2 * w.depth + padded / 8) * 4 : 0)
             starts = take(tiles * 16)
             wideningStride = w.wide ? 0 : (w.depth * PackedConvWeights.channelTile * 2 * 2 + 63) / 64 * 64
             widening = take(parts * wideningStride)
         case .dot:
             columns = take(pixels * w.depth)
+            bordered = take(ConvGEMM.borderedBytes(s, rows: rows, split: false))
             starts = take(tiles * 16)
         }
         bytes = end
@@ -167,7 +168,11 @@ public enum ConvGEMM {
             starts.storeBytes(of: start, toByteOffset: tile * 16, as: SIMD4<Int32>.self)
         }
         if w.kind == .dot {
-            ConvDot.convAccumulate(s, rows: band, input: input, inZero: inZero, weights: w, starts: UnsafeRawPointer(starts), acc: acc,
+            // Bordered rows, unsplit, with the top bit flipped (the dot kernel's signed activations).
+            border(s, rows: band, input: input, zero: UInt8(truncatingIfNeeded: inZero), flip: 0x80, split: false,
+                   out: scratch + layout.bordered, parallel: parallel)
+            ConvDot.convAccumulate(s, rows: band, weights: w, starts: UnsafeRawPointer(starts), acc: acc,
+                                   bordered: UnsafePointer(scratch + layout.bordered),
                                    scratch: UnsafeMutableRawPointer(scratch + layout.columns).assumingMemoryBound(to: Int8.self),
                                    parallel: parallel, finish: finish)
             return
@@ -202,7 +207,7 @@ public enum ConvGEMM {
         // Each part gathers its own pixel tiles' columns just before multiplying them (one parallel region less
         // per convolution, and the columns are still in cache).
         let bordered = scratch + layout.bordered
-        border(s, rows: band, input: input, zero: zero, out: bordered, parallel: parallel)
+        border(s, rows: band, input: input, zero: zero, flip: 0, split: true, out: bordered, parallel: parallel)
         let tables = UnsafeMutableRawPointer(scratch + layout.tables).assumingMemoryBound(to: Int32.self)
         borderedOffsets(s, rows: band, pairs: w.pairs, paddedPixels: paddedPixels, into: tables)
         let tapOffset = UnsafePointer(tables), halfBase = tapOffset + 2 * w.pairs
@@ -266,19 +271,21 @@ public enum ConvGEMM {
         s.outWidth % 8 == 0 && (s.stride == 1 || s.stride == 2)
     }
 
-    /// Bytes of the bordered input a band of `rows` output rows reads (0 where it is not used).
-    static func borderedBytes(_ s: ReferenceKernels.ConvShape, rows: Int) -> Int {
-        guard borderedApplies(s) else { return 0 }
+    /// Bytes of the bordered input a band of `rows` output rows reads (0 where the pairs kernel, `split`, does
+    /// not use it).
+    static func borderedBytes(_ s: ReferenceKernels.ConvShape, rows: Int, split: Bool) -> Int {
+        guard borderedApplies(s) || !split else { return 0 }
         return s.inChannels * ((rows - 1) * s.stride + s.kernel) * (s.inWidth + 2 * s.padding)
     }
 
     /// A bordered copy of the input rows a band of output rows reads: each plane row has `padding` zero points
-    /// on both sides (rows above and below the input are all zero point), and for stride 2 its even bordered
-    /// columns come first, then its odd ones. A tap's values for 8 consecutive output pixels of a row are then
-    /// 8 consecutive bytes. Rows and columns no tap reads (a 1x1 stride-2 kernel's odd ones) are left alone.
+    /// on both sides (rows above and below the input are all zero point), every byte xor `flip`; with `split`
+    /// (the pairs kernel, stride 2) its even bordered columns come first, then its odd ones, so that a tap's
+    /// values for 8 consecutive output pixels of a row are 8 consecutive bytes. Rows and columns no tap reads
+    /// (a 1x1 stride-2 kernel's odd ones) are left alone.
     static func border(_ s: ReferenceKernels.ConvShape, rows band: Range<Int>, input: UnsafePointer<UInt8>, zero: UInt8,
-                       out: UnsafeMutablePointer<UInt8>, parallel: Parallel) {
-        let k = s.kernel, st = s.stride, pad = s.padding
+                       flip: UInt8, split: Bool, out: UnsafeMutablePointer<UInt8>, parallel: Parallel) {
+        let k = s.kernel, st = s.stride, pad = s.padding, padding = zero ^ flip
         let width = s.inWidth + 2 * pad, evens = (width + 1) / 2
         let rowsNeeded = (band.count - 1) * st + k, plane = rowsNeeded * width, firstRow = band.lowerBound * st - pad
         // Split by rows of all planes, not by planes: the stem has only 3.
@@ -288,26 +295,26 @@ public enum ConvGEMM {
                 guard r % st < k else { continue }
                 let dst = out + c * plane + r * width, iy = firstRow + r
                 guard iy >= 0 && iy < s.inHeight else {
-                    dst.update(repeating: zero, count: width)
+                    dst.update(repeating: padding, count: width)
                     continue
                 }
                 let src = input + (c * s.inHeight + iy) * s.inWidth
-                if st == 1 {
-                    dst.update(repeating: zero, count: pad)
-                    (dst + pad).update(from: src, count: s.inWidth)
-                    (dst + pad + s.inWidth).update(repeating: zero, count: pad)
+                if !split || st == 1 {
+                    dst.update(repeating: padding, count: pad)
+                    for x in 0..<s.inWidth { dst[pad &+ x] = src[x] ^ flip }
+                    (dst + pad + s.inWidth).update(repeating: padding, count: pad)
                 } else {
                     // Bordered column 2e is input column 2e - pad, 2e + 1 is 2e + 1 - pad: constant-stride
                     // gathers, which LLVM vectorises.
                     let even = ConvGeometry.validOutputs(input: s.inWidth, output: evens, tap: 0, stride: 2, padding: pad)
-                    dst.update(repeating: zero, count: even.lowerBound)
-                    for e in even { dst[e] = src[2 &* e &- pad] }
-                    (dst + even.upperBound).update(repeating: zero, count: evens - even.upperBound)
+                    dst.update(repeating: padding, count: even.lowerBound)
+                    for e in even { dst[e] = src[2 &* e &- pad] ^ flip }
+                    (dst + even.upperBound).update(repeating: padding, count: evens - even.upperBound)
                     guard k > 1 else { continue }
                     let odd = ConvGeometry.validOutputs(input: s.inWidth, output: width / 2, tap: 1, stride: 2, padding: pad)
-                    (dst + evens).update(repeating: zero, count: odd.lowerBound)
-                    for e in odd { dst[evens &+ e] = src[2 &* e &+ 1 &- pad] }
-                    (dst + evens + odd.upperBound).update(repeating: zero, count: width / 2 - odd.upperBound)
+                    (dst + evens).update(repeating: padding, count: odd.lowerBound)
+                    for e in odd { dst[evens &+ e] = src[2 &* e &+ 1 &- pad] ^ flip }
+                    (dst + evens + odd.upperBound).update(repeating: padding, count: width / 2 - odd.upperBound)
                 }
             }
         }

@@ -116,6 +116,21 @@ enum Networks {
         let a = pairs.run(x), b = dot.run(x)
         #expect(a.logits == b.logits)
         #expect(a.features == b.features)
+        // Planned for 256 px (as SliceScorer plans it), the Winograd layers keep no direct packing: same bits.
+        let planned = Int8ResNet18(q, threads: 2, kernel: .pairs, plannedInputSize: 256)
+        let c = planned.run(x)
+        #expect(c.logits == a.logits)
+        #expect(c.features == a.features)
+    }
+
+    /// An engine planned for one input size refuses another (a programming error: the scorer always feeds the
+    /// model's size) instead of running without the weights it dropped.
+    @Test func plannedEngineRefusesAnotherSize() async throws {
+        await #expect(processExitsWith: .failure) {
+            let q = Networks.quantized(try Networks.parameters(.torchvision, classes: 2, seed: 3))
+            let engine = Int8ResNet18(q, kernel: .pairs, plannedInputSize: 256)
+            _ = engine.run(FeatureMap(channels: 3, height: 128, width: 128, values: [Float](repeating: 0, count: 3 * 128 * 128)))
+        }
     }
 
     @Test func int8IsDeterministicAndDiffersFromAnUncalibratedModel() throws {

@@ -212,7 +212,7 @@ public enum ConvGEMM {
         borderedOffsets(s, rows: band, pairs: w.pairs, paddedPixels: paddedPixels, into: tables)
         let tapOffset = UnsafePointer(tables), halfBase = tapOffset + 2 * w.pairs
         run(prepare: { pixelTiles in
-            im2colBordered(tiles: pixelTiles, pairs: w.pairs, paddedPixels: paddedPixels, tapOffset: tapOffset, halfBase: halfBase,
+            im2colBordered(tiles: pixelTiles, pairs: w.pairs, tapOffset: tapOffset, halfBase: halfBase,
                            bordered: UnsafePointer(bordered), out: columns)
         })
     }
@@ -345,7 +345,7 @@ public enum ConvGEMM {
     /// x[k][16t + q]. A pair of taps for 8 pixels is one 8-byte load each and a byte unpack: no per-pixel bounds
     /// or gathers (copying tap rows byte by byte, as `im2colRows` does, took 16% of the network's time).
     @inline(__always)
-    static func im2colBordered(tiles: Range<Int>, pairs: Int, paddedPixels: Int, tapOffset: UnsafePointer<Int32>,
+    static func im2colBordered(tiles: Range<Int>, pairs: Int, tapOffset: UnsafePointer<Int32>,
                                halfBase: UnsafePointer<Int32>, bordered: UnsafePointer<UInt8>, out: UnsafeMutablePointer<UInt8>) {
         for t in tiles {
             let tile = out + t * pairs * 32

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""A fastai-layout model from the shipped torchvision one, to measure `ichd convert` on a trained fastai head.
+
+fastai's `vision_learner` puts its own head on the ResNet18 body: AdaptiveConcatPool2d (max then average, 1024
+features), Flatten, BatchNorm1d(1024), Dropout(0.25), Linear(1024, 512, no bias), ReLU, BatchNorm1d(512),
+Dropout(0.5), Linear(512, N, no bias), with the state_dict keys `0.*` (body) and `1.*` (head). This script
+keeps the shipped body (frozen), trains such a head on the body's features of the training phantoms, and writes
+the whole network as safetensors in fastai layout: the input `ichd convert --layout fastai` takes from an
+engineer. It is a measurement aid (docs/converting.md), not the shipped model.
+
+Usage (after `make model`'s data exist):
+  .cache/train-venv/bin/python training/fastai_head.py --body models/ichd-phantom-resnet18.safetensors \
+      --train .cache/phantom-data/train-ds --train-labels .cache/phantom-data/train/labels.csv \
+      --val .cache/phantom-data/val-ds --val-labels .cache/phantom-data/val/labels.csv \
+      --out .cache/fastai-head/ichd-phantom-fastai.safetensors
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train import CLASSES, ResNet18, SliceSet, auc  # noqa: E402
+
+
+class FastaiHead(nn.Module):
+    """fastai's default head after AdaptiveConcatPool2d + Flatten, with its key numbering (2, 4, 6, 8)."""
+
+    def __init__(self, classes):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Identity(), nn.Identity(), nn.BatchNorm1d(1024), nn.Dropout(0.25),
+                                     nn.Linear(1024, 512, bias=False), nn.ReLU(), nn.BatchNorm1d(512), nn.Dropout(0.5),
+                                     nn.Linear(512, classes, bias=False)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def concat_pool_features(body, data, batch=64):
+    """max then average over each layer4 channel: the 1024 inputs of fastai's head."""
+    out = []
+    body.eval()
+    with torch.no_grad():
+        for i in range(0, len(data), batch):
+            x = data.x[i:i + batch].float().contiguous(memory_format=torch.channels_last)
+            x = body.maxpool(F.relu(body.bn1(body.conv1(x))))
+            x = body.layer4(body.layer3(body.layer2(body.layer1(x))))
+            out.append(torch.cat([F.adaptive_max_pool2d(x, 1), F.adaptive_avg_pool2d(x, 1)], 1).flatten(1))
+    return torch.cat(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--body", required=True, help="trained weights, torchvision layout (safetensors)")
+    ap.add_argument("--train", required=True)
+    ap.add_argument("--train-labels", required=True)
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--val-labels", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    from safetensors.torch import load_file, save_file
+    body = ResNet18(len(CLASSES))
+    state = {k: v.float() for k, v in load_file(args.body).items()}
+    missing, unexpected = body.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+        sys.exit(f"{args.body}: missing {missing}, unexpected {unexpected}")
+    body = body.to(memory_format=torch.channels_last)
+
+    train, val = SliceSet(args.train, args.train_labels), SliceSet(args.val, args.val_labels)
+    print(f"features of {len(train)} training and {len(val)} validation slices", flush=True)
+    ftrain, fval = concat_pool_features(body, train), concat_pool_features(body, val)
+
+    head = FastaiHead(len(CLASSES))
+    optimiser = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=args.epochs * ((len(train) + 127) // 128))
+    for epoch in range(args.epochs):
+        head.train()
+        order = torch.randperm(len(train))
+        for i in range(0, len(train), 128):
+            idx = order[i:i + 128]
+            loss = F.binary_cross_entropy_with_logits(head(ftrain[idx]), train.y[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        head.eval()
+        with torch.no_grad():
+            p = torch.sigmoid(head(fval)).numpy()
+        aucs = [auc(p[:, c], val.y.numpy()[:, c]) for c in range(len(CLASSES))]
+        print(f"epoch {epoch + 1}: train loss {loss.item():.4f}, val AUC " + " ".join("-" if a is None else f"{a:.3f}" for a in aucs), flush=True)
+
+    # fastai layout: body 0.0 conv1, 0.1 bn1, 0.4-0.7 layer1-4; head 1.2, 1.4, 1.6, 1.8.
+    out = {}
+    for k, v in body.state_dict().items():
+        if k.startswith("fc.") or k.endswith("num_batches_tracked"):
+            continue
+        k = k.replace("conv1.", "0.0.", 1) if k.startswith("conv1.") else k.replace("bn1.", "0.1.", 1) if k.startswith("bn1.") else k
+        for i in range(4):
+            if k.startswith(f"layer{i + 1}."):
+                k = f"0.{i + 4}." + k[len(f"layer{i + 1}."):]
+        out[k] = v.float().contiguous()
+    for k, v in head.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            out["1." + k[len("layers."):]] = v.float().contiguous()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    save_file(out, args.out, metadata={"source": f"fastai head trained on {args.train} over {args.body}"})
+    print(f"wrote {args.out} ({len(out)} tensors)")
+
+
+if __name__ == "__main__":
+    main()

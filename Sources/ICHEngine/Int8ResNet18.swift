@@ -128,10 +128,12 @@ public struct Int8ResNet18: Sendable {
         let shapes = plannedInputSize.map { Self.convShapes(model, height: $0, width: $0) } ?? [:]
         var packed: [String: PackedConvWeights] = [:], winograd: [String: WinogradWeights] = [:]
         func take(_ conv: inout QuantizedConv, _ name: String) {
-            if kernel == .pairs && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= Self.winogradLimit {
+            // Planned: Winograd weights only where the planned shape runs them (a 224 px model gets none).
+            if kernel == .pairs && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= Self.winogradLimit
+                && (shapes[name].map(WinogradWeights.applies) ?? true) {
                 winograd[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
             }
-            if winograd[name] == nil || !(shapes[name].map(WinogradWeights.applies) ?? false) {
+            if winograd[name] == nil || shapes[name] == nil {
                 packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels,
                                                  kernel: conv.kernel, kind: kernel)
             }

@@ -19,8 +19,9 @@ def main():
     print(f"Held-out test set: {int8['files']} files, {int8['slices_scored']} slices scored "
           f"({int8['slices_skipped']} skipped for low brain coverage, {sum(int8['rejected'].values())} rejected), "
           f"{int8['series_count']} series.\n")
-    print("| class | positives / negatives | AUC int8 | AUC float32 | threshold | sensitivity | specificity | int8 vs float: max abs dp | decisions agree |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| class | positives / negatives | AUC int8 | AUC float32 | threshold | sensitivity | specificity | "
+          "int8 vs float: max abs dp | 99th pct | slices within 0.02 | decisions agree |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     met = []
     for c in int8["classes"]:
         a = agreement.get(c["name"], {})
@@ -28,6 +29,8 @@ def main():
         fa = floats[c["name"]]["auc"]
         print(f"| {c['name']} | {c['positives']} / {c['negatives']} | {c['auc']:.4f} | {fa:.4f} | {c['threshold']:.3f} | "
               f"{r['sensitivity']:.4f} | {r['specificity']:.4f} | {a.get('max_abs_probability_difference', float('nan')):.4f} | "
+              f"{a.get('p99_abs_probability_difference', float('nan')):.4f} | "
+              f"{100 * a.get('share_within_0_02', float('nan')):.2f}% | "
               f"{100 * a.get('decision_agreement', float('nan')):.2f}% |")
         if c["name"] != "any":
             met.append((f"AUC {c['name']} >= 0.95 (int8)", c["auc"] >= 0.95))

@@ -18,11 +18,30 @@ public struct EvaluationReport: Codable, Sendable {
         enum CodingKeys: String, CodingKey { case name, auc, threshold, positives, negatives, atThreshold = "at_threshold", roc }
     }
 
+    /// int8 against the float reference, per class, over the scored slices: the largest |p_int8 - p_float|
+    /// and how the differences are spread (mean, 99th percentile, share of slices within 0.02).
     public struct Agreement: Codable, Sendable {
         public var name: String
         public var maxAbsDifference: Double
+        public var meanAbsDifference: Double
+        public var p99AbsDifference: Double
+        public var withinTwoHundredths: Double
         public var decisionAgreement: Double
-        enum CodingKeys: String, CodingKey { case name, maxAbsDifference = "max_abs_probability_difference", decisionAgreement = "decision_agreement" }
+        enum CodingKeys: String, CodingKey {
+            case name, maxAbsDifference = "max_abs_probability_difference", meanAbsDifference = "mean_abs_probability_difference"
+            case p99AbsDifference = "p99_abs_probability_difference", withinTwoHundredths = "share_within_0_02"
+            case decisionAgreement = "decision_agreement"
+        }
+
+        init(name: String, differences: [Double], agreeing: Int) {
+            let sorted = differences.sorted(), n = sorted.count
+            self.name = name
+            maxAbsDifference = sorted.last ?? 0
+            meanAbsDifference = n > 0 ? sorted.reduce(0, +) / Double(n) : 0
+            p99AbsDifference = n > 0 ? sorted[min(n - 1, Int((Double(n) * 0.99).rounded(.up)) - 1)] : 0
+            withinTwoHundredths = n > 0 ? Double(sorted.filter { $0 <= 0.02 }.count) / Double(n) : 1
+            decisionAgreement = n > 0 ? Double(agreeing) / Double(n) : 1
+        }
     }
 
     public var model: String
@@ -69,7 +88,7 @@ public enum Evaluator {
         var probabilities: [[Double]] = [], truth: [[Bool]] = []
         var findings: [String: SeriesFinding] = [:], seriesTruth: [String: Bool] = [:]
         let alertClass = SeriesFinding(classNames: classes, thresholds: scorer.thresholds).alertClass
-        var referenceDiff = [Double](repeating: 0, count: classes.count), referenceAgree = [Int](repeating: 0, count: classes.count)
+        var referenceDiffs = [[Double]](repeating: [], count: classes.count), referenceAgree = [Int](repeating: 0, count: classes.count)
         var scored = 0, unlabelled = 0, skipped = 0
         var rejected: [String: Int] = [:]
         var found = Set<String>()
@@ -90,7 +109,7 @@ public enum Evaluator {
                     if let reference {
                         let p = reference.score(input).probabilities
                         for c in classes.indices {
-                            referenceDiff[c] = max(referenceDiff[c], Double(abs(p[c] - score.probabilities[c])))
+                            referenceDiffs[c].append(Double(abs(p[c] - score.probabilities[c])))
                             if (p[c] >= scorer.thresholds[c]) == (score.probabilities[c] >= scorer.thresholds[c]) { referenceAgree[c] += 1 }
                         }
                     }
@@ -131,8 +150,7 @@ public enum Evaluator {
         }
         let seriesCount = findings.count
         let referenceFigures = reference.map { _ in
-            classes.indices.map { EvaluationReport.Agreement(name: classes[$0], maxAbsDifference: referenceDiff[$0],
-                                                             decisionAgreement: scored > 0 ? Double(referenceAgree[$0]) / Double(scored) : 1) }
+            classes.indices.map { EvaluationReport.Agreement(name: classes[$0], differences: referenceDiffs[$0], agreeing: referenceAgree[$0]) }
         }
         return EvaluationReport(
             model: modelName, engine: scorer.engineName, files: files.count, slicesScored: scored, slicesLabelled: probabilities.count,

@@ -77,7 +77,9 @@ struct EvalCommand: ParsableCommand {
             print("series (any): \(report.seriesCount) series, sensitivity \(f(s.sensitivity)), specificity \(f(s.specificity))")
         }
         for a in report.reference ?? [] {
-            print("  int8 vs float \(a.name): max |dp| \(String(format: "%.4f", a.maxAbsDifference)), decisions agree \(String(format: "%.1f%%", 100 * a.decisionAgreement))")
+            print("  int8 vs float \(a.name): max |dp| \(String(format: "%.4f", a.maxAbsDifference)), 99th percentile "
+                  + "\(String(format: "%.4f", a.p99AbsDifference)), mean \(String(format: "%.5f", a.meanAbsDifference)), "
+                  + "within 0.02 \(String(format: "%.2f%%", 100 * a.withinTwoHundredths)), decisions agree \(String(format: "%.2f%%", 100 * a.decisionAgreement))")
         }
     }
 }

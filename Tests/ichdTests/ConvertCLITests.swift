@@ -113,7 +113,16 @@ import Testing
         #expect(r["series_count"] as? Int == 2)
         #expect((r["weighted_log_loss"] as? Double ?? .nan).isFinite)
         #expect((r["classes"] as? [Any])?.count == 6)
-        #expect((r["reference"] as? [[String: Any]])?.count == 6)
+        let reference = try #require(r["reference"] as? [[String: Any]])
+        #expect(reference.count == 6)
+        for c in reference {
+            // The spread of int8-float differences: mean <= 99th percentile <= largest, shares within [0, 1].
+            let mean = c["mean_abs_probability_difference"] as? Double ?? -1, p99 = c["p99_abs_probability_difference"] as? Double ?? -1
+            let largest = c["max_abs_probability_difference"] as? Double ?? -1, within = c["share_within_0_02"] as? Double ?? -1
+            #expect(0 <= mean && mean <= largest && 0 <= p99 && p99 <= largest && mean > 0, "\(c)")
+            #expect((0...1).contains(within) && (within == 1) == (largest <= 0.02), "\(c)")
+            #expect((0...1).contains(c["decision_agreement"] as? Double ?? -1))
+        }
     }
 
     /// The commissioning self-test fails loudly when the chain would miss the known-positive series or alarm on

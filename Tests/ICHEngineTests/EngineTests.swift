@@ -252,6 +252,24 @@ enum Networks {
         }
     }
 
+    /// The kernels' view: every index once, and each range with its own part number below the pool's count
+    /// (a part indexes its own scratch buffer, so two ranges with one number would share it).
+    @Test func kernelPartsAreDistinctAndBelowTheCount() {
+        for threads in [1, 2, 3] {
+            let pool = WorkerPool(threads: threads)
+            for total in [1, 2, 5, 64] {
+                let owner = UnsafeMutableBufferPointer<Int>.allocate(capacity: total)
+                owner.initialize(repeating: -1)
+                pool.kernelParallel.parts(total) { part, range in for i in range { owner[i] = part } }
+                #expect(owner.allSatisfy { (0..<pool.kernelParallel.count).contains($0) }, "\(threads) threads, \(total) items")
+                // Parts are contiguous ranges in order: the part number never decreases along the indices.
+                #expect(zip(owner, owner.dropFirst()).allSatisfy { $0 <= $1 })
+                #expect(Set(owner).count == min(threads, total))
+                owner.deallocate()
+            }
+        }
+    }
+
     /// Pools are created and dropped while their threads may still be waking: nothing may touch freed state.
     @Test func poolsComeAndGo() {
         for round in 0..<200 {

@@ -20,6 +20,8 @@ MODEL_DATA := .cache/phantom-data
 MODEL_RUN := .cache/training-run
 MODEL := models/ichd-phantom-resnet18
 TRAIN_ARGS ?= --seed 0 --epochs-small 8 --epochs 4
+# Second stage: fine-tuning against simulated int8 rounding (training/README.md), from the first stage's weights.
+ROBUST_ARGS ?= --seed 0 --robust-epochs 2
 
 .PHONY: deps build demo test test-data bench verify verify-float clean model model-convert model-eval
 
@@ -98,11 +100,17 @@ $(TRAIN_VENV)/.installed: training/requirements.txt
 	$(TRAIN_VENV)/bin/pip install --quiet -r training/requirements.txt
 	touch $@
 
-$(MODEL).safetensors: $(MODEL_DATA)/train-ds/index.csv $(MODEL_DATA)/val-ds/index.csv training/train.py $(TRAIN_VENV)/.installed
-	$(TRAIN_VENV)/bin/python training/train.py --train $(MODEL_DATA)/train-ds --train-labels $(MODEL_DATA)/train/labels.csv \
-		--val $(MODEL_DATA)/val-ds --val-labels $(MODEL_DATA)/val/labels.csv --out $(MODEL_RUN) $(TRAIN_ARGS)
-	cp $(MODEL_RUN)/ichd-phantom-resnet18.safetensors $@
-	cp $(MODEL_RUN)/thresholds.txt $(MODEL_RUN)/training-log.json models/
+TRAIN_DATA_ARGS := --train $(MODEL_DATA)/train-ds --train-labels $(MODEL_DATA)/train/labels.csv \
+	--val $(MODEL_DATA)/val-ds --val-labels $(MODEL_DATA)/val/labels.csv
+
+$(MODEL_RUN)/base/ichd-phantom-resnet18.safetensors: $(MODEL_DATA)/train-ds/index.csv $(MODEL_DATA)/val-ds/index.csv training/train.py $(TRAIN_VENV)/.installed
+	$(TRAIN_VENV)/bin/python training/train.py $(TRAIN_DATA_ARGS) --out $(MODEL_RUN)/base $(TRAIN_ARGS)
+
+$(MODEL).safetensors: $(MODEL_RUN)/base/ichd-phantom-resnet18.safetensors
+	$(TRAIN_VENV)/bin/python training/train.py $(TRAIN_DATA_ARGS) --out $(MODEL_RUN)/robust \
+		--init $< --epochs-small 0 --epochs 0 $(ROBUST_ARGS)
+	cp $(MODEL_RUN)/robust/ichd-phantom-resnet18.safetensors $@
+	cp $(MODEL_RUN)/robust/thresholds.txt $(MODEL_RUN)/robust/training-log.json models/
 
 $(MODEL).ichm: $(MODEL).safetensors $(MODEL_DATA)/val/labels.csv $(MODEL_DATA)/test/labels.csv
 	$(MAKE) model-convert

@@ -49,8 +49,7 @@ def concat_pool_features(body, data, batch=64):
     with torch.no_grad():
         for i in range(0, len(data), batch):
             x = data.x[i:i + batch].float().contiguous(memory_format=torch.channels_last)
-            x = body.maxpool(F.relu(body.bn1(body.conv1(x))))
-            x = body.layer4(body.layer3(body.layer2(body.layer1(x))))
+            x = body.features(x)
             out.append(torch.cat([F.adaptive_max_pool2d(x, 1), F.adaptive_avg_pool2d(x, 1)], 1).flatten(1))
     return torch.cat(out)
 

@@ -14,6 +14,7 @@ See training/README.md for the one command that runs the whole pipeline (`make m
 """
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -42,10 +43,10 @@ class BasicBlock(nn.Module):
         if stride != 1 or cin != cout:
             self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + identity)
+    def forward(self, x, tap, name):
+        identity = x if self.downsample is None else tap(f"{name}.downsample", self.downsample(x))
+        y = tap(f"{name}.conv1", F.relu(self.bn1(self.conv1(x))))
+        return tap(name, F.relu(self.bn2(self.conv2(y)) + identity))
 
 
 class ResNet18(nn.Module):
@@ -71,10 +72,43 @@ class ResNet18(nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
-    def forward(self, x):
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+    def features(self, x, tap=None):
+        """layer4's output. `tap(name, activation)` sees (and may replace) every activation the int8 model
+        quantises, under the model file's names (input, stem, layerN.B.conv1, layerN.0.downsample, layerN.B)."""
+        tap = tap or (lambda name, a: a)
+        x = self.maxpool(tap("stem", F.relu(self.bn1(self.conv1(tap("input", x))))))
+        for i in range(1, 5):
+            for b, block in enumerate(getattr(self, f"layer{i}")):
+                x = block(x, tap, f"layer{i}.{b}")
+        return x
+
+    def forward(self, x, tap=None):
+        pooled = torch.flatten(F.adaptive_avg_pool2d(self.features(x, tap), 1), 1)
+        return self.fc(tap("pool", pooled) if tap else pooled)
+
+
+class QuantisationNoise:
+    """The int8 model's activation rounding, simulated: uniform noise of one quantisation step (the tensor's
+    running min-max range / 255, as min-max calibration sets it) added to every activation the int8 model
+    quantises; exact zeros of ReLU outputs stay exact, as they do in int8 (zero is a code point)."""
+
+    def __init__(self, momentum=0.9):
+        self.momentum = momentum
+        self.low, self.high = {}, {}
+        self.generator = None
+
+    def observe(self, name, a):
+        lo, hi = float(a.detach().min()), float(a.detach().max())
+        m = self.momentum
+        self.low[name] = m * self.low[name] + (1 - m) * lo if name in self.low else lo
+        self.high[name] = m * self.high[name] + (1 - m) * hi if name in self.high else hi
+        return a
+
+    def inject(self, name, a):
+        lo, hi = min(self.low[name], 0.0), max(self.high[name], 0.0)
+        step = (hi - lo) / 255
+        noise = (torch.rand(a.shape, generator=self.generator, device="cpu").to(a.device) - 0.5) * step
+        return a + (noise if lo < 0 else noise * (a > 0))
 
 
 # ---------------------------------------------------------------- data
@@ -248,6 +282,71 @@ def evaluate(model, data):
     }
 
 
+def noise_sensitivity(model, data, noise, batch=64, slices=256):
+    """Mean squared logit change that simulated int8 rounding causes, on evenly spread slices of `data`."""
+    model.eval()
+    pick = torch.from_numpy(np.linspace(0, len(data) - 1, min(slices, len(data))).astype(np.int64))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(pick), batch):
+            x = data.x[pick[i:i + batch]].float().contiguous(memory_format=torch.channels_last)
+            d = model(x, noise.inject) - model(x)
+            total += float((d * d).sum())
+            count += d.numel()
+    return total / max(1, count)
+
+
+def robust_finetune(model, train, val, args, generator, log, device):
+    """Fine-tunes the trained network to be insensitive to int8 rounding: the loss adds to the clean BCE the
+    mean squared difference between the logits with and without simulated quantisation noise (weight
+    `--robust-weight`). The float network stays the reference the int8 one is measured against, and learns to
+    give the same answer when every activation is rounded to its int8 grid. BatchNorm statistics are frozen
+    (eval mode), so the folded network the converter sees is the one trained here."""
+    noise = QuantisationNoise()
+    noise.generator = generator
+    model.eval()
+    with torch.no_grad():  # ranges before the first step
+        for b in range(8):
+            model(train.x[b * args.batch:(b + 1) * args.batch].float().to(device), noise.observe)
+    steps = args.robust_epochs * (len(train) // args.batch)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.robust_lr, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    model.cpu()
+    before = noise_sensitivity(model, val, noise)
+    model.to(device)
+    print(f"robust fine-tuning: validation mean squared logit change under int8 rounding {before:.5f}", flush=True)
+    for epoch in range(args.robust_epochs):
+        started, total, spread, count = time.time(), 0.0, 0.0, 0
+        order = torch.randperm(len(train), generator=generator)
+        for b in range(len(train) // args.batch):
+            idx = order[b * args.batch:(b + 1) * args.batch]
+            x = augment(train.x[idx].float(), train.background, generator).to(device).contiguous(memory_format=torch.channels_last)
+            y = train.y[idx].to(device)
+            clean = model(x, noise.observe)
+            noisy = model(x, noise.inject)
+            bce = F.binary_cross_entropy_with_logits(clean, y)
+            change = ((noisy - clean) ** 2).mean()
+            loss = bce + args.robust_weight * change
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += bce.item() * len(idx)
+            spread += change.item() * len(idx)
+            count += len(idx)
+        model.cpu()
+        _, figures = evaluate(model, val)
+        after = noise_sensitivity(model, val, noise)
+        model.to(device)
+        entry = {"phase": "robust", "epoch": epoch + 1, "train_loss": total / count, "train_noise_change": spread / count,
+                 "val_noise_change": after, "seconds": time.time() - started, **{f"val_{k}": v for k, v in figures.items()}}
+        log["epochs"].append(entry)
+        print(f"robust epoch {epoch + 1}/{args.robust_epochs}: train BCE {entry['train_loss']:.4f}, logit change under "
+              f"rounding train {entry['train_noise_change']:.5f} val {after:.5f}, val weighted log loss "
+              f"{figures['weighted_log_loss']:.4f} ({entry['seconds']:.0f} s)", flush=True)
+    model.cpu()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", required=True, help="`ichd preprocess --dataset` folder of training slices")
@@ -267,6 +366,10 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--init", help="start from these weights (safetensors, torchvision layout) instead of from scratch; "
                                    "with --epochs-small 0 --epochs 0 only the thresholds are chosen anew")
+    ap.add_argument("--robust-epochs", type=int, default=0,
+                    help="then fine-tune this many epochs to be insensitive to int8 rounding (robust_finetune)")
+    ap.add_argument("--robust-weight", type=float, default=10.0, help="weight of the logit change under rounding")
+    ap.add_argument("--robust-lr", type=float, default=2e-4)
     ap.add_argument("--half-weights", action=argparse.BooleanOptionalAction, default=True,
                     help="store convolution and linear weights as F16 (BatchNorm stays F32): half the file size")
     args = ap.parse_args()
@@ -297,6 +400,13 @@ def main():
     model = model.to(device).to(memory_format=torch.channels_last)
     background = train.background
     log = {"args": vars(args), "epochs": []}
+    if args.init:  # the starting point's own history, so that one log tells how the shipped weights were made
+        with open(args.init, "rb") as f:
+            log["init"] = {"weights": os.path.basename(args.init), "sha256": hashlib.sha256(f.read()).hexdigest()}
+        earlier = os.path.join(os.path.dirname(args.init), "training-log.json")
+        if os.path.exists(earlier):
+            with open(earlier) as f:
+                log["init"]["training_log"] = json.load(f)
     best_loss, best_state = math.inf, None
     phases = [(args.small_size, args.epochs_small), (full, args.epochs)]
     for size, epochs in phases:
@@ -341,6 +451,8 @@ def main():
         model.cpu().load_state_dict(best_state)
     else:
         model.cpu()  # no epochs at the full size: --init's weights as they are (re-choosing thresholds)
+    if args.robust_epochs:
+        robust_finetune(model.to(device), train, val, args, generator, log, device)
     p, figures = evaluate(model, val)
     thresholds = choose_thresholds(p, val.y.numpy(), val.series)
     s_any, y_any = series_scores(p[:, 0], val.y.numpy()[:, 0], val.series)

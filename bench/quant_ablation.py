@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Where does the int8 model's error come from? A measurement aid for the converter (issue 3).
+
+Simulates an `.ichm` model's int8 arithmetic in float64 with PyTorch (the model file's int8 weights, weight
+scales, int32 biases and activation parameters; requantisation as docs/model-format.md says) next to the float
+weights it was converted from, on slices of an `ichd preprocess --dataset` folder, and reports the int8-float
+differences (logits and probabilities) with every activation quantised, then with one activation point at a
+time left unquantised (kept at full precision): the drop in error is that point's share.
+
+    .cache/train-venv/bin/python bench/quant_ablation.py --model models/ichd-phantom-resnet18.ichm \
+        --weights models/ichd-phantom-resnet18.safetensors --dataset .cache/phantom-data/test-ds --slices 400
+
+Float64 simulation of integer arithmetic: exact for these sizes except the order of rounding in
+requantisation, so the "all quantised" line matches `ichd eval --reference` closely, not bit for bit.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
+from train import ResNet18  # noqa: E402
+
+
+def read_ichm(path):
+    raw = open(path, "rb").read()
+    length = struct.unpack("<Q", raw[16:24])[0]
+    meta = json.loads(raw[64:64 + length].rstrip(b"\0"))
+    start = 64 + length
+    start += (-start) % 64
+    dtypes = {"i8": np.int8, "i32": np.int32, "f32": np.float32}
+    tensors = {}
+    for t in meta["tensors"]:
+        a = np.frombuffer(raw, dtype=dtypes[t["dtype"]], count=int(np.prod(t["shape"])), offset=start + t["offset"])
+        tensors[t["name"]] = torch.from_numpy(a.astype(np.float64).reshape(t["shape"]))
+    return meta, tensors
+
+
+class Int8Simulation:
+    """The int8 network in float64; `exact` names activation points left at full precision."""
+
+    def __init__(self, meta, tensors, folded=None):
+        self.acts = meta["quantization"]["activations"]
+        self.t = tensors
+        self.folded = folded or {}  # layer name -> (float weight, float bias): weights left unquantised
+        self.float_weights = False
+
+    def quant(self, name, x, relu):
+        if name in self.exact:
+            return F.relu(x) if relu else x
+        p = self.acts[name]
+        s, z = p["scale"], p["zero_point"]
+        q = torch.clamp(torch.round(x / s) + z, 0, 255)  # torch.round: half to even, as the engine
+        return s * (q - z)
+
+    def conv(self, name, x, in_scale, stride, pad):
+        if self.float_weights:
+            w, b = self.folded[name]
+            return F.conv2d(x, w, b, stride=stride, padding=pad)
+        w = self.t[f"{name}.weight"] * self.t[f"{name}.weight_scale"].view(-1, 1, 1, 1)
+        b = self.t[f"{name}.bias"] * in_scale * self.t[f"{name}.weight_scale"]
+        return F.conv2d(x, w, b, stride=stride, padding=pad)
+
+    def run(self, x, exact=(), float_weights=False):
+        self.exact = set(exact)
+        self.float_weights = float_weights
+        a = self.acts
+        x = self.quant("input", x, False)
+        x = self.quant("stem", self.conv("stem", x, a["input"]["scale"], 2, 3), True)
+        x = F.max_pool2d(x, 3, 2, 1)
+        prev = "stem"
+        for layer in range(1, 5):
+            for b in range(2):
+                name = f"layer{layer}.{b}"
+                stride = 2 if layer > 1 and b == 0 else 1
+                s_in = a[prev]["scale"]
+                if f"{name}.downsample.weight" in self.t:
+                    identity = self.quant(f"{name}.downsample", self.conv(f"{name}.downsample", x, s_in, stride, 0), False)
+                else:
+                    identity = x
+                y = self.quant(f"{name}.conv1", self.conv(f"{name}.conv1", x, s_in, stride, 1), True)
+                y = self.conv(f"{name}.conv2", y, a[f"{name}.conv1"]["scale"], 1, 1)
+                x = self.quant(name, y + identity, True)
+                prev = name
+        x = self.quant("pool", x.mean(dim=(2, 3)), False)
+        if float_weights:
+            w, b = self.folded["fc"]
+            return x @ w.T + b
+        w = self.t["fc.weight"] * self.t["fc.weight_scale"].view(-1, 1)
+        return x @ w.T + self.t["fc.bias"] * a["pool"]["scale"] * self.t["fc.weight_scale"]
+
+
+def fold(model):
+    """Each conv with its BatchNorm folded in, float64, named as the model file names layers."""
+    out = {}
+
+    def folded(conv, bn):
+        k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return conv.weight * k.view(-1, 1, 1, 1), bn.bias - bn.running_mean * k
+
+    out["stem"] = folded(model.conv1, model.bn1)
+    for layer in range(1, 5):
+        for b, block in enumerate(getattr(model, f"layer{layer}")):
+            out[f"layer{layer}.{b}.conv1"] = folded(block.conv1, block.bn1)
+            out[f"layer{layer}.{b}.conv2"] = folded(block.conv2, block.bn2)
+            if block.downsample is not None:
+                out[f"layer{layer}.{b}.downsample"] = folded(block.downsample[0], block.downsample[1])
+    out["fc"] = (model.fc.weight, model.fc.bias)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--slices", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--per-point", action="store_true", help="also one variant per activation point")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    meta, tensors = read_ichm(args.model)
+    if meta["head"] != "torchvision":
+        sys.exit("only the torchvision head is simulated")
+    from safetensors.torch import load_file
+    model = ResNet18(len(meta["class_names"]))
+    model.load_state_dict({k: v.float() for k, v in load_file(args.weights).items()})
+    model = model.double().eval()
+
+    pre = json.load(open(os.path.join(args.dataset, "preprocessing.json")))
+    size, channels = pre["output_size"], len(pre["windows"])
+    raw = np.fromfile(os.path.join(args.dataset, "tensors.f16"), dtype="<f2").reshape(-1, channels, size, size)
+    pick = np.linspace(0, len(raw) - 1, min(args.slices, len(raw))).astype(int)
+    sim = Int8Simulation(meta, tensors, fold(model))
+
+    points = ["input", "stem"] + [n for n in sorted(sim.acts) if n.startswith("layer")] + ["pool"]
+    variants = [("all quantised", ())] + ([(f"{p} exact", (p,)) for p in points] if args.per_point else [])
+    variants += [("block outputs exact", tuple(p for p in points if p.count(".") == 1)),
+                 ("conv1 outputs exact", tuple(p for p in points if p.endswith(".conv1"))),
+                 ("downsamples exact", tuple(p for p in points if p.endswith(".downsample"))),
+                 ("all activations exact", tuple(points))]
+    weight_variants = [("float weights, all quantised", ()), ("float weights, all exact", tuple(points))]
+    diffs = {v: [] for v, _ in variants + weight_variants}
+    with torch.no_grad():
+        for i in range(0, len(pick), args.batch):
+            x = torch.from_numpy(raw[pick[i:i + args.batch]].astype(np.float64))
+            ref = model(x)
+            for v, exact in variants:
+                diffs[v].append(sim.run(x, exact) - ref)
+            for v, exact in weight_variants:
+                diffs[v].append(sim.run(x, exact, float_weights=True) - ref)
+    print(f"{len(pick)} slices of {args.dataset}; logit and probability differences int8 - float, all classes")
+    print(f"{'variant':32} {'mean|dlogit|':>12} {'max|dp|':>8} {'p99|dp|':>8}   max|dp| per class")
+    with torch.no_grad():
+        ref = torch.cat([model(torch.from_numpy(raw[pick[i:i + args.batch]].astype(np.float64)))
+                         for i in range(0, len(pick), args.batch)])
+    for v, _ in variants + weight_variants:
+        d = torch.cat(diffs[v])
+        dp = (torch.sigmoid(ref + d) - torch.sigmoid(ref)).abs()
+        per = " ".join(f"{m:.4f}" for m in dp.max(dim=0).values.tolist())
+        print(f"{v:32} {d.abs().mean().item():12.4f} {dp.max().item():8.4f} {torch.quantile(dp.flatten(), 0.99).item():8.4f}   {per}")
+        print(f"{'':32} mean dlogit per class {' '.join(f'{m:+.4f}' for m in d.mean(dim=0).tolist())}, sd {' '.join(f'{m:.4f}' for m in d.std(dim=0).tolist())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -35,6 +35,8 @@ def main():
         if c["name"] != "any":
             met.append((f"AUC {c['name']} >= 0.95 (int8)", c["auc"] >= 0.95))
         met.append((f"int8-float decision agreement {c['name']} >= 99.5%", a.get("decision_agreement", 0) >= 0.995))
+        met.append((f"int8-float max abs dp {c['name']} <= 0.02 (issue 3's aim, every test slice)",
+                     a.get("max_abs_probability_difference", 1) <= 0.02))
     s = int8["series"]
     print(f"\nSeries level (`any`; a series alarms when one slice reaches the threshold): {int8['series_count']} series, "
           f"{s['true_positives'] + s['false_negatives']} with a bleed: sensitivity {s['sensitivity']:.4f} "

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
-from train import ResNet18  # noqa: E402
+from train import ResNet18, read_dataset  # noqa: E402
 
 
 def read_ichm(path):
@@ -134,9 +134,7 @@ def main():
     model.load_state_dict({k: v.float() for k, v in load_file(args.weights).items()})
     model = model.double().eval()
 
-    pre = json.load(open(os.path.join(args.dataset, "preprocessing.json")))
-    size, channels = pre["output_size"], len(pre["windows"])
-    raw = np.fromfile(os.path.join(args.dataset, "tensors.f16"), dtype="<f2").reshape(-1, channels, size, size)
+    _, _, raw = read_dataset(args.dataset)
     pick = np.linspace(0, len(raw) - 1, min(args.slices, len(raw))).astype(int)
     sim = Int8Simulation(meta, tensors, fold(model))
 
@@ -148,19 +146,19 @@ def main():
                  ("all activations exact", tuple(points))]
     weight_variants = [("float weights, all quantised", ()), ("float weights, all exact", tuple(points))]
     diffs = {v: [] for v, _ in variants + weight_variants}
+    refs = []
     with torch.no_grad():
         for i in range(0, len(pick), args.batch):
             x = torch.from_numpy(raw[pick[i:i + args.batch]].astype(np.float64))
             ref = model(x)
+            refs.append(ref)
             for v, exact in variants:
                 diffs[v].append(sim.run(x, exact) - ref)
             for v, exact in weight_variants:
                 diffs[v].append(sim.run(x, exact, float_weights=True) - ref)
+    ref = torch.cat(refs)
     print(f"{len(pick)} slices of {args.dataset}; logit and probability differences int8 - float, all classes")
     print(f"{'variant':32} {'mean|dlogit|':>12} {'max|dp|':>8} {'p99|dp|':>8}   max|dp| per class")
-    with torch.no_grad():
-        ref = torch.cat([model(torch.from_numpy(raw[pick[i:i + args.batch]].astype(np.float64)))
-                         for i in range(0, len(pick), args.batch)])
     for v, _ in variants + weight_variants:
         d = torch.cat(diffs[v])
         dp = (torch.sigmoid(ref + d) - torch.sigmoid(ref)).abs()

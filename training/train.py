@@ -92,10 +92,10 @@ class QuantisationNoise:
     running min-max range / 255, as min-max calibration sets it) added to every activation the int8 model
     quantises; exact zeros of ReLU outputs stay exact, as they do in int8 (zero is a code point)."""
 
-    def __init__(self, momentum=0.9):
+    def __init__(self, generator, momentum=0.9):
+        self.generator = generator
         self.momentum = momentum
         self.low, self.high = {}, {}
-        self.generator = None
 
     def observe(self, name, a):
         lo, hi = float(a.detach().min()), float(a.detach().max())
@@ -129,24 +129,31 @@ def read_labels(path):
     return labels
 
 
+def read_dataset(folder):
+    """An `ichd preprocess --dataset` folder: its preprocessing description, its index rows and its slices as
+    half floats (N x channels x size x size)."""
+    with open(os.path.join(folder, "preprocessing.json")) as f:
+        preprocessing = json.load(f)
+    size = preprocessing["output_size"]
+    channels = len(preprocessing["windows"])
+    with open(os.path.join(folder, "index.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    raw = np.fromfile(os.path.join(folder, "tensors.f16"), dtype="<f2")
+    if raw.size != len(rows) * channels * size * size:
+        sys.exit(f"{folder}: tensors.f16 holds {raw.size} values, index.csv promises {len(rows)} slices")
+    return preprocessing, rows, raw.reshape(len(rows), channels, size, size)
+
+
 class SliceSet:
     """An `ichd preprocess --dataset` folder with its labels, held in memory as half floats."""
 
     def __init__(self, folder, labels_path):
-        with open(os.path.join(folder, "preprocessing.json")) as f:
-            self.preprocessing = json.load(f)
-        size = self.preprocessing["output_size"]
-        channels = len(self.preprocessing["windows"])
-        with open(os.path.join(folder, "index.csv"), newline="") as f:
-            rows = list(csv.DictReader(f))
-        raw = np.fromfile(os.path.join(folder, "tensors.f16"), dtype="<f2")
-        if raw.size != len(rows) * channels * size * size:
-            sys.exit(f"{folder}: tensors.f16 holds {raw.size} values, index.csv promises {len(rows)} slices")
+        self.preprocessing, rows, raw = read_dataset(folder)
         labels = read_labels(labels_path)
         missing = [r["key"] for r in rows if r["key"] not in labels]
         if missing:
             sys.exit(f"{folder}: {len(missing)} slices have no label in {labels_path} (first: {missing[0]})")
-        self.x = torch.from_numpy(raw.reshape(len(rows), channels, size, size))
+        self.x = torch.from_numpy(raw)
         self.y = torch.tensor([labels[r["key"]] for r in rows], dtype=torch.float32)
         self.series = [r["series"] for r in rows]
         # The value air takes after normalisation (every window 0): what rotation pads with.
@@ -302,8 +309,7 @@ def robust_finetune(model, train, val, args, generator, log, device):
     `--robust-weight`). The float network stays the reference the int8 one is measured against, and learns to
     give the same answer when every activation is rounded to its int8 grid. BatchNorm statistics are frozen
     (eval mode), so the folded network the converter sees is the one trained here."""
-    noise = QuantisationNoise()
-    noise.generator = generator
+    noise = QuantisationNoise(generator)
     model.eval()
     with torch.no_grad():  # ranges before the first step
         for b in range(8):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
-from train import ResNet18, read_dataset  # noqa: E402
+from train import ResNet18, read_dataset, u8_round_trip  # noqa: E402
 
 
 def read_ichm(path):
@@ -54,9 +54,7 @@ class Int8Simulation:
         if name in self.exact:
             return F.relu(x) if relu else x
         p = self.acts[name]
-        s, z = p["scale"], p["zero_point"]
-        q = torch.clamp(torch.round(x / s) + z, 0, 255)  # torch.round: half to even, as the engine
-        return s * (q - z)
+        return u8_round_trip(x, p["scale"], p["zero_point"])
 
     def conv(self, name, x, in_scale, stride, pad):
         if self.float_weights:

@@ -87,6 +87,12 @@ class ResNet18(nn.Module):
         return self.fc(tap("pool", pooled) if tap else pooled)
 
 
+def u8_round_trip(a, scale, zero):
+    """`a` quantised to u8 affine (scale, zero point) and back, as the int8 engine quantises an activation:
+    round half to even, add the zero point, clamp to 0..255."""
+    return scale * (torch.clamp(torch.round(a / scale) + zero, 0, 255) - zero)
+
+
 class QuantisationNoise:
     """The int8 model's rounding, simulated on every activation the int8 model quantises, with each tensor's
     min-max range as calibration sets it (noise: a running average of batch ranges; grid: the whole range seen,
@@ -121,16 +127,16 @@ class QuantisationNoise:
         if self.grid:
             if step == 0:
                 return a
-            zero = round(-lo / step)
-            q = torch.clamp(torch.round(a / step) + zero, 0, 255)
-            return a + (step * (q - zero) - a).detach()
+            return a + (u8_round_trip(a, step, round(-lo / step)) - a).detach()
         noise = (torch.rand(a.shape, generator=self.generator, device="cpu").to(a.device) - 0.5) * step
         return a + (noise if lo < 0 else noise * (a > 0))
 
     def weights(self, model):
         """The weights under this rounding (none replaced without `weights`), by parameter name."""
+        if not self.round_weights:
+            return {}
         out = {}
-        for name, w in model.named_parameters() if self.round_weights else ():
+        for name, w in model.named_parameters():
             if name.endswith("weight") and w.dim() in (2, 4):
                 step = (w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) / 127).clamp(min=1e-12)
                 if self.grid:
@@ -344,10 +350,10 @@ def robust_finetune(model, train, val, args, generator, log, device):
     and, with `--robust-probability-weight`, the mean squared difference of the probabilities (what issue 3's
     0.02 aim is stated in: it weighs most the slices near a decision, where a logit change moves the
     probability most). `--robust-rounding grid` rounds as the int8 model does, `--robust-weights` rounds the
-    weights too (QuantisationNoise). The float
-    network stays the reference the int8 one is measured against, and learns to give the same answer when
-    every activation (and with grid, every weight) is rounded to its int8 grid. BatchNorm statistics are frozen
-    (eval mode), so the folded network the converter sees is the one trained here."""
+    weights too (QuantisationNoise). The float network stays the reference the int8 one is measured against,
+    and learns to give the same answer when every activation (and with --robust-weights, every weight) is
+    rounded to its int8 grid. BatchNorm statistics are frozen (eval mode), so the folded network the converter
+    sees is the one trained here."""
     noise = QuantisationNoise(generator, grid=args.robust_rounding == "grid", weights=args.robust_weights)
     model.eval()
     with torch.no_grad():  # ranges before the first step

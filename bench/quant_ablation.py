@@ -46,6 +46,9 @@ class Int8Simulation:
 
     def __init__(self, meta, tensors, folded=None):
         self.acts = meta["quantization"]["activations"]
+        # Format version 2: the shortcut path (block outputs as adds and pool read them, downsample outputs,
+        # pooled features) is int16, symmetric; empty for version 1 (bytes throughout).
+        self.wide = meta["quantization"].get("wide_activations") or {}
         self.t = tensors
         self.folded = folded or {}  # layer name -> (float weight, float bias): weights left unquantised
         self.float_weights = False
@@ -56,6 +59,16 @@ class Int8Simulation:
         p = self.acts[name]
         return u8_round_trip(x, p["scale"], p["zero_point"])
 
+    def quant_wide(self, name, x, relu):
+        """The int16 shortcut path's rounding (exact when `name` is left unquantised)."""
+        if name in self.exact:
+            return F.relu(x) if relu else x
+        s = self.wide[name]["scale"]
+        return torch.clamp(torch.round(x / s), 0 if relu else -32767, 32767) * s
+
+    def scale(self, name):
+        return self.acts[name]["scale"] if name in self.acts else self.wide[name]["scale"]
+
     def conv(self, name, x, in_scale, stride, pad):
         if self.float_weights:
             w, b = self.folded[name]
@@ -64,13 +77,19 @@ class Int8Simulation:
         b = self.t[f"{name}.bias"] * in_scale * self.t[f"{name}.weight_scale"]
         return F.conv2d(x, w, b, stride=stride, padding=pad)
 
-    def run(self, x, exact=(), float_weights=False):
+    def run(self, x, exact=(), float_weights=False, wide_skip=False):
+        """`wide_skip`: the shortcut path (block outputs as the residual adds and the pool read them, downsample
+        outputs) at full precision, while the convolutions still read the block outputs as bytes. A model with
+        an int16 shortcut path (format version 2) always runs it, rounded to its int16 grids."""
+        if self.wide:
+            return self.run_wide(x, exact, float_weights)
         self.exact = set(exact)
         self.float_weights = float_weights
         a = self.acts
         x = self.quant("input", x, False)
         x = self.quant("stem", self.conv("stem", x, a["input"]["scale"], 2, 3), True)
         x = F.max_pool2d(x, 3, 2, 1)
+        skip = x
         prev = "stem"
         for layer in range(1, 5):
             for b in range(2):
@@ -78,19 +97,55 @@ class Int8Simulation:
                 stride = 2 if layer > 1 and b == 0 else 1
                 s_in = a[prev]["scale"]
                 if f"{name}.downsample.weight" in self.t:
-                    identity = self.quant(f"{name}.downsample", self.conv(f"{name}.downsample", x, s_in, stride, 0), False)
+                    identity = self.conv(f"{name}.downsample", x, s_in, stride, 0)
+                    if not wide_skip:
+                        identity = self.quant(f"{name}.downsample", identity, False)
                 else:
-                    identity = x
+                    identity = skip
                 y = self.quant(f"{name}.conv1", self.conv(f"{name}.conv1", x, s_in, stride, 1), True)
                 y = self.conv(f"{name}.conv2", y, a[f"{name}.conv1"]["scale"], 1, 1)
                 x = self.quant(name, y + identity, True)
+                skip = F.relu(y + identity) if wide_skip else x
                 prev = name
-        x = self.quant("pool", x.mean(dim=(2, 3)), False)
+        x = self.quant("pool", skip.mean(dim=(2, 3)), False)
         if float_weights:
             w, b = self.folded["fc"]
             return x @ w.T + b
         w = self.t["fc.weight"] * self.t["fc.weight_scale"].view(-1, 1)
         return x @ w.T + self.t["fc.bias"] * a["pool"]["scale"] * self.t["fc.weight_scale"]
+
+
+    def run_wide(self, x, exact, float_weights):
+        """The network as a format version 2 model computes it: bytes into every convolution, int16 shortcuts."""
+        self.exact = set(exact)
+        self.float_weights = float_weights
+        a = self.acts
+        x = self.quant("input", x, False)
+        x = self.quant("stem", self.conv("stem", x, a["input"]["scale"], 2, 3), True)
+        x = F.max_pool2d(x, 3, 2, 1)
+        skip = x
+        prev = "stem"
+        for layer in range(1, 5):
+            for b in range(2):
+                name = f"layer{layer}.{b}"
+                stride = 2 if layer > 1 and b == 0 else 1
+                s_in = a[prev]["scale"]
+                if f"{name}.downsample.weight" in self.t:
+                    identity = self.quant_wide(f"{name}.downsample",
+                                               self.conv(f"{name}.downsample", x, s_in, stride, 0), False)
+                else:
+                    identity = skip
+                y = self.quant(f"{name}.conv1", self.conv(f"{name}.conv1", x, s_in, stride, 1), True)
+                y = self.conv(f"{name}.conv2", y, a[f"{name}.conv1"]["scale"], 1, 1) + identity
+                x = self.quant(name, y, True)
+                skip = self.quant_wide(name, y, True)
+                prev = name
+        x = self.quant_wide("pool", skip.mean(dim=(2, 3)), False)
+        if float_weights:
+            w, b = self.folded["fc"]
+            return x @ w.T + b
+        w = self.t["fc.weight"] * self.t["fc.weight_scale"].view(-1, 1)
+        return x @ w.T + self.t["fc.bias"] * self.wide["pool"]["scale"] * self.t["fc.weight_scale"]
 
 
 def fold(model):
@@ -120,6 +175,10 @@ def main():
     ap.add_argument("--slices", type=int, default=400)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--per-point", action="store_true", help="also one variant per activation point")
+    ap.add_argument("--uncertain", type=float, default=None, metavar="P",
+                    help="only slices where some class's float probability lies in [P, 1-P]: the slices where "
+                         "the sigmoid is steep and the largest probability differences occur")
+    ap.add_argument("--only", nargs="*", metavar="VARIANT", help="run only these variants (names as printed)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,17 +192,36 @@ def main():
     model = model.double().eval()
 
     _, _, raw = read_dataset(args.dataset)
-    pick = np.linspace(0, len(raw) - 1, min(args.slices, len(raw))).astype(int)
+    candidates = np.arange(len(raw))
+    if args.uncertain is not None:
+        with torch.no_grad():
+            p = torch.cat([torch.sigmoid(model(torch.from_numpy(raw[i:i + 64].astype(np.float64))))
+                           for i in range(0, len(raw), 64)])
+        candidates = torch.nonzero(((p >= args.uncertain) & (p <= 1 - args.uncertain)).any(dim=1)).flatten().numpy()
+        print(f"{len(candidates)} of {len(raw)} slices have a class with float probability in "
+              f"[{args.uncertain}, {1 - args.uncertain}]")
+    pick = candidates[np.linspace(0, len(candidates) - 1, min(args.slices, len(candidates))).astype(int)]
     sim = Int8Simulation(meta, tensors, fold(model))
 
-    points = ["input", "stem"] + [n for n in sorted(sim.acts) if n.startswith("layer")] + ["pool"]
+    points = ["input", "stem"] + [n for n in sorted(set(sim.acts) | set(sim.wide)) if n.startswith("layer")] + ["pool"]
     variants = [("all quantised", ())] + ([(f"{p} exact", (p,)) for p in points] if args.per_point else [])
     variants += [("block outputs exact", tuple(p for p in points if p.count(".") == 1)),
                  ("conv1 outputs exact", tuple(p for p in points if p.endswith(".conv1"))),
                  ("downsamples exact", tuple(p for p in points if p.endswith(".downsample"))),
+                 ("residual stream exact", tuple(p for p in points if p.count(".") == 1 or p.endswith(".downsample"))),
+                 ("residual stream, pool exact",
+                  tuple(p for p in points if p.count(".") == 1 or p.endswith(".downsample") or p == "pool")),
                  ("all activations exact", tuple(points))]
     weight_variants = [("float weights, all quantised", ()), ("float weights, all exact", tuple(points))]
-    diffs = {v: [] for v, _ in variants + weight_variants}
+    # What an int16 shortcut path would buy a bytes-only (version 1) model; a version 2 model has one.
+    skip_variants = [] if sim.wide else [("shortcut path exact", ()), ("shortcut path, pool exact", ("pool",))]
+    if args.only:
+        unknown = set(args.only) - {v for v, _ in variants + weight_variants + skip_variants}
+        if unknown:
+            sys.exit(f"unknown variants: {', '.join(sorted(unknown))}")
+        variants, weight_variants, skip_variants = ([(v, e) for v, e in group if v in args.only]
+                                                    for group in (variants, weight_variants, skip_variants))
+    diffs = {v: [] for v, _ in variants + weight_variants + skip_variants}
     refs = []
     with torch.no_grad():
         for i in range(0, len(pick), args.batch):
@@ -154,14 +232,22 @@ def main():
                 diffs[v].append(sim.run(x, exact) - ref)
             for v, exact in weight_variants:
                 diffs[v].append(sim.run(x, exact, float_weights=True) - ref)
+            for v, exact in skip_variants:
+                diffs[v].append(sim.run(x, exact, wide_skip=True) - ref)
     ref = torch.cat(refs)
     print(f"{len(pick)} slices of {args.dataset}; logit and probability differences int8 - float, all classes")
     print(f"{'variant':32} {'mean|dlogit|':>12} {'max|dp|':>8} {'p99|dp|':>8}   max|dp| per class")
-    for v, _ in variants + weight_variants:
+    for v, _ in variants + weight_variants + skip_variants:
         d = torch.cat(diffs[v])
         dp = (torch.sigmoid(ref + d) - torch.sigmoid(ref)).abs()
         per = " ".join(f"{m:.4f}" for m in dp.max(dim=0).values.tolist())
         print(f"{v:32} {d.abs().mean().item():12.4f} {dp.max().item():8.4f} {torch.quantile(dp.flatten(), 0.99).item():8.4f}   {per}")
+        # What a classifier bias refitted for this variant would leave (the shift measured on these same
+        # slices, so optimistic): the converter's bias correction was fitted for the all-quantised network.
+        centred = d - d.mean(dim=0)
+        dpc = (torch.sigmoid(ref + centred) - torch.sigmoid(ref)).abs()
+        print(f"{'':32} mean shift removed: max|dp| {dpc.max().item():.4f}, per class "
+              f"{' '.join(f'{m:.4f}' for m in dpc.max(dim=0).values.tolist())}")
         print(f"{'':32} mean dlogit per class {' '.join(f'{m:+.4f}' for m in d.mean(dim=0).tolist())}, sd {' '.join(f'{m:.4f}' for m in d.std(dim=0).tolist())}")
 
 

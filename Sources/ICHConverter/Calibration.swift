@@ -87,6 +87,16 @@ public struct ActivationStatistics: Sendable {
         return out
     }
 
+    /// int16 shortcut-path parameters for `names`: the observed range with `WideQuantParams.headroom`.
+    public func wideParameters(names: [String]) -> [String: WideQuantParams] {
+        var out: [String: WideQuantParams] = [:]
+        for name in names {
+            guard let lo = minimum[name], let hi = maximum[name] else { continue }
+            out[name] = .covering(lo, hi)
+        }
+        return out
+    }
+
     /// Searches clipping ranges [a x lo, a x hi] for a in (0.2, 1] and keeps the one with the least squared error.
     static func mseOptimal(_ values: [Float], lo: Float, hi: Float) -> QuantParams {
         var best = QuantParams.covering(lo, hi)

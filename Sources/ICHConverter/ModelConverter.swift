@@ -32,6 +32,10 @@ public struct ConversionOptions: Sendable {
     /// Correct the systematic part of the quantisation error: each layer's bias for its weight error
     /// (WeightQuantizer), and the classifier's bias for the mean logit shift measured on calibration slices.
     public var biasCorrection = true
+    /// Keep the residual stream (block outputs as the shortcuts and the pool read them, downsample outputs,
+    /// pooled features) as int16 next to the bytes the convolutions read: format version 2. Off: bytes
+    /// throughout, format version 1 (what ichd before the int16 shortcut path reads).
+    public var wideShortcut = true
     public var modelCard = "Trained on synthetic phantoms only. Not for clinical use."
     /// Seeds of the synthetic calibration phantoms (kept away from evaluation seeds).
     public var syntheticSeed: UInt64 = 910_000
@@ -162,15 +166,18 @@ public enum ModelConverter {
         }
 
         let floatCalibration = floatLogits.map { $0.map(sigmoid) }
-        let names = QuantizedResNet18.activationNames(head: parameters.head.layout)
+        let names = QuantizedResNet18.activationNames(head: parameters.head.layout, wideShortcut: options.wideShortcut)
         let means = options.biasCorrection ? stats.channelMeans : nil
+        // The int16 shortcut path covers what calibration saw with headroom; its step is too fine for the
+        // clipping choice (min-max, percentile, MSE) to matter.
+        let wide = options.wideShortcut ? stats.wideParameters(names: QuantizedResNet18.wideActivationNames) : [:]
 
         // Choose the calibration method by measured output error.
         let selection = Array(0..<calibration.count).filter { $0 % max(1, calibration.count / options.selectionSamples) == 0 }
             .prefix(options.selectionSamples)
         // Error = mean |p_int8 - p_float|; saturated probabilities can tie, so the mean |logit difference| breaks ties.
         func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double, shift: [Float]) {
-            let int8 = Int8ResNet18(WeightQuantizer.network(parameters, activations: activations, inputMeans: means))
+            let int8 = Int8ResNet18(WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means))
             var error = 0.0, logitError = 0.0, n = 0
             var shift = [Double](repeating: 0, count: classes.count)
             for i in selection {
@@ -221,7 +228,7 @@ public enum ModelConverter {
             log("  per-tensor refinement: \(refined.count) of \(names.count) tensors changed, mean |p_int8 - p_float| = \(String(format: "%.6f", best.error))"
                 + (refined.isEmpty ? "" : " (" + refined.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
         }
-        var network = WeightQuantizer.network(parameters, activations: activations, inputMeans: means)
+        var network = WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means)
         if options.biasCorrection {
             network = network.correctingLogits(by: best.shift)
             log("  classifier bias correction: mean logit shift " + best.shift.map { String(format: "%+.4f", $0) }.joined(separator: " "))
@@ -252,9 +259,11 @@ public enum ModelConverter {
         let metadata = ModelMetadata(
             head: parameters.head.layout, classNames: classes, preprocessing: options.preprocessing, thresholds: thresholds,
             quantization: QuantizationInfo(
-                scheme: "int8: weights symmetric per output channel (-127..127); activations u8 affine per tensor; int32 accumulation",
-                requantization: "v = float(acc) * (s_in * s_w / s_out) [+ float(r - z_r) * (s_r / s_out)]; q = clamp(round_half_even(v)) + z_out; logits = float(acc) * s_in * s_w",
-                activations: network.activations),
+                scheme: "int8: weights symmetric per output channel (-127..127); activations u8 affine per tensor; int32 accumulation"
+                    + (network.hasWideShortcut ? "; shortcut path (block outputs for residual adds and pool, downsample outputs, pooled features) int16 symmetric per tensor, int64 accumulation in the head's first layer" : ""),
+                requantization: "v = float(acc) * (s_in * s_w / s_out) [+ float(r - z_r) * (s_r / s_out)]; q = clamp(round_half_even(v)) + z_out; logits = float(acc) * s_in * s_w"
+                    + (network.hasWideShortcut ? "; int16: z = 0, q = clamp(round_half_even(v), relu ? 0 : -32767, 32767)" : ""),
+                activations: network.activations, wideActivations: network.hasWideShortcut ? network.wideActivations : nil),
             calibration: summary, sourceSHA256: sha, converterVersion: version, created: creationTime(), modelCard: card)
         let report = ConversionReport(weights: options.weightsPath, sourceSHA256: sha, layout: parameters.head.layout, classNames: classes,
                                       calibration: summary, warnings: warnings, layers: layers,

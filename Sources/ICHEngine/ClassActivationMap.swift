@@ -34,7 +34,7 @@ public enum HeadWeights: Sendable {
             self = .torchvision(weights: (0..<fc.weights.count).map { Float(fc.weights[$0]) * fc.weightScales[$0 / fc.inFeatures] },
                                 classes: fc.outFeatures)
         case .fastai(let fc1, let fc2):
-            self = .fastai(fc1: float(fc1, inputScale: network.activations["pool"]!.scale),
+            self = .fastai(fc1: float(fc1, inputScale: network.pooledScale),
                            fc2: float(fc2, inputScale: network.activations["head.fc1"]!.scale))
         }
     }

@@ -17,8 +17,10 @@ public struct Int8ResNet18: Sendable {
     /// The input side the engine was planned for (nil: any).
     public let plannedInputSize: Int?
     /// Per convolution, the requantisation scale of each output channel: input scale x weight scale / output
-    /// scale (fixed by the model, so computed once).
+    /// scale (fixed by the model, so computed once); `wideScales` the same for int16 outputs of the shortcut
+    /// path (block outputs and downsamples of a model that has one).
     let requantScales: [String: [Float]]
+    let wideScales: [String: [Float]]
     /// Layer names per block, built once (string interpolation in the run would allocate).
     let blockLayers: [(conv1: String, conv2: String, downsample: String, output: String)]
     /// How the kernels split their work over the pool (part numbers index per-part scratch).
@@ -40,38 +42,49 @@ public struct Int8ResNet18: Sendable {
     let workspace = Workspace()
 
     /// Buffers that grow to the largest layer seen and stay. One run uses them at a time (the lock).
-    /// Activations live in four slots: a block's input, its conv1 output, its shortcut and its output are the
-    /// most ever alive at once. One slot holds the largest activation (the stem's output, alive only with the
-    /// input and then the max pool's output); three hold the largest of the rest (the input included). After the first run of an
-    /// input size an inference allocates nothing but its outputs (logits and the feature map for heatmaps).
+    /// Activations live in slots. Bytes only: a block's input, its conv1 output, its shortcut and its output are
+    /// the most ever alive at once (four slots). With the int16 shortcut path a block's input and output each
+    /// have a byte and an int16 view, but the input's byte view dies before the output is written: the conv1
+    /// output, the shortcut (int16), and the output's two views, plus the input's int16 view while a downsample
+    /// runs, make five. Slot 0 holds the largest activation (the stem's output, alive only with the input and
+    /// then the max pool's output); the others the largest of the rest (the input included), twice over for
+    /// int16. After the first run of an input size an inference allocates nothing but its outputs (logits and
+    /// the feature map for heatmaps).
     final class Workspace: @unchecked Sendable {
+        static let slotCount = 5
         let lock = NSLock()
         private(set) var acc = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
         private(set) var scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
         private var accCapacity = 1, scratchCapacity = 1
-        private(set) var slots: [UnsafeMutablePointer<UInt8>] = (0..<4).map { _ in .allocate(capacity: 1) }
-        private(set) var slotCapacities = [Int](repeating: 1, count: 4)
+        private(set) var slots: [UnsafeMutableRawPointer] = (0..<slotCount).map { _ in Workspace.allocateSlot(1) }
+        private(set) var slotCapacities = [Int](repeating: 1, count: slotCount)
 
-        /// Makes slot 0 hold `large` bytes and slots 1-3 `small`; only between runs (it frees what live
+        static func allocateSlot(_ bytes: Int) -> UnsafeMutableRawPointer {
+            .allocate(byteCount: bytes, alignment: 64)
+        }
+
+        /// Makes slot 0 hold `large` bytes and slots 1..<count `small`; only between runs (it frees what live
         /// tensors would point to).
-        func reserveSlots(large: Int, small: Int) {
-            for i in slots.indices {
+        func reserveSlots(large: Int, small: Int, count: Int) {
+            for i in 0..<count {
                 let wanted = i == 0 ? large : small
                 guard wanted > slotCapacities[i] else { continue }
                 slots[i].deallocate()
-                slots[i] = .allocate(capacity: wanted)
+                slots[i] = Self.allocateSlot(wanted)
                 slotCapacities[i] = wanted
             }
         }
 
-        /// The smallest slot that holds `count` bytes and is not in `live` (a bit per slot).
-        func slot(_ count: Int, avoiding live: Int) -> (index: Int, data: UnsafeMutablePointer<UInt8>) {
+        /// The smallest slot that holds `count` elements of `T` and is not in `live` (a bit per slot), its
+        /// memory bound to `T`.
+        func slot<T>(_ count: Int, of _: T.Type, avoiding live: Int) -> (index: Int, data: UnsafeMutablePointer<T>) {
+            let bytes = count * MemoryLayout<T>.stride
             var best = -1
-            for i in slots.indices where slotCapacities[i] >= count && live & (1 << i) == 0 {
+            for i in slots.indices where slotCapacities[i] >= bytes && live & (1 << i) == 0 {
                 if best < 0 || slotCapacities[i] < slotCapacities[best] { best = i }
             }
-            guard best >= 0 else { preconditionFailure("no free activation slot of \(count) bytes (planned \(slotCapacities))") }
-            return (best, slots[best])
+            guard best >= 0 else { preconditionFailure("no free activation slot of \(bytes) bytes (planned \(slotCapacities))") }
+            return (best, slots[best].bindMemory(to: T.self, capacity: count))
         }
 
         func reserve(acc count: Int, scratch bytes: Int) {
@@ -110,10 +123,12 @@ public struct Int8ResNet18: Sendable {
         pool = WorkerPool(threads: threads)
         parallel = pool.kernelParallel
         self.plannedInputSize = plannedInputSize
-        let a = model.activations
-        var scales: [String: [Float]] = [:], names: [(conv1: String, conv2: String, downsample: String, output: String)] = []
+        let a = model.activations, wide = model.wideActivations
+        var scales: [String: [Float]] = [:], wideScales: [String: [Float]] = [:]
+        var names: [(conv1: String, conv2: String, downsample: String, output: String)] = []
         func scale(_ conv: QuantizedConv, _ name: String, from input: String, to output: String) {
             if let i = a[input], let o = a[output] { scales[name] = conv.weightScales.map { i.scale * $0 / o.scale } }
+            if let i = a[input], let o = wide[output] { wideScales[name] = conv.weightScales.map { i.scale * $0 / o.scale } }
         }
         scale(model.stem, "stem", from: "input", to: "stem")
         for (i, block) in model.blocks.enumerated() {
@@ -124,6 +139,7 @@ public struct Int8ResNet18: Sendable {
             if let down = block.downsample { scale(down, "\(n).downsample", from: input, to: "\(n).downsample") }
         }
         requantScales = scales
+        self.wideScales = wideScales
         blockLayers = names
         let shapes = plannedInputSize.map { Self.convShapes(model, height: $0, width: $0) } ?? [:]
         var packed: [String: PackedConvWeights] = [:], winograd: [String: WinogradWeights] = [:]
@@ -179,27 +195,58 @@ public struct Int8ResNet18: Sendable {
         public var features: FeatureMap
     }
 
-    /// A quantised tensor on its way through the network, held in a workspace slot.
+    /// A quantised tensor on its way through the network, held in workspace slots: as bytes (what convolutions
+    /// read), as int16 of the shortcut path, or both (a block output of a model with that path).
     struct QTensor {
         var channels: Int, height: Int, width: Int
-        var slot: Int
-        var data: UnsafeMutablePointer<UInt8>
-        var q: QuantParams
+        var bytes: (slot: Int, data: UnsafeMutablePointer<UInt8>, q: QuantParams)?
+        var wide: (slot: Int, data: UnsafeMutablePointer<Int16>, q: WideQuantParams)?
 
         var count: Int { channels * height * width }
-        /// This tensor's slot as a bit of a `live` mask.
-        var bit: Int { 1 << slot }
+        /// This tensor's slots as bits of a `live` mask.
+        var bits: Int { (bytes.map { 1 << $0.slot } ?? 0) | (wide.map { 1 << $0.slot } ?? 0) }
+        /// The byte view, which every convolution and the max pool read.
+        var data: UnsafeMutablePointer<UInt8> { bytes!.data }
+        var q: QuantParams { bytes!.q }
 
-        func dequantized() -> FeatureMap {
-            FeatureMap(channels: channels, height: height, width: width,
-                       values: UnsafeBufferPointer(start: data, count: count).map { q.dequantize($0) })
+        /// The values, from the int16 view when `preferWide` and it exists, else from the bytes.
+        func dequantized(preferWide: Bool = false) -> FeatureMap {
+            let values: [Float]
+            if let wide, preferWide || bytes == nil {
+                values = UnsafeBufferPointer(start: wide.data, count: count).map { wide.q.dequantize($0) }
+            } else {
+                let b = bytes!
+                values = UnsafeBufferPointer(start: b.data, count: count).map { b.q.dequantize($0) }
+            }
+            return FeatureMap(channels: channels, height: height, width: width, values: values)
         }
+
+        /// What a residual add reads: the int16 view when there is one.
+        var residual: ReferenceKernels.ResidualInput {
+            if let wide { return .wide(UnsafePointer(wide.data)) }
+            return .bytes(UnsafePointer(bytes!.data), zero: bytes!.q.zeroPoint)
+        }
+
+        /// The scale of the view that residual adds, pools and linear layers read (`residual`'s).
+        var scale: Float { wide?.q.scale ?? bytes!.q.scale }
     }
 
-    /// A new tensor in a free slot (one not holding any of `live`).
-    func tensor(_ channels: Int, _ height: Int, _ width: Int, q: QuantParams, avoiding live: Int) -> QTensor {
-        let (slot, data) = workspace.slot(channels * height * width, avoiding: live)
-        return QTensor(channels: channels, height: height, width: width, slot: slot, data: data, q: q)
+    /// A new tensor in free slots (none holding any of `live`), with a byte view (`q`), an int16 view (`wide`) or both.
+    func tensor(_ channels: Int, _ height: Int, _ width: Int, q: QuantParams?, wide: WideQuantParams? = nil,
+                avoiding live: Int) -> QTensor {
+        let count = channels * height * width
+        var t = QTensor(channels: channels, height: height, width: width)
+        var live = live
+        if let q {
+            let (slot, data) = workspace.slot(count, of: UInt8.self, avoiding: live)
+            t.bytes = (slot, data, q)
+            live |= 1 << slot
+        }
+        if let wide {
+            let (slot, data) = workspace.slot(count, of: Int16.self, avoiding: live)
+            t.wide = (slot, data, wide)
+        }
+        return t
     }
 
     /// Runs the network. `observe` sees dequantised activations; `profile` gets each layer's name, wall time and
@@ -217,39 +264,46 @@ public struct Int8ResNet18: Sendable {
         // 64 x H/4 x W/4 (each stage halves the side and doubles the channels at most), nor the input's.
         let half = ((input.height + 1) / 2, (input.width + 1) / 2), quarter = ((half.0 + 1) / 2, (half.1 + 1) / 2)
         let stemOut = model.stem.outChannels * half.0 * half.1
-        workspace.reserveSlots(large: stemOut, small: max(input.values.count, model.stem.outChannels * quarter.0 * quarter.1))
+        let largestRest = max(input.values.count, model.stem.outChannels * quarter.0 * quarter.1)
+        workspace.reserveSlots(large: stemOut, small: largestRest * (model.hasWideShortcut ? 2 : 1),
+                               count: model.hasWideShortcut ? Workspace.slotCount : 4)
+        let wide = model.hasWideShortcut ? model.wideActivations : [:]
         var x = tensor(input.channels, input.height, input.width, q: inQ, avoiding: 0)
         quantizeInput(input.values, inQ, into: x.data)
         observe?("input", x.dequantized())
-        x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true, live: x.bit) }
+        x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true, live: x.bits) }
         observe?("stem", x.dequantized())
         x = timed("maxpool", profile) { maxPool(x) }
         observe?("maxpool", x.dequantized())
         for (i, block) in model.blocks.enumerated() {
             let names = blockLayers[i]
-            let mid = timed(names.conv1, profile) { conv(x, block.conv1, names.conv1, output: a[names.conv1]!, relu: true, live: x.bit) }
+            let mid = timed(names.conv1, profile) { conv(x, block.conv1, names.conv1, output: a[names.conv1]!, relu: true, live: x.bits) }
             observe?(names.conv1, mid.dequantized())
             var shortcut = x
             if let down = block.downsample {
                 shortcut = timed(names.downsample, profile) {
-                    conv(x, down, names.downsample, output: a[names.downsample]!, relu: false, live: x.bit | mid.bit)
+                    conv(x, down, names.downsample, output: a[names.downsample], wide: wide[names.downsample], relu: false,
+                         live: x.bits | mid.bits)
                 }
                 observe?(names.downsample, shortcut.dequantized())
             }
             x = timed(names.conv2, profile) {
-                conv(mid, block.conv2, names.conv2, output: a[names.output]!, relu: true, residual: shortcut, live: x.bit | mid.bit | shortcut.bit)
+                conv(mid, block.conv2, names.conv2, output: a[names.output]!, wide: wide[names.output], relu: true, residual: shortcut,
+                     live: mid.bits | shortcut.bits)
             }
             observe?(names.output, x.dequantized())
         }
-        let features = x.dequantized()
+        // The int16 view (when there is one) is what the pool reads, so heatmaps show the same features.
+        let features = x.dequantized(preferWide: true)
+        let pooledQ = a["pool"], pooledWide = wide["pool"]
         let logits: [Float]
         switch model.head {
         case .torchvision(let fc):
-            let pooled = timed("pool", profile) { pool(x, output: a["pool"]!, withMax: false) }
+            let pooled = timed("pool", profile) { pool(x, output: pooledQ, wide: pooledWide, withMax: false) }
             observe?("pool", pooled.dequantized())
             logits = timed("fc", profile) { linearLogits(pooled, fc) }
         case .fastai(let fc1, let fc2):
-            let pooled = timed("pool", profile) { pool(x, output: a["pool"]!, withMax: true) }
+            let pooled = timed("pool", profile) { pool(x, output: pooledQ, wide: pooledWide, withMax: true) }
             observe?("pool", pooled.dequantized())
             let hidden = timed("head.fc1", profile) { linear(pooled, fc1, output: a["head.fc1"]!) }
             observe?("head.fc1", hidden.dequantized())
@@ -291,9 +345,10 @@ public struct Int8ResNet18: Sendable {
         }
     }
 
-    /// `live`: the slots (`QTensor.bit`) of tensors still needed after this layer, not reused for its output.
-    func conv(_ x: QTensor, _ layer: QuantizedConv, _ name: String, output: QuantParams, relu: Bool, residual: QTensor? = nil,
-              live: Int) -> QTensor {
+    /// `live`: the slots (`QTensor.bits`) of tensors still needed after this layer, not reused for its output.
+    /// The output has a byte view when `output` is given and an int16 view when `wide` is.
+    func conv(_ x: QTensor, _ layer: QuantizedConv, _ name: String, output: QuantParams?, wide: WideQuantParams? = nil, relu: Bool,
+              residual: QTensor? = nil, live: Int) -> QTensor {
         let shape = ReferenceKernels.ConvShape(inChannels: x.channels, inHeight: x.height, inWidth: x.width,
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
@@ -307,19 +362,26 @@ public struct Int8ResNet18: Sendable {
                           scratch: transformed.map { $0.scratchBytes(shape, parts: parallel.count) }
                             ?? weights!.scratchBytes(shape, rows: bandRows, parts: parallel.count))
         let acc = workspace.acc, scratch = workspace.scratch
-        let clamp = OutputClamp(zero: output.zeroPoint, relu: relu)
-        let out = tensor(layer.outChannels, shape.outHeight, shape.outWidth, q: output, avoiding: live)
-        let outBase = out.data, src = x.data
-        let residualData = residual.map { UnsafePointer($0.data) }, residualZero = residual?.q.zeroPoint ?? 0
-        let residualScale = residual.map { $0.q.scale / output.scale } ?? 0
-        requantScales[name]!.withUnsafeBufferPointer { sc in
+        let out = tensor(layer.outChannels, shape.outHeight, shape.outWidth, q: output, wide: wide, avoiding: live | x.bits)
+        let src = x.data
+        let byteScales = output == nil ? [] : requantScales[name]!, wideScales = wide == nil ? [] : self.wideScales[name]!
+        // The residual's scale relative to each output's (0 without a residual).
+        let residualScale = residual?.scale ?? 0
+        byteScales.withUnsafeBufferPointer { sc in wideScales.withUnsafeBufferPointer { wsc in
+            let bytes = out.bytes.map {
+                ReferenceKernels.ByteTarget(data: $0.data, scales: sc.baseAddress!, clamp: OutputClamp(zero: $0.q.zeroPoint, relu: relu),
+                                            residualScale: residualScale / $0.q.scale)
+            }
+            let wideTarget = out.wide.map {
+                ReferenceKernels.WideTarget(data: $0.data, scales: wsc.baseAddress!, relu: relu, residualScale: residualScale / $0.q.scale)
+            }
+            let residualInput = residual?.residual
             layer.bias.withUnsafeBufferPointer { b in
                 // Each thread requantises the pixels whose accumulators it has just computed; the accumulators
                 // of a band of rows start at output pixel `first` and hold `count` pixels per channel.
                 func requantize(_ pixels: Range<Int>, first: Int, count: Int, acc: UnsafePointer<Int32>) {
-                    ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, scales: sc.baseAddress!,
-                                                      clamp: clamp, residual: residualData, residualZero: residualZero,
-                                                      residualScale: residualScale, output: outBase,
+                    ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, residual: residualInput,
+                                                      bytes: bytes, wide: wideTarget,
                                                       pixels: (first + pixels.lowerBound)..<(first + pixels.upperBound),
                                                       accBand: (first, count))
                 }
@@ -338,7 +400,7 @@ public struct Int8ResNet18: Sendable {
                     }
                 }
             }
-        }
+        } }
         return out
     }
 
@@ -355,7 +417,7 @@ public struct Int8ResNet18: Sendable {
     func maxPool(_ x: QTensor) -> QTensor {
         let oh = ConvGeometry.outputLength(x.height, kernel: 3, stride: 2, padding: 1)
         let ow = ConvGeometry.outputLength(x.width, kernel: 3, stride: 2, padding: 1)
-        let out = tensor(x.channels, oh, ow, q: x.q, avoiding: x.bit)
+        let out = tensor(x.channels, oh, ow, q: x.q, avoiding: x.bits)
         let input = x.data, output = out.data
         pool.parallelFor(x.channels) { channels in
             PoolKernels.maxPool3x3s2(input: input + channels.lowerBound * x.height * x.width, channels: channels.count,
@@ -364,22 +426,43 @@ public struct Int8ResNet18: Sendable {
         return out
     }
 
-    /// Global average pool (and, for the fastai head, global max pool first), requantised to `output`.
-    func pool(_ x: QTensor, output: QuantParams, withMax: Bool) -> QTensor {
+    /// Global average pool (and, for the fastai head, global max pool first), requantised to `output` (bytes)
+    /// or, with an int16 shortcut path, from `x`'s int16 view to `wide`.
+    func pool(_ x: QTensor, output: QuantParams?, wide: WideQuantParams?, withMax: Bool) -> QTensor {
         let plane = x.height * x.width
-        // Per-channel sums and maxima in the workspace (no allocation in a run).
+        let out = tensor(withMax ? 2 * x.channels : x.channels, 1, 1, q: wide == nil ? output : nil, wide: wide, avoiding: x.bits)
+        // Per-channel sums in the workspace (no allocation in a run); maxima on the stack.
         workspace.reserve(acc: x.channels, scratch: x.channels)
-        let sums = workspace.acc, maxima = workspace.scratch
-        ReferenceKernels.channelSumsAndMaxima(input: x.data, channels: x.channels, plane: plane, zero: x.q.zeroPoint,
+        let sums = workspace.acc
+        if let source = x.wide, let target = out.wide {
+            withUnsafeTemporaryAllocation(of: Int16.self, capacity: x.channels) { maxima in
+                ReferenceKernels.channelSumsAndMaxima(input: source.data, channels: x.channels, plane: plane, sums: sums,
+                                                      maxima: maxima.baseAddress!)
+                let averageScale = source.q.scale / (Float(plane) * target.q.scale), maxScale = source.q.scale / target.q.scale
+                var o = target.data
+                if withMax {
+                    for c in 0..<x.channels {
+                        o.pointee = requantizeWide(Float(maxima[c]) * maxScale, relu: false)
+                        o += 1
+                    }
+                }
+                for c in 0..<x.channels {
+                    o.pointee = requantizeWide(Float(sums[c]) * averageScale, relu: false)
+                    o += 1
+                }
+            }
+            return out
+        }
+        let maxima = workspace.scratch, q = x.q, output = out.q
+        ReferenceKernels.channelSumsAndMaxima(input: x.data, channels: x.channels, plane: plane, zero: q.zeroPoint,
                                               sums: sums, maxima: maxima)
         let clamp = OutputClamp(zero: output.zeroPoint, relu: false)
-        let averageScale = x.q.scale / (Float(plane) * output.scale)
-        let maxScale = x.q.scale / output.scale
-        let out = tensor(withMax ? 2 * x.channels : x.channels, 1, 1, q: output, avoiding: x.bit)
+        let averageScale = q.scale / (Float(plane) * output.scale)
+        let maxScale = q.scale / output.scale
         var o = out.data
         if withMax {
             for c in 0..<x.channels {
-                o.pointee = requantize(Int32(maxima[c]) - x.q.zeroPoint, scale: maxScale, zero: clamp.zero, lower: clamp.lower,
+                o.pointee = requantize(Int32(maxima[c]) - q.zeroPoint, scale: maxScale, zero: clamp.zero, lower: clamp.lower,
                                        upper: clamp.upper)
                 o += 1
             }
@@ -391,33 +474,43 @@ public struct Int8ResNet18: Sendable {
         return out
     }
 
-    /// The layer's accumulators, in the workspace.
-    func accumulate(_ x: QTensor, _ layer: QuantizedLinear) -> UnsafeMutablePointer<Int32> {
-        workspace.reserve(acc: layer.outFeatures, scratch: 0)
-        let acc = workspace.acc
-        layer.weights.withUnsafeBufferPointer { w in
-            layer.bias.withUnsafeBufferPointer { b in
-                ReferenceKernels.linearAccumulate(input: x.data, inFeatures: layer.inFeatures, inZero: x.q.zeroPoint,
-                                                  weights: w.baseAddress!, bias: b.baseAddress!, outFeatures: layer.outFeatures, acc: acc)
+    /// The layer's accumulators, handed to `body`: Int32 sums for a byte input (widened), Int64 for an int16 one.
+    func withAccumulators<R>(_ x: QTensor, _ layer: QuantizedLinear, _ body: (UnsafePointer<Int64>) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: Int64.self, capacity: layer.outFeatures) { buffer in
+            let acc = buffer.baseAddress!
+            layer.weights.withUnsafeBufferPointer { w in
+                layer.bias.withUnsafeBufferPointer { b in
+                    if let wide = x.wide {
+                        ReferenceKernels.linearAccumulate(input: wide.data, inFeatures: layer.inFeatures, weights: w.baseAddress!,
+                                                          bias: b.baseAddress!, outFeatures: layer.outFeatures, acc: acc)
+                    } else {
+                        workspace.reserve(acc: layer.outFeatures, scratch: 0)
+                        let narrow = workspace.acc
+                        ReferenceKernels.linearAccumulate(input: x.data, inFeatures: layer.inFeatures, inZero: x.q.zeroPoint,
+                                                          weights: w.baseAddress!, bias: b.baseAddress!, outFeatures: layer.outFeatures,
+                                                          acc: narrow)
+                        for o in 0..<layer.outFeatures { acc[o] = Int64(narrow[o]) }
+                    }
+                }
             }
+            return body(acc)
         }
-        return acc
     }
 
     func linear(_ x: QTensor, _ layer: QuantizedLinear, output: QuantParams) -> QTensor {
-        let acc = accumulate(x, layer)
         let clamp = OutputClamp(zero: output.zeroPoint, relu: true)
-        let out = tensor(layer.outFeatures, 1, 1, q: output, avoiding: x.bit)
-        for o in 0..<layer.outFeatures {
-            out.data[o] = requantize(acc[o], scale: x.q.scale * layer.weightScales[o] / output.scale, zero: clamp.zero,
-                                     lower: clamp.lower, upper: clamp.upper)
+        let out = tensor(layer.outFeatures, 1, 1, q: output, avoiding: x.bits)
+        withAccumulators(x, layer) { acc in
+            for o in 0..<layer.outFeatures {
+                out.data[o] = requantize(real: Float(acc[o]) * (x.scale * layer.weightScales[o] / output.scale), zero: clamp.zero,
+                                         lower: clamp.lower, upper: clamp.upper)
+            }
         }
         return out
     }
 
     /// The last layer leaves the integer domain: logit = acc x inputScale x weightScale.
     func linearLogits(_ x: QTensor, _ layer: QuantizedLinear) -> [Float] {
-        let acc = accumulate(x, layer)
-        return (0..<layer.outFeatures).map { Float(acc[$0]) * (x.q.scale * layer.weightScales[$0]) }
+        withAccumulators(x, layer) { acc in (0..<layer.outFeatures).map { Float(acc[$0]) * (x.scale * layer.weightScales[$0]) } }
     }
 }

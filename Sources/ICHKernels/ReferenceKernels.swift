@@ -63,61 +63,88 @@ public enum ReferenceKernels {
         }
     }
 
-    /// Requantises `channels` planes of accumulators with per-channel scales, optionally adding a residual.
-    /// `pixels` limits the work to part of every plane (default: all of it).
-    /// `accBand`: the accumulators hold only output pixels `accBand.first...` with rows of `accBand.count`
-    /// (a band of the plane, see `ConvGEMM.convAccumulate(rows:)`); default: the whole plane.
-    /// Eight pixels at a time in SIMD8<Float> with exactly the scalar `requantize`'s operations (see
-    /// `requantize8`), the rest one by one.
-    public static func requantizePlanes(acc: UnsafePointer<Int32>, channels: Int, plane: Int, scales: UnsafePointer<Float>,
-                                        clamp: OutputClamp, residual: UnsafePointer<UInt8>? = nil, residualZero: Int32 = 0,
-                                        residualScale: Float = 0, output: UnsafeMutablePointer<UInt8>, pixels: Range<Int>? = nil,
+    /// Requantises `channels` planes of accumulators with per-channel scales into bytes, int16 (the shortcut
+    /// path) or both, optionally adding a residual. `pixels` limits the work to part of every plane (default:
+    /// all of it). `accBand`: the accumulators hold only output pixels `accBand.first...` with rows of
+    /// `accBand.count` (a band of the plane, see `ConvGEMM.convAccumulate(rows:)`); default: the whole plane.
+    /// Eight pixels at a time in SIMD8<Float> with exactly the scalar functions' operations (see
+    /// `RequantizeOutputs.store8`), the rest one by one. The residual and output kinds are dispatched once per
+    /// call into loops specialised for them (a per-pixel switch cost 3% of the whole network).
+    public static func requantizePlanes(acc: UnsafePointer<Int32>, channels: Int, plane: Int, residual: ResidualInput? = nil,
+                                        bytes: ByteTarget?, wide: WideTarget? = nil, pixels: Range<Int>? = nil,
                                         accBand: (first: Int, count: Int)? = nil) {
         let span = pixels ?? 0..<plane
-        let (first, stride) = accBand ?? (0, plane)
+        let band = accBand ?? (0, plane)
+        @inline(__always)
+        func run<R: ResidualLoad>(_ r: R) {
+            switch (bytes, wide) {
+            case (let b?, let w?): requantizeLoop(acc, channels, plane, span, band, r, BothTargets(bytes: b, wide: w))
+            case (let b?, nil): requantizeLoop(acc, channels, plane, span, band, r, b)
+            case (nil, let w?): requantizeLoop(acc, channels, plane, span, band, r, w)
+            case (nil, nil): break
+            }
+        }
+        switch residual {
+        case nil: run(NoResidual())
+        case .bytes(let p, let zero)?: run(ByteResidual(data: p, zero: zero))
+        case .wide(let p)?: run(WideResidual(data: p))
+        }
+    }
+
+    @inline(__always)
+    static func requantizeLoop<R: ResidualLoad, T: RequantizeOutputs>(_ acc: UnsafePointer<Int32>, _ channels: Int, _ plane: Int,
+                                                                      _ span: Range<Int>, _ band: (first: Int, count: Int),
+                                                                      _ residual: R, _ target: T) {
         for o in 0..<channels {
-            let base = o * plane, a = acc + o * stride - first
+            let base = o * plane, a = acc + o * band.count - band.first
             var j = span.lowerBound
             while j + 8 <= span.upperBound {
-                requantize8(a + j, scale: scales[o], residual: residual.map { $0 + base + j }, residualZero: residualZero,
-                            residualScale: residualScale, clamp: clamp, output: output + base + j)
+                let v = SIMD8<Float>(UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Int32>.self))
+                target.store8(v, residual: residual.values8(at: base + j), channel: o, at: base + j, R.self)
                 j += 8
             }
-            if let residual {
-                for j in j..<span.upperBound {
-                    output[base + j] = requantize(a[j], scale: scales[o], residual: residual[base + j], residualZero: residualZero,
-                                                  residualScale: residualScale, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
-                }
-            } else {
-                for j in j..<span.upperBound {
-                    output[base + j] = requantize(a[j], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
-                }
+            for j in j..<span.upperBound {
+                target.store(a[j], residual: residual.value(at: base + j), channel: o, at: base + j, R.self)
             }
         }
     }
 
-    /// Eight `requantize` results at once, bit for bit: the same fp32 multiply (and multiply and add for the
-    /// residual, in the same order; Swift does not contract them into FMAs), the same clamp to integral
-    /// bounds, and round-to-nearest-even by adding 1.5 x 2^23 (exact for |v| < 2^22: the sum's ulp is 1, and
-    /// IEEE addition rounds to nearest even), which avoids the trapping Float -> Int32 conversion that kept
-    /// the scalar loop from vectorising.
-    @inline(__always)
-    static func requantize8(_ acc: UnsafePointer<Int32>, scale: Float, residual: UnsafePointer<UInt8>?, residualZero: Int32,
-                            residualScale: Float, clamp: OutputClamp, output: UnsafeMutablePointer<UInt8>) {
-        let a = UnsafeRawPointer(acc).loadUnaligned(as: SIMD8<Int32>.self)
-        var v = SIMD8<Float>()
-        for i in 0..<8 { v[i] = Float(a[i]) * scale }
-        if let residual {
-            let r = UnsafeRawPointer(residual).loadUnaligned(as: SIMD8<UInt8>.self)
-            for i in 0..<8 { v[i] = v[i] + Float(Int32(r[i]) &- residualZero) * residualScale }
+    /// The shortcut a requantisation adds: bytes with their zero point, or int16 of the shortcut path.
+    public enum ResidualInput {
+        case bytes(UnsafePointer<UInt8>, zero: Int32)
+        case wide(UnsafePointer<Int16>)
+    }
+
+    /// Byte outputs of a requantisation: per-channel scales (s_in x s_w / s_out), clamp, and the residual's
+    /// scale relative to the output's (0 without a residual).
+    public struct ByteTarget {
+        public var data: UnsafeMutablePointer<UInt8>
+        public var scales: UnsafePointer<Float>
+        public var clamp: OutputClamp
+        public var residualScale: Float
+
+        public init(data: UnsafeMutablePointer<UInt8>, scales: UnsafePointer<Float>, clamp: OutputClamp, residualScale: Float = 0) {
+            self.data = data
+            self.scales = scales
+            self.clamp = clamp
+            self.residualScale = residualScale
         }
-        let magic: Float = 12_582_912  // 1.5 x 2^23
-        var q = SIMD8<Int32>()
-        for i in 0..<8 {
-            let clamped = min(max(v[i], clamp.lower), clamp.upper) + magic
-            q[i] = Int32(bitPattern: clamped.bitPattern) &- Int32(bitPattern: magic.bitPattern) &+ clamp.zero
+    }
+
+    /// int16 outputs of the shortcut path: per-channel scales (s_in x s_w / s_wide), ReLU or not, and the
+    /// residual's scale relative to the output's.
+    public struct WideTarget {
+        public var data: UnsafeMutablePointer<Int16>
+        public var scales: UnsafePointer<Float>
+        public var relu: Bool
+        public var residualScale: Float
+
+        public init(data: UnsafeMutablePointer<Int16>, scales: UnsafePointer<Float>, relu: Bool, residualScale: Float = 0) {
+            self.data = data
+            self.scales = scales
+            self.relu = relu
+            self.residualScale = residualScale
         }
-        for i in 0..<8 { output[i] = UInt8(truncatingIfNeeded: q[i]) }
     }
 
     /// 3x3 stride-2 max pool with padding 1 on bytes of one quantisation (padding never wins).
@@ -157,6 +184,35 @@ public enum ReferenceKernels {
             }
             sums[c] = sum
             maxima[c] = m
+        }
+    }
+
+    /// Per channel of the int16 shortcut path: sum over the plane (exact: planes of at most
+    /// `WideLimit.maxPooledPlane` values) and the maximum.
+    public static func channelSumsAndMaxima(input: UnsafePointer<Int16>, channels: Int, plane: Int,
+                                            sums: UnsafeMutablePointer<Int32>, maxima: UnsafeMutablePointer<Int16>) {
+        precondition(plane <= WideLimit.maxPooledPlane, "an int16 plane of \(plane) values can overflow its Int32 sum")
+        for c in 0..<channels {
+            var sum: Int32 = 0
+            var m = Int16.min
+            for j in 0..<plane {
+                let v = input[c * plane + j]
+                sum &+= Int32(v)
+                m = max(m, v)
+            }
+            sums[c] = sum
+            maxima[c] = m
+        }
+    }
+
+    /// acc[o] = bias[o] + sum x * w[o][i] for int16 inputs of the shortcut path, in Int64: 1024 inputs of
+    /// 32767 x 127 can pass Int32.
+    public static func linearAccumulate(input: UnsafePointer<Int16>, inFeatures: Int, weights: UnsafePointer<Int8>,
+                                        bias: UnsafePointer<Int32>, outFeatures: Int, acc: UnsafeMutablePointer<Int64>) {
+        for o in 0..<outFeatures {
+            var a = Int64(bias[o])
+            for i in 0..<inFeatures { a &+= Int64(input[i]) &* Int64(weights[o * inFeatures + i]) }
+            acc[o] = a
         }
     }
 

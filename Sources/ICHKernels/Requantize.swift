@@ -7,6 +7,12 @@
 //                    (+ Float(r - rZero) * residualScale)    one fp32 multiply, one fp32 add, in that order
 //   output       q   = clamp(roundToNearestEven(v), lo - yZero, hi - yZero) + yZero
 // where scale[o] = inputScale * weightScale[o] / outputScale, and lo = yZero with ReLU, 0 without.
+//
+// The int16 shortcut path (models whose block outputs, downsample outputs and pooled features are also kept
+// as int16, see `WideTarget`): symmetric, no zero point, and the same arithmetic with its own scales:
+//   real value   v   = Float(acc) * wideScale[o] (+ Float(r - rZero) * wideResidualScale)
+//   output       q16 = clamp(roundToNearestEven(v), relu ? 0 : -32767, 32767)
+// A residual is either bytes (r - rZero) or int16 (rZero = 0).
 
 /// Turns one accumulator into an output byte.
 @inline(__always)
@@ -15,12 +21,33 @@ public func requantize(_ acc: Int32, scale: Float, zero: Int32, lower: Float, up
     return UInt8(truncatingIfNeeded: Int32(min(max(v, lower), upper).rounded(.toNearestOrEven)) &+ zero)
 }
 
-/// The same with a residual byte added in the real domain (ResNet's shortcut).
+/// A real value v, already in output units (v = Float(acc) x scale, for any accumulator width: Float(acc)
+/// rounds to nearest even for Int64 as for Int32), to a byte.
 @inline(__always)
-public func requantize(_ acc: Int32, scale: Float, residual: UInt8, residualZero: Int32, residualScale: Float,
+public func requantize(real v: Float, zero: Int32, lower: Float, upper: Float) -> UInt8 {
+    UInt8(truncatingIfNeeded: Int32(min(max(v, lower), upper).rounded(.toNearestOrEven)) &+ zero)
+}
+
+/// The same with a residual added in the real domain (ResNet's shortcut): `residual` is r - rZero, from a byte
+/// or (rZero = 0) an int16 value.
+@inline(__always)
+public func requantize(_ acc: Int32, scale: Float, residual: Int32, residualScale: Float,
                        zero: Int32, lower: Float, upper: Float) -> UInt8 {
-    let v = Float(acc) * scale + Float(Int32(residual) &- residualZero) * residualScale
+    let v = Float(acc) * scale + Float(residual) * residualScale
     return UInt8(truncatingIfNeeded: Int32(min(max(v, lower), upper).rounded(.toNearestOrEven)) &+ zero)
+}
+
+/// A real value v (already in output units) to an int16 of the shortcut path.
+@inline(__always)
+public func requantizeWide(_ v: Float, relu: Bool) -> Int16 {
+    Int16(min(max(v, relu ? 0 : -Float(WideLimit.max)), Float(WideLimit.max)).rounded(.toNearestOrEven))
+}
+
+/// Bounds of the int16 shortcut path: symmetric, so -32768 is never produced.
+public enum WideLimit {
+    public static let max: Int32 = 32767
+    /// Average pooling sums a plane of int16 values in an Int32: exact for planes of at most 65536 values.
+    public static let maxPooledPlane = 1 << 16
 }
 
 /// Output range of a requantisation, as bounds on v (before the zero point is added).
@@ -33,5 +60,119 @@ public struct OutputClamp: Sendable, Equatable {
         self.zero = zero
         lower = relu ? 0 : Float(-zero)
         upper = Float(255 - zero)
+    }
+}
+
+// MARK: Specialised pieces of `ReferenceKernels.requantizePlanes`
+
+/// Where a requantisation's residual comes from, as a type so that each kind gets its own loop.
+protocol ResidualLoad {
+    /// False for `NoResidual`: v is then acc x scale alone, as the contract says (no "+ 0 x scale").
+    static var present: Bool { get }
+    /// r - rZero at element `i`.
+    func value(at i: Int) -> Int32
+    /// Eight of them, as Float.
+    func values8(at i: Int) -> SIMD8<Float>
+}
+
+struct NoResidual: ResidualLoad {
+    static var present: Bool { false }
+    @inline(__always) func value(at i: Int) -> Int32 { 0 }
+    @inline(__always) func values8(at i: Int) -> SIMD8<Float> { SIMD8() }
+}
+
+struct ByteResidual: ResidualLoad {
+    let data: UnsafePointer<UInt8>
+    let zero: Int32
+    static var present: Bool { true }
+    @inline(__always) func value(at i: Int) -> Int32 { Int32(data[i]) &- zero }
+    @inline(__always) func values8(at i: Int) -> SIMD8<Float> {
+        SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: UnsafeRawPointer(data + i).loadUnaligned(as: SIMD8<UInt8>.self)) &- zero)
+    }
+}
+
+struct WideResidual: ResidualLoad {
+    let data: UnsafePointer<Int16>
+    static var present: Bool { true }
+    @inline(__always) func value(at i: Int) -> Int32 { Int32(data[i]) }
+    @inline(__always) func values8(at i: Int) -> SIMD8<Float> {
+        SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: UnsafeRawPointer(data + i).loadUnaligned(as: SIMD8<Int16>.self)))
+    }
+}
+
+/// Where a requantisation writes: bytes, int16 of the shortcut path, or both.
+protocol RequantizeOutputs {
+    /// One output from accumulator `acc` of channel `o` and residual r (0 without one), per the contract.
+    func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type)
+    /// Eight at once, bit for bit `store`: the same fp32 multiply (and multiply and add for the residual, in the
+    /// same order; Swift does not contract them into FMAs), the same clamp to integral bounds, and
+    /// round-to-nearest-even by adding 1.5 x 2^23 (exact for |v| < 2^22: the sum's ulp is 1, and IEEE addition
+    /// rounds to nearest even), which avoids the trapping Float -> Int32 conversion that kept the scalar loop
+    /// from vectorising.
+    func store8<R: ResidualLoad>(_ acc: SIMD8<Float>, residual: SIMD8<Float>, channel o: Int, at i: Int, _: R.Type)
+}
+
+/// Clamps to [lower, upper] and rounds half to even, eight lanes (values must stay below 2^22 after the clamp).
+@inline(__always)
+func roundedClamped(_ v: SIMD8<Float>, lower: Float, upper: Float) -> SIMD8<Int32> {
+    let magic: Float = 12_582_912  // 1.5 x 2^23
+    var q = SIMD8<Int32>()
+    for k in 0..<8 {
+        let clamped = min(max(v[k], lower), upper) + magic
+        q[k] = Int32(bitPattern: clamped.bitPattern) &- Int32(bitPattern: magic.bitPattern)
+    }
+    return q
+}
+
+extension ReferenceKernels.ByteTarget: RequantizeOutputs {
+    @inline(__always)
+    func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
+        data[i] = R.present
+            ? requantize(acc, scale: scales[o], residual: residual, residualScale: residualScale, zero: clamp.zero,
+                         lower: clamp.lower, upper: clamp.upper)
+            : requantize(acc, scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+    }
+
+    @inline(__always)
+    func store8<R: ResidualLoad>(_ acc: SIMD8<Float>, residual: SIMD8<Float>, channel o: Int, at i: Int, _: R.Type) {
+        var v = acc * scales[o]
+        if R.present { v = v + residual * residualScale }
+        let q = roundedClamped(v, lower: clamp.lower, upper: clamp.upper) &+ clamp.zero
+        UnsafeMutableRawPointer(data + i).storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: q), as: SIMD8<UInt8>.self)
+    }
+}
+
+extension ReferenceKernels.WideTarget: RequantizeOutputs {
+    @inline(__always)
+    func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
+        var v = Float(acc) * scales[o]
+        if R.present { v = v + Float(residual) * residualScale }
+        data[i] = requantizeWide(v, relu: relu)
+    }
+
+    @inline(__always)
+    func store8<R: ResidualLoad>(_ acc: SIMD8<Float>, residual: SIMD8<Float>, channel o: Int, at i: Int, _: R.Type) {
+        var v = acc * scales[o]
+        if R.present { v = v + residual * residualScale }
+        let q = roundedClamped(v, lower: relu ? 0 : -Float(WideLimit.max), upper: Float(WideLimit.max))
+        UnsafeMutableRawPointer(data + i).storeBytes(of: SIMD8<Int16>(truncatingIfNeeded: q), as: SIMD8<Int16>.self)
+    }
+}
+
+/// A block output of a model with the int16 shortcut path: bytes for the convolutions, int16 for the shortcut.
+struct BothTargets: RequantizeOutputs {
+    let bytes: ReferenceKernels.ByteTarget
+    let wide: ReferenceKernels.WideTarget
+
+    @inline(__always)
+    func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
+        bytes.store(acc, residual: residual, channel: o, at: i, R.self)
+        wide.store(acc, residual: residual, channel: o, at: i, R.self)
+    }
+
+    @inline(__always)
+    func store8<R: ResidualLoad>(_ acc: SIMD8<Float>, residual: SIMD8<Float>, channel o: Int, at i: Int, _: R.Type) {
+        bytes.store8(acc, residual: residual, channel: o, at: i, R.self)
+        wide.store8(acc, residual: residual, channel: o, at: i, R.self)
     }
 }

@@ -48,12 +48,18 @@ public struct QuantizationInfo: Codable, Sendable, Equatable {
     /// e.g. "fp32 multiply, round half to even, clamp" (see ICHKernels/Requantize.swift)
     public var requantization: String
     public var activations: [String: QuantParams]
+    /// The int16 shortcut path's parameters (format version 2); nil in version 1 files.
+    public var wideActivations: [String: WideQuantParams]?
 
-    public init(scheme: String, requantization: String, activations: [String: QuantParams]) {
+    public init(scheme: String, requantization: String, activations: [String: QuantParams],
+                wideActivations: [String: WideQuantParams]? = nil) {
         self.scheme = scheme
         self.requantization = requantization
         self.activations = activations
+        self.wideActivations = wideActivations
     }
+
+    enum CodingKeys: String, CodingKey { case scheme, requantization, activations, wideActivations = "wide_activations" }
 }
 
 public struct CalibrationSummary: Codable, Sendable, Equatable {
@@ -106,7 +112,8 @@ public struct ModelFileError: Error, Equatable, CustomStringConvertible {
 /// The `.ichm` file: the int8 ResNet18 and its metadata.
 ///
 ///     0   8   magic "ICHM\r\n\u{1A}\n" (catches text-mode and truncation-by-transfer damage, as PNG's does)
-///     8   4   format version (little-endian u32), currently 1
+///     8   4   format version (little-endian u32): 1, or 2 for a model with an int16 shortcut path (which a
+///             reader of version 1 would run without it, so it must refuse the file)
 ///     12  4   flags, 0
 ///     16  8   metadata JSON length L
 ///     24  8   payload length P: every byte after this 64-byte header
@@ -118,7 +125,8 @@ public struct ModelFileError: Error, Equatable, CustomStringConvertible {
 /// Loading checks all of it before anything is used: nothing is half-loaded.
 public struct ModelFile: Sendable {
     public static let magic: [UInt8] = Array("ICHM\r\n".utf8) + [0x1A, 0x0A]
-    public static let formatVersion: UInt32 = 1
+    /// The newest format version this ichd writes and reads; it reads every version from 1.
+    public static let formatVersion: UInt32 = 2
     static let headerSize = 64
     static let alignment = 64
 
@@ -158,6 +166,7 @@ public struct ModelFile: Sendable {
         var meta = metadata
         meta.tensors = entries
         meta.quantization.activations = network.activations
+        meta.quantization.wideActivations = network.hasWideShortcut ? network.wideActivations : nil
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         var json = try encoder.encode(meta)
@@ -165,7 +174,7 @@ public struct ModelFile: Sendable {
         let metadataLength = json.count
         let payload = json + section
         var out = Data(Self.magic)
-        Self.append(&out, Self.formatVersion)
+        Self.append(&out, network.hasWideShortcut ? Self.formatVersion : 1)
         Self.append(&out, UInt32(0))
         Self.append(&out, UInt64(metadataLength))
         Self.append(&out, UInt64(payload.count))
@@ -191,8 +200,8 @@ public struct ModelFile: Sendable {
             throw ModelFileError("not an ichd model file (no ICHM header)")
         }
         let version: UInt32 = read(data, 8)
-        guard version == formatVersion else {
-            throw ModelFileError("model format version \(version); this ichd reads version \(formatVersion)")
+        guard (1...formatVersion).contains(version) else {
+            throw ModelFileError("model format version \(version); this ichd reads versions 1 to \(formatVersion)")
         }
         let metadataLength = Int(clamping: read(data, 16) as UInt64)
         let payloadLength = Int(clamping: read(data, 24) as UInt64)
@@ -215,10 +224,10 @@ public struct ModelFile: Sendable {
             throw ModelFileError("unreadable model metadata: \(error)")
         }
         let section = payload[(payload.startIndex + metadataLength)...]
-        return try assemble(metadata, section)
+        return try assemble(metadata, section, version: version)
     }
 
-    static func assemble(_ metadata: ModelMetadata, _ section: Data) throws(ModelFileError) -> ModelFile {
+    static func assemble(_ metadata: ModelMetadata, _ section: Data, version: UInt32) throws(ModelFileError) -> ModelFile {
         guard metadata.architecture == "resnet18" else {
             throw ModelFileError("architecture \(metadata.architecture); this ichd runs resnet18")
         }
@@ -238,11 +247,30 @@ public struct ModelFile: Sendable {
             table[entry.name] = entry
         }
         let activations = metadata.quantization.activations
-        for name in QuantizedResNet18.activationNames(head: metadata.head) where activations[name] == nil {
+        let wide = metadata.quantization.wideActivations ?? [:]
+        // Version 2 is the int16 shortcut path; a version 1 file carrying it (or a version 2 one without) is damaged.
+        guard (version >= 2) == !wide.isEmpty else {
+            throw ModelFileError(version >= 2 ? "format version \(version) model without int16 shortcut parameters"
+                                              : "format version 1 model with int16 shortcut parameters")
+        }
+        let byteNames = QuantizedResNet18.activationNames(head: metadata.head, wideShortcut: !wide.isEmpty)
+        for name in byteNames where activations[name] == nil {
             throw ModelFileError("no quantisation parameters for activation \(name)")
+        }
+        if let extra = Set(activations.keys).subtracting(byteNames).sorted().first {
+            throw ModelFileError("quantisation parameters for an activation this model does not have: \(extra)")
         }
         for q in activations.values where !(q.scale > 0 && q.scale.isFinite && (0...255).contains(q.zeroPoint)) {
             throw ModelFileError("invalid activation quantisation parameters")
+        }
+        if !wide.isEmpty {
+            guard Set(wide.keys) == Set(QuantizedResNet18.wideActivationNames) else {
+                throw ModelFileError("int16 shortcut parameters must name exactly: "
+                                     + QuantizedResNet18.wideActivationNames.joined(separator: ", "))
+            }
+            for q in wide.values where !(q.scale > 0 && q.scale.isFinite) {
+                throw ModelFileError("invalid int16 shortcut quantisation parameters")
+            }
         }
 
         func tensor<T>(_ name: String, _ dtype: String, _ shape: [Int], _: T.Type) throws(ModelFileError) -> [T] {
@@ -289,7 +317,8 @@ public struct ModelFile: Sendable {
         if let extra = table.keys.first(where: { !expectedNames.contains($0) }) {
             throw ModelFileError("unexpected tensor \(extra)")
         }
-        return ModelFile(metadata: metadata, network: QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: activations))
+        return ModelFile(metadata: metadata, network: QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: activations,
+                                                                        wideActivations: wide))
     }
 
     // MARK: Helpers

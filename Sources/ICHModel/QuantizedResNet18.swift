@@ -29,6 +29,34 @@ public struct QuantParams: Codable, Sendable, Equatable {
     public func dequantize(_ q: UInt8) -> Float { scale * Float(Int32(q) - zeroPoint) }
 }
 
+/// Quantisation of one tensor of the int16 shortcut path: real = scale x q, q in -32767...32767, symmetric
+/// (no zero point). The shortcut path (block outputs as the residual adds and the pool read them, downsample
+/// outputs, pooled features) carries the residual stream with a step 16 to 32 times finer than the bytes',
+/// while the convolutions keep reading bytes: measured on the bundled model, the stream's rounding is most of
+/// the int8 network's error (docs/converting.md).
+public struct WideQuantParams: Codable, Sendable, Equatable {
+    public var scale: Float
+
+    public init(scale: Float) {
+        precondition(scale > 0 && scale.isFinite)
+        self.scale = scale
+    }
+
+    /// Calibration saw at most this many times smaller values than the range covers: values beyond what the
+    /// calibration slices showed still pass unclipped, and the step stays at most range / 8192, 32 times
+    /// finer than a byte's range / 255.
+    public static let headroom: Float = 4
+
+    /// The parameters that cover [lo, hi] with `headroom`.
+    public static func covering(_ lo: Float, _ hi: Float) -> WideQuantParams {
+        let m = max(abs(lo), abs(hi))
+        return WideQuantParams(scale: m > 0 ? headroom * m / 32767 : 1)
+    }
+
+    @inline(__always)
+    public func dequantize(_ q: Int16) -> Float { scale * Float(q) }
+}
+
 /// A convolution in int8: weights symmetric per output channel (q in -127...127, real = weightScales[o] x q),
 /// bias as int32 in units of inputScale x weightScales[o], so it adds straight into the accumulator.
 public struct QuantizedConv: Sendable, Equatable {
@@ -88,11 +116,30 @@ public enum QuantizedHead: Sendable, Equatable {
 /// The int8 ResNet18 as the model file stores it. Activations are unsigned bytes with per-tensor
 /// `QuantParams`, named as the float executor names them ("input", "stem", "layer1.0.conv1", "layer1.0",
 /// "layer2.0.downsample", ..., "pool", "head.fc1").
+///
+/// With an int16 shortcut path (`wideActivations` not empty, format version 2), the block outputs are kept
+/// twice, as bytes for the next convolutions and as int16 for the residual adds and the pool; the downsample
+/// outputs and the pooled features exist only as int16 (so they have no byte parameters).
 public struct QuantizedResNet18: Sendable, Equatable {
     public var stem: QuantizedConv
     public var blocks: [QuantizedBlock]
     public var head: QuantizedHead
     public var activations: [String: QuantParams]
+    public var wideActivations: [String: WideQuantParams]
+
+    public init(stem: QuantizedConv, blocks: [QuantizedBlock], head: QuantizedHead, activations: [String: QuantParams],
+                wideActivations: [String: WideQuantParams] = [:]) {
+        self.stem = stem
+        self.blocks = blocks
+        self.head = head
+        self.activations = activations
+        self.wideActivations = wideActivations
+    }
+
+    public var hasWideShortcut: Bool { !wideActivations.isEmpty }
+
+    /// The scale of the pooled features the head's first layer reads.
+    public var pooledScale: Float { wideActivations["pool"]?.scale ?? activations["pool"]!.scale }
 
     public var numClasses: Int {
         switch head {
@@ -114,24 +161,30 @@ public struct QuantizedResNet18: Sendable, Equatable {
         }
         var out = self
         switch head {
-        case .torchvision(let fc): out.head = .torchvision(fc: corrected(fc, inputScale: activations["pool"]!.scale))
+        case .torchvision(let fc): out.head = .torchvision(fc: corrected(fc, inputScale: pooledScale))
         case .fastai(let fc1, let fc2): out.head = .fastai(fc1: fc1, fc2: corrected(fc2, inputScale: activations["head.fc1"]!.scale))
         }
         return out
     }
 
-    /// Every activation name the executor needs parameters for.
-    public static func activationNames(head: WeightLayout) -> [String] {
+    /// Every activation name the executor needs byte parameters for (`wideShortcut`: in a model with an int16
+    /// shortcut path, whose downsample outputs and pooled features have only int16 parameters).
+    public static func activationNames(head: WeightLayout, wideShortcut: Bool = false) -> [String] {
         var names = ["input", "stem"]
         for (i, block) in ResNet18Parameters.blockNames.enumerated() {
             names.append("\(block).conv1")
-            if [2, 4, 6].contains(i) { names.append("\(block).downsample") }
+            if [2, 4, 6].contains(i) && !wideShortcut { names.append("\(block).downsample") }
             names.append(block)
         }
-        names.append("pool")
+        if !wideShortcut { names.append("pool") }
         if head == .fastai { names.append("head.fc1") }
         return names
     }
+
+    /// The activations of the int16 shortcut path: block outputs, downsample outputs, pooled features.
+    public static let wideActivationNames: [String] = ResNet18Parameters.blockNames.enumerated().flatMap { i, block in
+        [2, 4, 6].contains(i) ? ["\(block).downsample", block] : [block]
+    } + ["pool"]
 }
 
 /// Float weights to int8, per output channel, symmetric.
@@ -194,7 +247,9 @@ public enum WeightQuantizer {
 
     /// The whole network, given activation parameters for every name in `activationNames`, and optionally the
     /// per-channel means of every layer's input for bias correction (names as the float executor observes them).
-    public static func network(_ p: ResNet18Parameters, activations a: [String: QuantParams],
+    /// `wide`: parameters for every name in `QuantizedResNet18.wideActivationNames` (an int16 shortcut path),
+    /// or empty (bytes throughout).
+    public static func network(_ p: ResNet18Parameters, activations a: [String: QuantParams], wide: [String: WideQuantParams] = [:],
                                inputMeans m: [String: [Float]]? = nil) -> QuantizedResNet18 {
         let stem = conv(p.stem, inputScale: a["input"]!.scale, inputMeans: m?["input"])
         var blocks: [QuantizedBlock] = []
@@ -210,13 +265,14 @@ public enum WeightQuantizer {
             previous = name
             previousMeans = name
         }
+        let pooled = wide["pool"]?.scale ?? a["pool"]!.scale
         let head: QuantizedHead
         switch p.head {
-        case .torchvision(let fc): head = .torchvision(fc: linear(fc, inputScale: a["pool"]!.scale, inputMeans: m?["pool"]))
+        case .torchvision(let fc): head = .torchvision(fc: linear(fc, inputScale: pooled, inputMeans: m?["pool"]))
         case .fastai(let fc1, let fc2):
-            head = .fastai(fc1: linear(fc1, inputScale: a["pool"]!.scale, inputMeans: m?["pool"]),
+            head = .fastai(fc1: linear(fc1, inputScale: pooled, inputMeans: m?["pool"]),
                            fc2: linear(fc2, inputScale: a["head.fc1"]!.scale, inputMeans: m?["head.fc1"]))
         }
-        return QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: a)
+        return QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: a, wideActivations: wide)
     }
 }

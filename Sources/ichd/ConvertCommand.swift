@@ -44,6 +44,9 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "Leave out bias correction (for comparison; the report shows what it buys).")
     var noBiasCorrection = false
 
+    @Flag(help: "Bytes throughout, no int16 shortcut path: a format version 1 model, for ichd releases that read only version 1 (and for comparison).")
+    var noWideShortcut = false
+
     @Option(help: "Most calibration slices used.")
     var calibrationSamples = 64
 
@@ -75,6 +78,7 @@ struct ConvertCommand: ParsableCommand {
         }
         options.method = method
         options.biasCorrection = !noBiasCorrection
+        options.wideShortcut = !noWideShortcut
         options.calibrationSamples = calibrationSamples
         options.preprocessing.outputSize = inputSize
         let model: ModelFile, summary: ConversionReport

@@ -186,7 +186,16 @@ import Testing
         let relu = OutputClamp(zero: 10, relu: true)
         #expect(requantize(-7, scale: 1, zero: relu.zero, lower: relu.lower, upper: relu.upper) == 10)
         // residual: v = acc*s + (r - rz)*rs
-        #expect(requantize(4, scale: 0.5, residual: 20, residualZero: 16, residualScale: 0.25, zero: 0, lower: 0, upper: 255) == 3)
+        #expect(requantize(4, scale: 0.5, residual: 20 - 16, residualScale: 0.25, zero: 0, lower: 0, upper: 255) == 3)
+        // a real value (an Int64 accumulator of a linear layer on int16 inputs, times its scale)
+        #expect(requantize(real: Float(Int64(3)) * 0.5, zero: plain.zero, lower: plain.lower, upper: plain.upper) == 12)
+        #expect(requantize(real: Float(Int64(1) << 40), zero: plain.zero, lower: plain.lower, upper: plain.upper) == 255)
+        // int16 shortcut path: symmetric, -32768 never produced, ReLU at 0, ties to even
+        #expect(requantizeWide(2.5, relu: false) == 2)
+        #expect(requantizeWide(-3.5, relu: false) == -4)
+        #expect(requantizeWide(1e9, relu: false) == 32767)
+        #expect(requantizeWide(-1e9, relu: false) == -32767)
+        #expect(requantizeWide(-7, relu: true) == 0)
     }
 
     @Test func poolingAndLinear() {
@@ -199,11 +208,23 @@ import Testing
         ReferenceKernels.channelSumsAndMaxima(input: input, channels: 1, plane: 16, zero: 3, sums: &sums, maxima: &maxima)
         #expect(sums == [72])
         #expect(maxima == [15])
+        // int16 shortcut path: no zero point, negative values, Int16.min never wins over a real value
+        let wideInput: [Int16] = [-300, 32767, 5, -32767, 1000, 2000, -1, 0]
+        var wideMaxima = [Int16](repeating: 0, count: 2)
+        var wideSums = [Int32](repeating: 0, count: 2)
+        ReferenceKernels.channelSumsAndMaxima(input: wideInput, channels: 2, plane: 4, sums: &wideSums, maxima: &wideMaxima)
+        #expect(wideSums == [-295, 2999])
+        #expect(wideMaxima == [32767, 2000])
         var acc = [Int32](repeating: 0, count: 2)
         ReferenceKernels.linearAccumulate(input: [1, 2, 3], inFeatures: 3, inZero: 1, weights: [1, 2, 3, -1, -2, -3], bias: [10, 20],
                                           outFeatures: 2, acc: &acc)
         let expected: [Int32] = [18, 12]
         #expect(acc == expected)
+        // int16 inputs accumulate in Int64: 1024 x 32767 x 127 passes Int32.max
+        var wideAcc = [Int64](repeating: 0, count: 1)
+        ReferenceKernels.linearAccumulate(input: [Int16](repeating: 32767, count: 1024), inFeatures: 1024,
+                                          weights: [Int8](repeating: 127, count: 1024), bias: [5], outFeatures: 1, acc: &wideAcc)
+        #expect(wideAcc == [5 + 1024 * 32767 * 127])
     }
 }
 
@@ -268,26 +289,45 @@ import Testing
             }
         }
         let residual = (0..<(channels * plane)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let scales: [Float] = [0.5, 0.0371, 1.25]
+        let wideResidual = (0..<(channels * plane)).map { _ in Int16(truncatingIfNeeded: rng.next()) }
+        let scales: [Float] = [0.5, 0.0371, 1.25], wideScales: [Float] = [0.5, 3.1, 0.0125]
+        enum Residual: CaseIterable { case none, bytes, wide }
         for (relu, zero) in [(false, Int32(128)), (true, 0), (true, 37), (false, 255)] {
             let clamp = OutputClamp(zero: zero, relu: relu)
-            for withResidual in [false, true] {
-                var got = [UInt8](repeating: 0, count: acc.count)
+            for kind in Residual.allCases {
+                var got = [UInt8](repeating: 0, count: acc.count), gotWide = [Int16](repeating: 0, count: acc.count)
                 residual.withUnsafeBufferPointer { r in
-                    ReferenceKernels.requantizePlanes(acc: acc, channels: channels, plane: plane, scales: scales, clamp: clamp,
-                                                      residual: withResidual ? r.baseAddress : nil, residualZero: 91, residualScale: 0.63,
-                                                      output: &got, pixels: 3..<plane)
+                    wideResidual.withUnsafeBufferPointer { w in
+                        let input: ReferenceKernels.ResidualInput? = switch kind {
+                        case .none: nil
+                        case .bytes: .bytes(r.baseAddress!, zero: 91)
+                        case .wide: .wide(w.baseAddress!)
+                        }
+                        ReferenceKernels.requantizePlanes(
+                            acc: acc, channels: channels, plane: plane, residual: input,
+                            bytes: .init(data: &got, scales: scales, clamp: clamp, residualScale: kind == .none ? 0 : 0.63),
+                            wide: .init(data: &gotWide, scales: wideScales, relu: relu, residualScale: kind == .none ? 0 : 1.7),
+                            pixels: 3..<plane)
+                    }
                 }
                 for o in 0..<channels {
                     for j in 3..<plane {
                         let i = o * plane + j
-                        let expected = withResidual
-                            ? requantize(acc[i], scale: scales[o], residual: residual[i], residualZero: 91, residualScale: 0.63,
+                        let r: Int32 = switch kind {
+                        case .none: 0
+                        case .bytes: Int32(residual[i]) - 91
+                        case .wide: Int32(wideResidual[i])
+                        }
+                        let expected = kind == .none
+                            ? requantize(acc[i], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+                            : requantize(acc[i], scale: scales[o], residual: r, residualScale: 0.63,
                                          zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
-                            : requantize(acc[i], scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
-                        #expect(got[i] == expected, "channel \(o) pixel \(j) acc \(acc[i]) relu \(relu) zero \(zero) residual \(withResidual)")
+                        let expectedWide = requantizeWide(Float(acc[i]) * wideScales[o] + Float(r) * (kind == .none ? 0 : 1.7), relu: relu)
+                        #expect(got[i] == expected, "channel \(o) pixel \(j) acc \(acc[i]) relu \(relu) zero \(zero) residual \(kind)")
+                        #expect(gotWide[i] == expectedWide, "int16: channel \(o) pixel \(j) acc \(acc[i]) relu \(relu) residual \(kind)")
                     }
                     #expect(got[o * plane..<(o * plane + 3)].allSatisfy { $0 == 0 }, "pixels outside the span stay untouched")
+                    #expect(gotWide[o * plane..<(o * plane + 3)].allSatisfy { $0 == 0 }, "pixels outside the span stay untouched")
                 }
             }
         }

@@ -78,14 +78,21 @@ class Int8Simulation:
         return F.conv2d(x, w, b, stride=stride, padding=pad)
 
     def run(self, x, exact=(), float_weights=False, wide_skip=False):
-        """`wide_skip`: the shortcut path (block outputs as the residual adds and the pool read them, downsample
-        outputs) at full precision, while the convolutions still read the block outputs as bytes. A model with
-        an int16 shortcut path (format version 2) always runs it, rounded to its int16 grids."""
-        if self.wide:
-            return self.run_wide(x, exact, float_weights)
+        """The network as the model file computes it. A model with an int16 shortcut path (format version 2)
+        rounds the block outputs as the residual adds and the pool read them, the downsample outputs and the
+        pooled features to their int16 grids. `wide_skip` (for a version 1 model): that shortcut path at full
+        precision, while the convolutions still read the block outputs as bytes."""
         self.exact = set(exact)
         self.float_weights = float_weights
         a = self.acts
+
+        def shortcut(name, v, relu):
+            if self.wide:
+                return self.quant_wide(name, v, relu)
+            if wide_skip:
+                return F.relu(v) if relu else v
+            return self.quant(name, v, relu)
+
         x = self.quant("input", x, False)
         x = self.quant("stem", self.conv("stem", x, a["input"]["scale"], 2, 3), True)
         x = F.max_pool2d(x, 3, 2, 1)
@@ -97,55 +104,21 @@ class Int8Simulation:
                 stride = 2 if layer > 1 and b == 0 else 1
                 s_in = a[prev]["scale"]
                 if f"{name}.downsample.weight" in self.t:
-                    identity = self.conv(f"{name}.downsample", x, s_in, stride, 0)
-                    if not wide_skip:
-                        identity = self.quant(f"{name}.downsample", identity, False)
-                else:
-                    identity = skip
-                y = self.quant(f"{name}.conv1", self.conv(f"{name}.conv1", x, s_in, stride, 1), True)
-                y = self.conv(f"{name}.conv2", y, a[f"{name}.conv1"]["scale"], 1, 1)
-                x = self.quant(name, y + identity, True)
-                skip = F.relu(y + identity) if wide_skip else x
-                prev = name
-        x = self.quant("pool", skip.mean(dim=(2, 3)), False)
-        if float_weights:
-            w, b = self.folded["fc"]
-            return x @ w.T + b
-        w = self.t["fc.weight"] * self.t["fc.weight_scale"].view(-1, 1)
-        return x @ w.T + self.t["fc.bias"] * a["pool"]["scale"] * self.t["fc.weight_scale"]
-
-
-    def run_wide(self, x, exact, float_weights):
-        """The network as a format version 2 model computes it: bytes into every convolution, int16 shortcuts."""
-        self.exact = set(exact)
-        self.float_weights = float_weights
-        a = self.acts
-        x = self.quant("input", x, False)
-        x = self.quant("stem", self.conv("stem", x, a["input"]["scale"], 2, 3), True)
-        x = F.max_pool2d(x, 3, 2, 1)
-        skip = x
-        prev = "stem"
-        for layer in range(1, 5):
-            for b in range(2):
-                name = f"layer{layer}.{b}"
-                stride = 2 if layer > 1 and b == 0 else 1
-                s_in = a[prev]["scale"]
-                if f"{name}.downsample.weight" in self.t:
-                    identity = self.quant_wide(f"{name}.downsample",
-                                               self.conv(f"{name}.downsample", x, s_in, stride, 0), False)
+                    identity = shortcut(f"{name}.downsample", self.conv(f"{name}.downsample", x, s_in, stride, 0), False)
                 else:
                     identity = skip
                 y = self.quant(f"{name}.conv1", self.conv(f"{name}.conv1", x, s_in, stride, 1), True)
                 y = self.conv(f"{name}.conv2", y, a[f"{name}.conv1"]["scale"], 1, 1) + identity
                 x = self.quant(name, y, True)
-                skip = self.quant_wide(name, y, True)
+                skip = shortcut(name, y, True) if self.wide or wide_skip else x
                 prev = name
-        x = self.quant_wide("pool", skip.mean(dim=(2, 3)), False)
+        pooled = skip.mean(dim=(2, 3))
+        x = self.quant_wide("pool", pooled, False) if self.wide else self.quant("pool", pooled, False)
         if float_weights:
             w, b = self.folded["fc"]
             return x @ w.T + b
         w = self.t["fc.weight"] * self.t["fc.weight_scale"].view(-1, 1)
-        return x @ w.T + self.t["fc.bias"] * self.wide["pool"]["scale"] * self.t["fc.weight_scale"]
+        return x @ w.T + self.t["fc.bias"] * self.scale("pool") * self.t["fc.weight_scale"]
 
 
 def fold(model):

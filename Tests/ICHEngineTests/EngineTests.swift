@@ -185,6 +185,16 @@ enum Networks {
         return ModelFile(metadata: meta, network: q)
     }
 
+    /// Why `ModelFile.decode` refuses `d` (nil: it loads).
+    static func reason(_ d: Data) -> String? {
+        do {
+            _ = try ModelFile.decode(d)
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
     /// Bytes-only models are written as format version 1 (readable by every ichd), models with the int16
     /// shortcut path as version 2.
     @Test(arguments: [false, true])
@@ -202,56 +212,40 @@ enum Networks {
 
     @Test func damagedFilesAreRefusedWithReasons() throws {
         let data = try Self.model().encode()
-        func reason(_ d: Data) -> String? {
-            do {
-                _ = try ModelFile.decode(d)
-                return nil
-            } catch {
-                return error.description
-            }
-        }
-        #expect(reason(data.prefix(data.count - 100))?.contains("truncated") == true)
+        #expect(Self.reason(data.prefix(data.count - 100))?.contains("truncated") == true)
         var flipped = data
         flipped[data.count / 2] ^= 0x40
-        #expect(reason(flipped)?.contains("SHA-256") == true)
+        #expect(Self.reason(flipped)?.contains("SHA-256") == true)
         var version = data
         version[8] = 9
-        #expect(reason(version)?.contains("version 9") == true)
-        #expect(reason(Data("hello".utf8))?.contains("not an ichd model") == true)
+        #expect(Self.reason(version)?.contains("version 9") == true)
+        #expect(Self.reason(Data("hello".utf8))?.contains("not an ichd model") == true)
         var other = try Self.model()
         other.metadata.architecture = "resnet50"
-        #expect(reason(try other.encode())?.contains("architecture resnet50") == true)
+        #expect(Self.reason(try other.encode())?.contains("architecture resnet50") == true)
         other = try Self.model()
         other.metadata.thresholds = [0.5]
-        #expect(reason(try other.encode())?.contains("thresholds") == true)
+        #expect(Self.reason(try other.encode())?.contains("thresholds") == true)
     }
 
     /// The version says whether the int16 shortcut path is there (the header's version is outside the
     /// checksum, so a mismatch is caught by meaning); its parameters must be complete and valid.
     @Test func shortcutParametersAreCheckedAgainstTheVersion() throws {
-        func reason(_ d: Data) -> String? {
-            do {
-                _ = try ModelFile.decode(d)
-                return nil
-            } catch {
-                return error.description
-            }
-        }
         var bytesAsVersion2 = try Self.model().encode()
         bytesAsVersion2[8] = 2
-        #expect(reason(bytesAsVersion2)?.contains("without int16 shortcut parameters") == true)
+        #expect(Self.reason(bytesAsVersion2)?.contains("without int16 shortcut parameters") == true)
         var wideAsVersion1 = try Self.model(wide: true).encode()
         wideAsVersion1[8] = 1
-        #expect(reason(wideAsVersion1)?.contains("version 1 model with int16 shortcut parameters") == true)
+        #expect(Self.reason(wideAsVersion1)?.contains("version 1 model with int16 shortcut parameters") == true)
         var incomplete = try Self.model(wide: true)
         incomplete.network.wideActivations["layer3.0.downsample"] = nil
-        #expect(reason(try incomplete.encode())?.contains("must name exactly") == true)
+        #expect(Self.reason(try incomplete.encode())?.contains("must name exactly") == true)
         var stray = try Self.model(wide: true)
         stray.network.activations["pool"] = QuantParams(scale: 1, zeroPoint: 0)
-        #expect(reason(try stray.encode())?.contains("does not have: pool") == true)
+        #expect(Self.reason(try stray.encode())?.contains("does not have: pool") == true)
         var negative = try Self.model(wide: true)
         negative.network.wideActivations["layer1.0"]!.scale = -1
-        #expect(reason(try negative.encode())?.contains("invalid int16 shortcut") == true)
+        #expect(Self.reason(try negative.encode())?.contains("invalid int16 shortcut") == true)
     }
 }
 

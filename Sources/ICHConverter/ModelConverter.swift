@@ -176,27 +176,25 @@ public enum ModelConverter {
         let selection = Array(0..<calibration.count).filter { $0 % max(1, calibration.count / options.selectionSamples) == 0 }
             .prefix(options.selectionSamples)
         // Error = mean |p_int8 - p_float|; saturated probabilities can tie, so the mean |logit difference| breaks ties.
-        func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double, shift: [Float]) {
+        func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) {
             let int8 = Int8ResNet18(WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means))
             var error = 0.0, logitError = 0.0, n = 0
-            var shift = [Double](repeating: 0, count: classes.count)
             for i in selection {
                 let logits = int8.run(calibration[i]).logits
                 for (c, (a, b)) in zip(logits.map(sigmoid), floatCalibration[i]).enumerated() {
                     error += Double(abs(a - b))
                     logitError += Double(abs(logits[c] - floatLogits[i][c]))
-                    shift[c] += Double(logits[c] - floatLogits[i][c]) / Double(selection.count)
                     n += 1
                 }
             }
-            return (error / Double(max(1, n)), logitError / Double(max(1, n)), shift.map { Float($0) })
+            return (error / Double(max(1, n)), logitError / Double(max(1, n)))
         }
-        func better(_ a: (error: Double, logitError: Double, shift: [Float]), than b: (error: Double, logitError: Double, shift: [Float])) -> Bool {
+        func better(_ a: (error: Double, logitError: Double), than b: (error: Double, logitError: Double)) -> Bool {
             a.error < b.error - 1e-9 || (abs(a.error - b.error) <= 1e-9 && a.logitError < b.logitError)
         }
         var methodErrors: [String: Double] = [:]
         var chosen = options.method ?? .minMax
-        var best: (error: Double, logitError: Double, shift: [Float]) = (.infinity, .infinity, [])
+        var best: (error: Double, logitError: Double) = (.infinity, .infinity)
         for method in options.method.map({ [$0] }) ?? CalibrationMethod.allCases {
             let result = measure(stats.parameters(method, names: names))
             methodErrors[method.rawValue] = result.error
@@ -230,8 +228,17 @@ public enum ModelConverter {
         }
         var network = WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means)
         if options.biasCorrection {
-            network = network.correctingLogits(by: best.shift)
-            log("  classifier bias correction: mean logit shift " + best.shift.map { String(format: "%+.4f", $0) }.joined(separator: " "))
+            // The shift is a mean over slices: estimated on every calibration slice, not only the selection's.
+            let uncorrected = Int8ResNet18(network)
+            var shift = [Double](repeating: 0, count: classes.count)
+            for (input, reference) in zip(calibration, floatLogits) {
+                for (c, (a, b)) in zip(uncorrected.run(input).logits, reference).enumerated() {
+                    shift[c] += Double(a - b) / Double(calibration.count)
+                }
+            }
+            network = network.correctingLogits(by: shift.map { Float($0) })
+            log("  classifier bias correction: mean logit shift over \(calibration.count) slices "
+                + shift.map { String(format: "%+.4f", $0) }.joined(separator: " "))
         }
         let int8 = Int8ResNet18(network)
 

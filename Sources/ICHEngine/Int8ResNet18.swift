@@ -267,7 +267,7 @@ public struct Int8ResNet18: Sendable {
         let largestRest = max(input.values.count, model.stem.outChannels * quarter.0 * quarter.1)
         workspace.reserveSlots(large: stemOut, small: largestRest * (model.hasWideShortcut ? 2 : 1),
                                count: model.hasWideShortcut ? Workspace.slotCount : 4)
-        let wide = model.hasWideShortcut ? model.wideActivations : [:]
+        let wide = model.wideActivations
         var x = tensor(input.channels, input.height, input.width, q: inQ, avoiding: 0)
         quantizeInput(input.values, inQ, into: x.data)
         observe?("input", x.dequantized())
@@ -373,7 +373,8 @@ public struct Int8ResNet18: Sendable {
                                             residualScale: residualScale / $0.q.scale)
             }
             let wideTarget = out.wide.map {
-                ReferenceKernels.WideTarget(data: $0.data, scales: wsc.baseAddress!, relu: relu, residualScale: residualScale / $0.q.scale)
+                ReferenceKernels.WideTarget(data: $0.data, scales: wsc.baseAddress!, clamp: .wide(relu: relu),
+                                            residualScale: residualScale / $0.q.scale)
             }
             let residualInput = residual?.residual
             layer.bias.withUnsafeBufferPointer { b in

@@ -115,15 +115,16 @@ public enum ReferenceKernels {
         case wide(UnsafePointer<Int16>)
     }
 
-    /// Byte outputs of a requantisation: per-channel scales (s_in x s_w / s_out), clamp, and the residual's
-    /// scale relative to the output's (0 without a residual).
-    public struct ByteTarget {
-        public var data: UnsafeMutablePointer<UInt8>
+    /// Where a requantisation writes: bytes (`ByteTarget`, clamp from the output's zero point) or int16 of the
+    /// shortcut path (`WideTarget`, clamp `OutputClamp.wide`); per-channel scales (s_in x s_w / s_out), and the
+    /// residual's scale relative to the output's (0 without a residual).
+    public struct RequantizeTarget<Output: FixedWidthInteger & SIMDScalar> {
+        public var data: UnsafeMutablePointer<Output>
         public var scales: UnsafePointer<Float>
         public var clamp: OutputClamp
         public var residualScale: Float
 
-        public init(data: UnsafeMutablePointer<UInt8>, scales: UnsafePointer<Float>, clamp: OutputClamp, residualScale: Float = 0) {
+        public init(data: UnsafeMutablePointer<Output>, scales: UnsafePointer<Float>, clamp: OutputClamp, residualScale: Float = 0) {
             self.data = data
             self.scales = scales
             self.clamp = clamp
@@ -131,21 +132,8 @@ public enum ReferenceKernels {
         }
     }
 
-    /// int16 outputs of the shortcut path: per-channel scales (s_in x s_w / s_wide), ReLU or not, and the
-    /// residual's scale relative to the output's.
-    public struct WideTarget {
-        public var data: UnsafeMutablePointer<Int16>
-        public var scales: UnsafePointer<Float>
-        public var relu: Bool
-        public var residualScale: Float
-
-        public init(data: UnsafeMutablePointer<Int16>, scales: UnsafePointer<Float>, relu: Bool, residualScale: Float = 0) {
-            self.data = data
-            self.scales = scales
-            self.relu = relu
-            self.residualScale = residualScale
-        }
-    }
+    public typealias ByteTarget = RequantizeTarget<UInt8>
+    public typealias WideTarget = RequantizeTarget<Int16>
 
     /// 3x3 stride-2 max pool with padding 1 on bytes of one quantisation (padding never wins).
     public static func maxPool3x3s2(input: UnsafePointer<UInt8>, channels: Int, height: Int, width: Int,

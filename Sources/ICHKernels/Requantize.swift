@@ -14,18 +14,18 @@
 //   output       q16 = clamp(roundToNearestEven(v), relu ? 0 : -32767, 32767)
 // A residual is either bytes (r - rZero) or int16 (rZero = 0).
 
+/// A real value v, already in output units (v = Float(acc) x scale [+ Float(r - rZero) x residualScale], for
+/// any accumulator width: Float(acc) rounds to nearest even for Int64 as for Int32), to an output: a byte, or
+/// an int16 of the shortcut path (zero 0, bounds `OutputClamp.wide`). Every requantisation ends here.
+@inline(__always)
+public func requantize<Output: FixedWidthInteger>(real v: Float, zero: Int32, lower: Float, upper: Float) -> Output {
+    Output(truncatingIfNeeded: Int32(min(max(v, lower), upper).rounded(.toNearestOrEven)) &+ zero)
+}
+
 /// Turns one accumulator into an output byte.
 @inline(__always)
 public func requantize(_ acc: Int32, scale: Float, zero: Int32, lower: Float, upper: Float) -> UInt8 {
-    let v = Float(acc) * scale
-    return UInt8(truncatingIfNeeded: Int32(min(max(v, lower), upper).rounded(.toNearestOrEven)) &+ zero)
-}
-
-/// A real value v, already in output units (v = Float(acc) x scale, for any accumulator width: Float(acc)
-/// rounds to nearest even for Int64 as for Int32), to a byte.
-@inline(__always)
-public func requantize(real v: Float, zero: Int32, lower: Float, upper: Float) -> UInt8 {
-    UInt8(truncatingIfNeeded: Int32(min(max(v, lower), upper).rounded(.toNearestOrEven)) &+ zero)
+    requantize(real: Float(acc) * scale, zero: zero, lower: lower, upper: upper)
 }
 
 /// The same with a residual added in the real domain (ResNet's shortcut): `residual` is r - rZero, from a byte
@@ -33,14 +33,14 @@ public func requantize(real v: Float, zero: Int32, lower: Float, upper: Float) -
 @inline(__always)
 public func requantize(_ acc: Int32, scale: Float, residual: Int32, residualScale: Float,
                        zero: Int32, lower: Float, upper: Float) -> UInt8 {
-    let v = Float(acc) * scale + Float(residual) * residualScale
-    return UInt8(truncatingIfNeeded: Int32(min(max(v, lower), upper).rounded(.toNearestOrEven)) &+ zero)
+    requantize(real: Float(acc) * scale + Float(residual) * residualScale, zero: zero, lower: lower, upper: upper)
 }
 
 /// A real value v (already in output units) to an int16 of the shortcut path.
 @inline(__always)
 public func requantizeWide(_ v: Float, relu: Bool) -> Int16 {
-    Int16(min(max(v, relu ? 0 : -Float(WideLimit.max)), Float(WideLimit.max)).rounded(.toNearestOrEven))
+    let clamp = OutputClamp.wide(relu: relu)
+    return requantize(real: v, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
 }
 
 /// Bounds of the int16 shortcut path: symmetric, so -32768 is never produced.
@@ -56,10 +56,20 @@ public struct OutputClamp: Sendable, Equatable {
     public var lower: Float
     public var upper: Float
 
+    /// A byte output with zero point `zero`.
     public init(zero: Int32, relu: Bool) {
+        self.init(zero: zero, lower: relu ? 0 : Float(-zero), upper: Float(255 - zero))
+    }
+
+    init(zero: Int32, lower: Float, upper: Float) {
         self.zero = zero
-        lower = relu ? 0 : Float(-zero)
-        upper = Float(255 - zero)
+        self.lower = lower
+        self.upper = upper
+    }
+
+    /// An int16 output of the shortcut path: symmetric, no zero point.
+    public static func wide(relu: Bool) -> OutputClamp {
+        OutputClamp(zero: 0, lower: relu ? 0 : -Float(WideLimit.max), upper: Float(WideLimit.max))
     }
 }
 
@@ -124,13 +134,12 @@ func roundedClamped(_ v: SIMD8<Float>, lower: Float, upper: Float) -> SIMD8<Int3
     return q
 }
 
-extension ReferenceKernels.ByteTarget: RequantizeOutputs {
+extension ReferenceKernels.RequantizeTarget: RequantizeOutputs {
     @inline(__always)
     func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
-        data[i] = R.present
-            ? requantize(acc, scale: scales[o], residual: residual, residualScale: residualScale, zero: clamp.zero,
-                         lower: clamp.lower, upper: clamp.upper)
-            : requantize(acc, scale: scales[o], zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
+        var v = Float(acc) * scales[o]
+        if R.present { v = v + Float(residual) * residualScale }
+        data[i] = requantize(real: v, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
     }
 
     @inline(__always)
@@ -138,24 +147,7 @@ extension ReferenceKernels.ByteTarget: RequantizeOutputs {
         var v = acc * scales[o]
         if R.present { v = v + residual * residualScale }
         let q = roundedClamped(v, lower: clamp.lower, upper: clamp.upper) &+ clamp.zero
-        UnsafeMutableRawPointer(data + i).storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: q), as: SIMD8<UInt8>.self)
-    }
-}
-
-extension ReferenceKernels.WideTarget: RequantizeOutputs {
-    @inline(__always)
-    func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
-        var v = Float(acc) * scales[o]
-        if R.present { v = v + Float(residual) * residualScale }
-        data[i] = requantizeWide(v, relu: relu)
-    }
-
-    @inline(__always)
-    func store8<R: ResidualLoad>(_ acc: SIMD8<Float>, residual: SIMD8<Float>, channel o: Int, at i: Int, _: R.Type) {
-        var v = acc * scales[o]
-        if R.present { v = v + residual * residualScale }
-        let q = roundedClamped(v, lower: relu ? 0 : -Float(WideLimit.max), upper: Float(WideLimit.max))
-        UnsafeMutableRawPointer(data + i).storeBytes(of: SIMD8<Int16>(truncatingIfNeeded: q), as: SIMD8<Int16>.self)
+        UnsafeMutableRawPointer(data + i).storeBytes(of: SIMD8<Output>(truncatingIfNeeded: q), as: SIMD8<Output>.self)
     }
 }
 

@@ -188,8 +188,8 @@ import Testing
         // residual: v = acc*s + (r - rz)*rs
         #expect(requantize(4, scale: 0.5, residual: 20 - 16, residualScale: 0.25, zero: 0, lower: 0, upper: 255) == 3)
         // a real value (an Int64 accumulator of a linear layer on int16 inputs, times its scale)
-        #expect(requantize(real: Float(Int64(3)) * 0.5, zero: plain.zero, lower: plain.lower, upper: plain.upper) == 12)
-        #expect(requantize(real: Float(Int64(1) << 40), zero: plain.zero, lower: plain.lower, upper: plain.upper) == 255)
+        #expect(requantize(real: Float(Int64(3)) * 0.5, zero: plain.zero, lower: plain.lower, upper: plain.upper) as UInt8 == 12)
+        #expect(requantize(real: Float(Int64(1) << 40), zero: plain.zero, lower: plain.lower, upper: plain.upper) as UInt8 == 255)
         // int16 shortcut path: symmetric, -32768 never produced, ReLU at 0, ties to even
         #expect(requantizeWide(2.5, relu: false) == 2)
         #expect(requantizeWide(-3.5, relu: false) == -4)
@@ -306,7 +306,7 @@ import Testing
                         ReferenceKernels.requantizePlanes(
                             acc: acc, channels: channels, plane: plane, residual: input,
                             bytes: .init(data: &got, scales: scales, clamp: clamp, residualScale: kind == .none ? 0 : 0.63),
-                            wide: .init(data: &gotWide, scales: wideScales, relu: relu, residualScale: kind == .none ? 0 : 1.7),
+                            wide: .init(data: &gotWide, scales: wideScales, clamp: .wide(relu: relu), residualScale: kind == .none ? 0 : 1.7),
                             pixels: 3..<plane)
                     }
                 }

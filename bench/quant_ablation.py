@@ -66,6 +66,23 @@ class Int8Simulation:
         s = self.wide[name]["scale"]
         return torch.clamp(torch.round(x / s), 0 if relu else -32767, 32767) * s
 
+    def points(self):
+        """Every activation point the model file quantises, in network order."""
+        return ["input", "stem"] + [n for n in sorted(set(self.acts) | set(self.wide)) if n.startswith("layer")] + ["pool"]
+
+    def input_scale(self, layer):
+        """The scale of what `layer` (a convolution or "fc") reads: its bias is stored in units of that scale
+        times its weight scales."""
+        if layer == "stem":
+            return self.acts["input"]["scale"]
+        if layer == "fc":
+            return self.scale("pool")
+        stage, block, kind = layer.split(".")
+        if kind == "conv2":
+            return self.acts[f"{stage}.{block}.conv1"]["scale"]
+        s, b = int(stage[5:]), int(block)
+        return self.acts["stem" if (s, b) == (1, 0) else f"{stage}.0" if b == 1 else f"layer{s - 1}.1"]["scale"]
+
     def scale(self, name):
         return self.acts[name]["scale"] if name in self.acts else self.wide[name]["scale"]
 
@@ -121,6 +138,30 @@ class Int8Simulation:
         return x @ w.T + self.t["fc.bias"] * self.scale("pool") * self.t["fc.weight_scale"]
 
 
+def load(model_path, weights_path):
+    """The model file (metadata, tensors) and the float network it was converted from, in float64."""
+    meta, tensors = read_ichm(model_path)
+    if meta["head"] != "torchvision":
+        sys.exit("only the torchvision head is simulated")
+    from safetensors.torch import load_file
+    model = ResNet18(len(meta["class_names"]))
+    model.load_state_dict({k: v.float() for k, v in load_file(weights_path).items()})
+    return meta, tensors, model.double().eval()
+
+
+def pick_slices(model, raw, uncertain, count):
+    """Indices of `count` slices spread evenly over the dataset `raw`; with `uncertain` P, over the slices where
+    some class's float probability lies in [P, 1-P] (where the sigmoid is steep and differences are largest)."""
+    candidates = np.arange(len(raw))
+    if uncertain is not None:
+        with torch.no_grad():
+            p = torch.cat([torch.sigmoid(model(torch.from_numpy(raw[i:i + 64].astype(np.float64))))
+                           for i in range(0, len(raw), 64)])
+        candidates = torch.nonzero(((p >= uncertain) & (p <= 1 - uncertain)).any(dim=1)).flatten().numpy()
+        print(f"{len(candidates)} of {len(raw)} slices have a class with float probability in [{uncertain}, {1 - uncertain}]")
+    return candidates[np.linspace(0, len(candidates) - 1, min(count, len(candidates))).astype(int)]
+
+
 def fold(model):
     """Each conv with its BatchNorm folded in, float64, named as the model file names layers."""
     out = {}
@@ -156,27 +197,13 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    meta, tensors = read_ichm(args.model)
-    if meta["head"] != "torchvision":
-        sys.exit("only the torchvision head is simulated")
-    from safetensors.torch import load_file
-    model = ResNet18(len(meta["class_names"]))
-    model.load_state_dict({k: v.float() for k, v in load_file(args.weights).items()})
-    model = model.double().eval()
+    meta, tensors, model = load(args.model, args.weights)
 
     _, _, raw = read_dataset(args.dataset)
-    candidates = np.arange(len(raw))
-    if args.uncertain is not None:
-        with torch.no_grad():
-            p = torch.cat([torch.sigmoid(model(torch.from_numpy(raw[i:i + 64].astype(np.float64))))
-                           for i in range(0, len(raw), 64)])
-        candidates = torch.nonzero(((p >= args.uncertain) & (p <= 1 - args.uncertain)).any(dim=1)).flatten().numpy()
-        print(f"{len(candidates)} of {len(raw)} slices have a class with float probability in "
-              f"[{args.uncertain}, {1 - args.uncertain}]")
-    pick = candidates[np.linspace(0, len(candidates) - 1, min(args.slices, len(candidates))).astype(int)]
+    pick = pick_slices(model, raw, args.uncertain, args.slices)
     sim = Int8Simulation(meta, tensors, fold(model))
 
-    points = ["input", "stem"] + [n for n in sorted(set(sim.acts) | set(sim.wide)) if n.startswith("layer")] + ["pool"]
+    points = sim.points()
     variants = [("all quantised", ())] + ([(f"{p} exact", (p,)) for p in points] if args.per_point else [])
     variants += [("block outputs exact", tuple(p for p in points if p.count(".") == 1)),
                  ("conv1 outputs exact", tuple(p for p in points if p.endswith(".conv1"))),

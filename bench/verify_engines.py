@@ -7,6 +7,7 @@
    from the threshold.
 
 Usage: python3 bench/verify_engines.py [--ichd .build/release/ichd] [--seeds 2] [--slices 12] [--float-only]
+       [--convert-arg=ARG ...]
 Needs numpy, onnx, onnxruntime (bench/requirements.txt). Ends with "N passed, M failed"; exit 1 on a failure."""
 import argparse, atexit, glob, json, os, shutil, sys, tempfile
 
@@ -22,6 +23,8 @@ ap.add_argument("--seeds", type=int, default=2)
 ap.add_argument("--slices", type=int, default=12, help="held-out phantom slices for the int8 check")
 ap.add_argument("--calibration-samples", type=int, default=16)
 ap.add_argument("--float-only", action="store_true", help="only the float32 check (what make test runs)")
+ap.add_argument("--convert-arg", action="append", default=[], metavar="ARG",
+                help="passed on to ichd convert (repeatable), e.g. --convert-arg=--no-wide-shortcut")
 args = ap.parse_args()
 
 passed = failed = 0
@@ -81,7 +84,8 @@ for layout in [] if args.float_only else ["torchvision", "fastai"]:
     w = f"{tmp}/{layout}-int8.safetensors"
     write_safetensors(w, sd)
     m = f"{tmp}/{layout}.ichm"
-    ichd("convert", w, "--out", m, "--calibrate", f"{tmp}/cal", "--calibration-samples", str(args.calibration_samples))
+    ichd("convert", w, "--out", m, "--calibrate", f"{tmp}/cal", "--calibration-samples", str(args.calibration_samples),
+          *args.convert_arg)
     worst, disagreements, near = 0.0, 0, 0
     for t in tensors:
         pf = np.array(json.loads(ichd("infer", "--model", w, "--tensor", t, "--json"))["probabilities"])

@@ -36,6 +36,9 @@ public struct ConversionOptions: Sendable {
     /// pooled features) as int16 next to the bytes the convolutions read: format version 2. Off: bytes
     /// throughout, format version 1 (what ichd before the int16 shortcut path reads).
     public var wideShortcut = true
+    /// The largest |p_int8 - p_float| a class may show on the held-out slices (the calibration slices when none
+    /// are held out) before the report warns: the converter's accuracy aim.
+    public var tolerance = 0.02
     public var modelCard = "Trained on synthetic phantoms only. Not for clinical use."
     /// Seeds of the synthetic calibration phantoms (kept away from evaluation seeds).
     public var syntheticSeed: UInt64 = 910_000
@@ -258,6 +261,7 @@ public enum ModelConverter {
         let heldOutAgreement = heldOut.isEmpty ? nil : agreement(int8: int8, inputs: heldOut,
                                                                  floatProbabilities: heldOut.map { float.run($0).logits.map(sigmoid) },
                                                                  classes: classes, thresholds: thresholds)
+        warnings += Self.accuracyWarnings(heldOutAgreement ?? calibrationAgreement, tolerance: options.tolerance)
         let summary = CalibrationSummary(method: chosen.rawValue, methodErrors: methodErrors, samples: calibration.count,
                                          heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil,
                                          perTensorMethods: options.method == nil ? refined : nil)
@@ -276,6 +280,18 @@ public enum ModelConverter {
                                       calibration: summary, warnings: warnings, layers: layers,
                                       calibrationSet: calibrationAgreement, heldOutSet: heldOutAgreement)
         return (ModelFile(metadata: metadata, network: network), report)
+    }
+
+    /// One warning per class that misses the aim on `set`: a difference above `tolerance`, or a call that differs
+    /// at the threshold. The model is still written (the engineer decides), but not silently.
+    static func accuracyWarnings(_ set: ConversionReport.SetAgreement, tolerance: Double) -> [String] {
+        set.classes.compactMap { c in
+            let over = c.maxAbsDifference > tolerance, differs = c.decisionAgreement < 1
+            guard over || differs else { return nil }
+            return "\(c.name): int8 differs from float by up to \(String(format: "%.4f", c.maxAbsDifference)) on \(set.samples) "
+                + "slices (aim \(tolerance))" + (differs ? String(format: ", same call at the threshold on %.1f%%", 100 * c.decisionAgreement) : "")
+                + "; measure on more slices (ichd eval --reference) before deploying"
+        }
     }
 
     static func agreement(int8: Int8ResNet18, inputs: [FeatureMap], floatProbabilities: [[Float]], classes: [String],

@@ -47,6 +47,9 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "Bytes throughout, no int16 shortcut path: a format version 1 model, for ichd releases that read only version 1 (and for comparison).")
     var noWideShortcut = false
 
+    @Option(help: "Largest |p_int8 - p_float| per class on the held-out slices before the report warns.")
+    var tolerance = 0.02
+
     @Option(help: "Most calibration slices used.")
     var calibrationSamples = 64
 
@@ -78,6 +81,7 @@ struct ConvertCommand: ParsableCommand {
         }
         options.method = method
         options.biasCorrection = !noBiasCorrection
+        options.tolerance = tolerance
         options.wideShortcut = !noWideShortcut
         options.calibrationSamples = calibrationSamples
         options.preprocessing.outputSize = inputSize

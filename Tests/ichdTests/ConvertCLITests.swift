@@ -31,6 +31,25 @@ import Testing
             // The per-tensor refinement ran and is recorded (possibly empty: nothing beat the global method).
             #expect((r["calibration"] as? [String: Any])?["per_tensor_methods"] is [String: String])
             #expect(run.stdout.contains("per-tensor refinement"))
+            // A class that misses the accuracy aim on the held-out slices is warned about, and only such a class.
+            let heldOut = try #require(r["held_out_set"] as? [String: Any])
+            for c in try #require(heldOut["classes"] as? [[String: Any]]) {
+                let missed = (c["max_abs_probability_difference"] as? Double ?? 1) > 0.02 || (c["decision_agreement"] as? Double ?? 0) < 1
+                #expect(run.stdout.contains("WARNING: \(c["name"] as? String ?? "?"): int8 differs") == missed)
+            }
+            if layout == .torchvision {
+                // With no tolerance every class is warned about, in the summary and the JSON report; the model is
+                // still written.
+                let strictModel = dir.file("strict.ichm"), strictReport = dir.file("strict.json")
+                let strict = try ichd("convert", w, "--out", strictModel, "--calibrate", dir.file("cal"), "--calibration-samples", "6",
+                                      "--input-size", "64", "--classes", "any,other", "--tolerance", "0", "--report", strictReport)
+                #expect(strict.status == 0, "\(strict.stderr)")
+                #expect(strict.stdout.contains("WARNING: any: int8 differs from float by up to")
+                        && strict.stdout.contains("WARNING: other: int8 differs from float by up to"))
+                let sr = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: strictReport))) as? [String: Any])
+                #expect((sr["warnings"] as? [String])?.filter { $0.contains("int8 differs from float") }.count == 2)
+                #expect(FileManager.default.fileExists(atPath: strictModel))
+            }
             let loaded = try ModelFile.load(path: model)
             #expect(loaded.metadata.head == layout && loaded.metadata.classNames == ["any", "other"])
             #expect(loaded.metadata.preprocessing.outputSize == 64 && !loaded.metadata.calibration.synthetic)

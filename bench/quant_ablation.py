@@ -72,7 +72,7 @@ class Int8Simulation:
 
     def input_scale(self, layer):
         """The scale of what `layer` (a convolution or "fc") reads: its bias is stored in units of that scale
-        times its weight scales."""
+        times its weight scales. (The network's wiring, as `run` follows it.)"""
         if layer == "stem":
             return self.acts["input"]["scale"]
         if layer == "fc":
@@ -101,7 +101,6 @@ class Int8Simulation:
         precision, while the convolutions still read the block outputs as bytes."""
         self.exact = set(exact)
         self.float_weights = float_weights
-        a = self.acts
 
         def shortcut(name, v, relu):
             if self.wide:
@@ -111,31 +110,29 @@ class Int8Simulation:
             return self.quant(name, v, relu)
 
         x = self.quant("input", x, False)
-        x = self.quant("stem", self.conv("stem", x, a["input"]["scale"], 2, 3), True)
+        x = self.quant("stem", self.conv("stem", x, self.input_scale("stem"), 2, 3), True)
         x = F.max_pool2d(x, 3, 2, 1)
         skip = x
-        prev = "stem"
         for layer in range(1, 5):
             for b in range(2):
                 name = f"layer{layer}.{b}"
                 stride = 2 if layer > 1 and b == 0 else 1
-                s_in = a[prev]["scale"]
                 if f"{name}.downsample.weight" in self.t:
-                    identity = shortcut(f"{name}.downsample", self.conv(f"{name}.downsample", x, s_in, stride, 0), False)
+                    down = self.conv(f"{name}.downsample", x, self.input_scale(f"{name}.downsample"), stride, 0)
+                    identity = shortcut(f"{name}.downsample", down, False)
                 else:
                     identity = skip
-                y = self.quant(f"{name}.conv1", self.conv(f"{name}.conv1", x, s_in, stride, 1), True)
-                y = self.conv(f"{name}.conv2", y, a[f"{name}.conv1"]["scale"], 1, 1) + identity
+                y = self.quant(f"{name}.conv1", self.conv(f"{name}.conv1", x, self.input_scale(f"{name}.conv1"), stride, 1), True)
+                y = self.conv(f"{name}.conv2", y, self.input_scale(f"{name}.conv2"), 1, 1) + identity
                 x = self.quant(name, y, True)
                 skip = shortcut(name, y, True) if self.wide or wide_skip else x
-                prev = name
         pooled = skip.mean(dim=(2, 3))
         x = self.quant_wide("pool", pooled, False) if self.wide else self.quant("pool", pooled, False)
         if float_weights:
             w, b = self.folded["fc"]
             return x @ w.T + b
         w = self.t["fc.weight"] * self.t["fc.weight_scale"].view(-1, 1)
-        return x @ w.T + self.t["fc.bias"] * self.scale("pool") * self.t["fc.weight_scale"]
+        return x @ w.T + self.t["fc.bias"] * self.input_scale("fc") * self.t["fc.weight_scale"]
 
 
 def load(model_path, weights_path):
@@ -162,23 +159,29 @@ def pick_slices(model, raw, uncertain, count):
     return candidates[np.linspace(0, len(candidates) - 1, min(count, len(candidates))).astype(int)]
 
 
-def fold(model):
-    """Each conv with its BatchNorm folded in, float64, named as the model file names layers."""
-    out = {}
+def layers(model):
+    """Every convolution with its BatchNorm, and the classifier (None: no BatchNorm), under the model file's
+    layer names."""
+    out = {"stem": (model.conv1, model.bn1)}
+    for layer in range(1, 5):
+        for b, block in enumerate(getattr(model, f"layer{layer}")):
+            out[f"layer{layer}.{b}.conv1"] = (block.conv1, block.bn1)
+            out[f"layer{layer}.{b}.conv2"] = (block.conv2, block.bn2)
+            if block.downsample is not None:
+                out[f"layer{layer}.{b}.downsample"] = (block.downsample[0], block.downsample[1])
+    out["fc"] = (model.fc, None)
+    return out
 
+
+def fold(model):
+    """Each layer's (weight, bias), BatchNorm folded into convolutions, float64, named as the model file names layers."""
     def folded(conv, bn):
+        if bn is None:
+            return conv.weight, conv.bias
         k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         return conv.weight * k.view(-1, 1, 1, 1), bn.bias - bn.running_mean * k
 
-    out["stem"] = folded(model.conv1, model.bn1)
-    for layer in range(1, 5):
-        for b, block in enumerate(getattr(model, f"layer{layer}")):
-            out[f"layer{layer}.{b}.conv1"] = folded(block.conv1, block.bn1)
-            out[f"layer{layer}.{b}.conv2"] = folded(block.conv2, block.bn2)
-            if block.downsample is not None:
-                out[f"layer{layer}.{b}.downsample"] = folded(block.downsample[0], block.downsample[1])
-    out["fc"] = (model.fc.weight, model.fc.bias)
-    return out
+    return {name: folded(*pair) for name, pair in layers(model).items()}
 
 
 def main():

@@ -25,27 +25,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from quant_ablation import Int8Simulation, fold, load, pick_slices
+from quant_ablation import Int8Simulation, fold, layers, load, pick_slices
 from train import read_dataset
-
-
-def layer_modules(model):
-    """Every convolution and the classifier, under the model file's layer names."""
-    out = {"stem": model.conv1}
-    for stage in range(1, 5):
-        for b, block in enumerate(getattr(model, f"layer{stage}")):
-            out[f"layer{stage}.{b}.conv1"] = block.conv1
-            out[f"layer{stage}.{b}.conv2"] = block.conv2
-            if block.downsample is not None:
-                out[f"layer{stage}.{b}.downsample"] = block.downsample[0]
-    out["fc"] = model.fc
-    return out
 
 
 def input_statistics(model, slices, batch=8):
     """Per layer: H = sum of x x^T over its input patches (x as the weight matrix's columns see them), and the
     mean of its input per channel (for bias correction), on the float network."""
-    layers = layer_modules(model)
     hessians, sums, counts = {}, {}, {}
 
     def hook(name, module, x):
@@ -59,7 +45,7 @@ def input_statistics(model, slices, batch=8):
             counts[name] = counts.get(name, 0) + x.shape[0]
         hessians[name] = hessians.get(name, 0) + x.T @ x
 
-    handles = [m.register_forward_hook(lambda m, i, o, n=n: hook(n, m, i[0])) for n, m in layers.items()]
+    handles = [m.register_forward_hook(lambda m, i, o, n=n: hook(n, m, i[0])) for n, (m, _) in layers(model).items()]
     with torch.no_grad():
         for i in range(0, len(slices), batch):
             model(torch.from_numpy(slices[i:i + batch].astype(np.float64)))
@@ -139,7 +125,8 @@ def main():
             with torch.no_grad():
                 def diff(x):
                     x = torch.from_numpy(x.astype(np.float64))
-                    return sim.run(x, exact) - model(x), model(x)
+                    ref = model(x)
+                    return sim.run(x, exact) - ref, ref
                 shift = torch.cat([diff(cal[i:i + 16])[0] for i in range(0, len(cal), 16)]).mean(dim=0)
                 pairs = [diff(test[i:i + 16]) for i in range(0, len(test), 16)]
             d = torch.cat([p[0] for p in pairs]) - shift

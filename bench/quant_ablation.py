@@ -3,9 +3,11 @@
 
 Simulates an `.ichm` model's int8 arithmetic in float64 with PyTorch (the model file's int8 weights, weight
 scales, int32 biases and activation parameters; requantisation as docs/model-format.md says) next to the float
-weights it was converted from, on slices of an `ichd preprocess --dataset` folder, and reports the int8-float
-differences (logits and probabilities) with every activation quantised, then with one activation point at a
-time left unquantised (kept at full precision): the drop in error is that point's share.
+weights it was converted from (torchvision or fastai head), on slices of an `ichd preprocess --dataset` folder,
+and reports the int8-float differences (logits and probabilities) with every activation quantised, then with
+activation points left unquantised (kept at full precision) or layers' weights left float: the drop in error is
+their share. The "only ..." variants keep one source of error and remove the others: the body's int8 weights,
+the body's activation rounding, the head's quantisation (pooled features, hidden features, head weights).
 
     .cache/train-venv/bin/python bench/quant_ablation.py --model models/ichd-phantom-resnet18.ichm \
         --weights models/ichd-phantom-resnet18.safetensors --dataset .cache/phantom-data/test-ds --slices 400
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "training"))
+from fastai_head import FastaiResNet18  # noqa: E402
 from train import ResNet18, read_dataset, u8_round_trip  # noqa: E402
 
 
@@ -45,13 +48,14 @@ class Int8Simulation:
     """The int8 network in float64; `exact` names activation points left at full precision."""
 
     def __init__(self, meta, tensors, folded=None):
+        self.head = meta["head"]
         self.acts = meta["quantization"]["activations"]
         # Format version 2: the shortcut path (block outputs as adds and pool read them, downsample outputs,
         # pooled features) is int16, symmetric; empty for version 1 (bytes throughout).
         self.wide = meta["quantization"].get("wide_activations") or {}
         self.t = tensors
         self.folded = folded or {}  # layer name -> (float weight, float bias): weights left unquantised
-        self.float_weights = False
+        self.float_weights = set()
 
     def quant(self, name, x, relu):
         if name in self.exact:
@@ -68,15 +72,28 @@ class Int8Simulation:
 
     def points(self):
         """Every activation point the model file quantises, in network order."""
-        return ["input", "stem"] + [n for n in sorted(set(self.acts) | set(self.wide)) if n.startswith("layer")] + ["pool"]
+        return (["input", "stem"] + [n for n in sorted(set(self.acts) | set(self.wide)) if n.startswith("layer")]
+                + self.head_points())
+
+    def head_points(self):
+        return ["pool", "head.fc1"] if self.head == "fastai" else ["pool"]
+
+    def head_layers(self):
+        return ["head.fc1", "head.fc2"] if self.head == "fastai" else ["fc"]
+
+    def layer_names(self):
+        """Every layer with weights (convolutions, then the head's)."""
+        return [n[:-len(".weight_scale")] for n in self.t if n.endswith(".weight_scale")]
 
     def input_scale(self, layer):
         """The scale of what `layer` (a convolution or "fc") reads: its bias is stored in units of that scale
         times its weight scales. (The network's wiring, as `run` follows it.)"""
         if layer == "stem":
             return self.acts["input"]["scale"]
-        if layer == "fc":
+        if layer in ("fc", "head.fc1"):
             return self.scale("pool")
+        if layer == "head.fc2":
+            return self.acts["head.fc1"]["scale"]
         stage, block, kind = layer.split(".")
         if kind == "conv2":
             return self.acts[f"{stage}.{block}.conv1"]["scale"]
@@ -87,20 +104,28 @@ class Int8Simulation:
         return self.acts[name]["scale"] if name in self.acts else self.wide[name]["scale"]
 
     def conv(self, name, x, in_scale, stride, pad):
-        if self.float_weights:
+        if name in self.float_weights:
             w, b = self.folded[name]
             return F.conv2d(x, w, b, stride=stride, padding=pad)
         w = self.t[f"{name}.weight"] * self.t[f"{name}.weight_scale"].view(-1, 1, 1, 1)
         b = self.t[f"{name}.bias"] * in_scale * self.t[f"{name}.weight_scale"]
         return F.conv2d(x, w, b, stride=stride, padding=pad)
 
-    def run(self, x, exact=(), float_weights=False, wide_skip=False):
+    def linear(self, name, x):
+        if name in self.float_weights:
+            w, b = self.folded[name]
+            return x @ w.T + b
+        w = self.t[f"{name}.weight"] * self.t[f"{name}.weight_scale"].view(-1, 1)
+        return x @ w.T + self.t[f"{name}.bias"] * self.input_scale(name) * self.t[f"{name}.weight_scale"]
+
+    def run(self, x, exact=(), float_weights=(), wide_skip=False):
         """The network as the model file computes it. A model with an int16 shortcut path (format version 2)
         rounds the block outputs as the residual adds and the pool read them, the downsample outputs and the
-        pooled features to their int16 grids. `wide_skip` (for a version 1 model): that shortcut path at full
-        precision, while the convolutions still read the block outputs as bytes."""
+        pooled features to their int16 grids. `float_weights`: layers computed with the float (folded)
+        weights. `wide_skip` (for a version 1 model): that shortcut path at full precision, while the
+        convolutions still read the block outputs as bytes."""
         self.exact = set(exact)
-        self.float_weights = float_weights
+        self.float_weights = set(float_weights)
 
         def shortcut(name, v, relu):
             if self.wide:
@@ -127,22 +152,24 @@ class Int8Simulation:
                 x = self.quant(name, y, True)
                 skip = shortcut(name, y, True) if self.wide or wide_skip else x
         pooled = skip.mean(dim=(2, 3))
+        if self.head == "fastai":  # concat pool: max then average
+            pooled = torch.cat([skip.amax(dim=(2, 3)), pooled], 1)
         x = self.quant_wide("pool", pooled, False) if self.wide else self.quant("pool", pooled, False)
-        if float_weights:
-            w, b = self.folded["fc"]
-            return x @ w.T + b
-        w = self.t["fc.weight"] * self.t["fc.weight_scale"].view(-1, 1)
-        return x @ w.T + self.t["fc.bias"] * self.input_scale("fc") * self.t["fc.weight_scale"]
+        if self.head == "fastai":
+            return self.linear("head.fc2", self.quant("head.fc1", self.linear("head.fc1", x), True))
+        return self.linear("fc", x)
 
 
 def load(model_path, weights_path):
     """The model file (metadata, tensors) and the float network it was converted from, in float64."""
     meta, tensors = read_ichm(model_path)
-    if meta["head"] != "torchvision":
-        sys.exit("only the torchvision head is simulated")
     from safetensors.torch import load_file
-    model = ResNet18(len(meta["class_names"]))
-    model.load_state_dict({k: v.float() for k, v in load_file(weights_path).items()})
+    state = {k: v.float() for k, v in load_file(weights_path).items()}
+    if meta["head"] == "fastai":
+        model = FastaiResNet18(len(meta["class_names"])).load_fastai(state)
+    else:
+        model = ResNet18(len(meta["class_names"]))
+        model.load_state_dict(state)
     return meta, tensors, model.double().eval()
 
 
@@ -160,8 +187,13 @@ def pick_slices(model, raw, uncertain, count):
 
 
 def layers(model):
-    """Every convolution with its BatchNorm, and the classifier (None: no BatchNorm), under the model file's
-    layer names."""
+    """Every convolution with the BatchNorm after it, and the head's linear layers with the BatchNorm1d before
+    them (fastai) or none (torchvision's fc), under the model file's layer names."""
+    if isinstance(model, FastaiResNet18):
+        out = layers(model.body)
+        del out["fc"]
+        h = model.head.layers
+        return out | {"head.fc1": (h[4], h[2]), "head.fc2": (h[8], h[6])}
     out = {"stem": (model.conv1, model.bn1)}
     for layer in range(1, 5):
         for b, block in enumerate(getattr(model, f"layer{layer}")):
@@ -175,11 +207,13 @@ def layers(model):
 
 def fold(model):
     """Each layer's (weight, bias), BatchNorm folded into convolutions, float64, named as the model file names layers."""
-    def folded(conv, bn):
+    def folded(layer, bn):
         if bn is None:
-            return conv.weight, conv.bias
+            return layer.weight, layer.bias
         k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        return conv.weight * k.view(-1, 1, 1, 1), bn.bias - bn.running_mean * k
+        if isinstance(layer, torch.nn.Linear):  # fastai: BatchNorm1d before a linear layer without bias
+            return layer.weight * k.view(1, -1), layer.weight @ (bn.bias - bn.running_mean * k)
+        return layer.weight * k.view(-1, 1, 1, 1), bn.bias - bn.running_mean * k
 
     return {name: folded(*pair) for name, pair in layers(model).items()}
 
@@ -206,7 +240,10 @@ def main():
     pick = pick_slices(model, raw, args.uncertain, args.slices)
     sim = Int8Simulation(meta, tensors, fold(model))
 
-    points = sim.points()
+    points, weighted = sim.points(), sim.layer_names()
+    head_points, head_layers = sim.head_points(), sim.head_layers()
+    body_points = [p for p in points if p not in head_points]
+    body_layers = [n for n in weighted if n not in head_layers]
     variants = [("all quantised", ())] + ([(f"{p} exact", (p,)) for p in points] if args.per_point else [])
     variants += [("block outputs exact", tuple(p for p in points if p.count(".") == 1)),
                  ("conv1 outputs exact", tuple(p for p in points if p.endswith(".conv1"))),
@@ -215,16 +252,20 @@ def main():
                  ("residual stream, pool exact",
                   tuple(p for p in points if p.count(".") == 1 or p.endswith(".downsample") or p == "pool")),
                  ("all activations exact", tuple(points))]
-    weight_variants = [("float weights, all quantised", ()), ("float weights, all exact", tuple(points))]
+    # (variant, exact activation points, layers with float weights)
+    weight_variants = [("float weights, all quantised", (), weighted), ("float weights, all exact", tuple(points), weighted),
+                       ("only body weights int8", tuple(points), head_layers),
+                       ("only body activations quantised", tuple(head_points), weighted),
+                       ("only head quantised", tuple(body_points), body_layers)]
     # What an int16 shortcut path would buy a bytes-only (version 1) model; a version 2 model has one.
     skip_variants = [] if sim.wide else [("shortcut path exact", ()), ("shortcut path, pool exact", ("pool",))]
     if args.only:
-        unknown = set(args.only) - {v for v, _ in variants + weight_variants + skip_variants}
+        unknown = set(args.only) - {v[0] for v in variants + weight_variants + skip_variants}
         if unknown:
             sys.exit(f"unknown variants: {', '.join(sorted(unknown))}")
-        variants, weight_variants, skip_variants = ([(v, e) for v, e in group if v in args.only]
+        variants, weight_variants, skip_variants = ([v for v in group if v[0] in args.only]
                                                     for group in (variants, weight_variants, skip_variants))
-    diffs = {v: [] for v, _ in variants + weight_variants + skip_variants}
+    diffs = {v[0]: [] for v in variants + weight_variants + skip_variants}
     refs = []
     with torch.no_grad():
         for i in range(0, len(pick), args.batch):
@@ -233,14 +274,14 @@ def main():
             refs.append(ref)
             for v, exact in variants:
                 diffs[v].append(sim.run(x, exact) - ref)
-            for v, exact in weight_variants:
-                diffs[v].append(sim.run(x, exact, float_weights=True) - ref)
+            for v, exact, float_layers in weight_variants:
+                diffs[v].append(sim.run(x, exact, float_weights=float_layers) - ref)
             for v, exact in skip_variants:
                 diffs[v].append(sim.run(x, exact, wide_skip=True) - ref)
     ref = torch.cat(refs)
     print(f"{len(pick)} slices of {args.dataset}; logit and probability differences int8 - float, all classes")
     print(f"{'variant':32} {'mean|dlogit|':>12} {'max|dp|':>8} {'p99|dp|':>8}   max|dp| per class")
-    for v, _ in variants + weight_variants + skip_variants:
+    for v in diffs:
         d = torch.cat(diffs[v])
         dp = (torch.sigmoid(ref + d) - torch.sigmoid(ref)).abs()
         per = " ".join(f"{m:.4f}" for m in dp.max(dim=0).values.tolist())

@@ -19,6 +19,7 @@ model file says (what the engine would give).
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 import torch
@@ -108,6 +109,10 @@ def main():
     torch.set_num_threads(args.threads)
 
     meta, tensors, model = load(args.model, args.weights)
+    if meta["head"] != "torchvision":
+        # A fastai head's folded weights act on the pooled features, but its linear layers see them after
+        # BatchNorm1d: the Hessians below would be of the wrong inputs.
+        sys.exit("only the torchvision head: a fastai head's BatchNorm1d precedes its linear layers")
     folded = fold(model)
     _, _, cal = read_dataset(args.calibrate)
     cal = cal[np.linspace(0, len(cal) - 1, min(args.calibration_samples, len(cal))).astype(int)]

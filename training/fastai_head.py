@@ -42,6 +42,52 @@ class FastaiHead(nn.Module):
         return x
 
 
+def fastai_body_key(key):
+    """A torchvision body key (`ResNet18`'s) under fastai's names: 0.0 conv1, 0.1 bn1, 0.4-0.7 layer1-4."""
+    if key.startswith("conv1."):
+        return "0.0." + key[len("conv1."):]
+    if key.startswith("bn1."):
+        return "0.1." + key[len("bn1."):]
+    for i in range(4):
+        if key.startswith(f"layer{i + 1}."):
+            return f"0.{i + 4}." + key[len(f"layer{i + 1}."):]
+    return key
+
+
+def fastai_head_key(key):
+    """A `FastaiHead` key under fastai's names: layers.2 -> 1.2."""
+    return "1." + key[len("layers."):]
+
+
+class FastaiResNet18(nn.Module):
+    """ResNet18's body with fastai's head: what a fastai-layout safetensors file holds (`load_fastai`)."""
+
+    def __init__(self, classes):
+        super().__init__()
+        self.body = ResNet18(classes)  # its fc is unused
+        self.head = FastaiHead(classes)
+
+    def forward(self, x):
+        f = self.body.features(x)
+        return self.head(torch.cat([F.adaptive_max_pool2d(f, 1), F.adaptive_avg_pool2d(f, 1)], 1).flatten(1))
+
+    def load_fastai(self, state):
+        """Loads fastai-layout tensors (`num_batches_tracked` may be absent)."""
+        names = {fastai_body_key(k): ("body", k) for k in self.body.state_dict() if not k.startswith("fc.")}
+        names.update({fastai_head_key(k): ("head", k) for k in self.head.state_dict()})
+        parts = {"body": {}, "head": {}}
+        for k, v in state.items():
+            if k not in names:
+                raise KeyError(f"not a fastai ResNet18 key: {k}")
+            parts[names[k][0]][names[k][1]] = v
+        for part, sd in parts.items():
+            missing, _ = getattr(self, part).load_state_dict(sd, strict=False)
+            missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith("fc.")]
+            if missing:
+                raise KeyError(f"missing {part} tensors: {missing}")
+        return self
+
+
 def concat_pool_features(body, data, batch=64):
     """max then average over each layer4 channel: the 1024 inputs of fastai's head."""
     out = []
@@ -99,19 +145,13 @@ def main():
         aucs = [auc(p[:, c], val.y.numpy()[:, c]) for c in range(len(CLASSES))]
         print(f"epoch {epoch + 1}: train loss {loss.item():.4f}, val AUC " + " ".join("-" if a is None else f"{a:.3f}" for a in aucs), flush=True)
 
-    # fastai layout: body 0.0 conv1, 0.1 bn1, 0.4-0.7 layer1-4; head 1.2, 1.4, 1.6, 1.8.
     out = {}
     for k, v in body.state_dict().items():
-        if k.startswith("fc.") or k.endswith("num_batches_tracked"):
-            continue
-        k = k.replace("conv1.", "0.0.", 1) if k.startswith("conv1.") else k.replace("bn1.", "0.1.", 1) if k.startswith("bn1.") else k
-        for i in range(4):
-            if k.startswith(f"layer{i + 1}."):
-                k = f"0.{i + 4}." + k[len(f"layer{i + 1}."):]
-        out[k] = v.float().contiguous()
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked"):
+            out[fastai_body_key(k)] = v.float().contiguous()
     for k, v in head.state_dict().items():
         if not k.endswith("num_batches_tracked"):
-            out["1." + k[len("layers."):]] = v.float().contiguous()
+            out[fastai_head_key(k)] = v.float().contiguous()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_file(out, args.out, metadata={"source": f"fastai head trained on {args.train} over {args.body}"})
     print(f"wrote {args.out} ({len(out)} tensors)")

@@ -76,7 +76,8 @@ class Int8Simulation:
                 + self.head_points())
 
     def head_points(self):
-        return ["pool", "head.fc1"] if self.head == "fastai" else ["pool"]
+        # A fastai head written before 2026-12-06 rounded its hidden features to bytes; now it is float32.
+        return ["pool", "head.fc1"] if "head.fc1" in self.acts else ["pool"]
 
     def head_layers(self):
         return ["head.fc1", "head.fc2"] if self.head == "fastai" else ["fc"]
@@ -115,6 +116,8 @@ class Int8Simulation:
         if name in self.float_weights:
             w, b = self.folded[name]
             return x @ w.T + b
+        if f"{name}.weight_scale" not in self.t:  # a float32 layer of the model file (the fastai head)
+            return x @ self.t[f"{name}.weight"].T + self.t[f"{name}.bias"]
         w = self.t[f"{name}.weight"] * self.t[f"{name}.weight_scale"].view(-1, 1)
         return x @ w.T + self.t[f"{name}.bias"] * self.input_scale(name) * self.t[f"{name}.weight_scale"]
 
@@ -156,7 +159,9 @@ class Int8Simulation:
             pooled = torch.cat([skip.amax(dim=(2, 3)), pooled], 1)
         x = self.quant_wide("pool", pooled, False) if self.wide else self.quant("pool", pooled, False)
         if self.head == "fastai":
-            return self.linear("head.fc2", self.quant("head.fc1", self.linear("head.fc1", x), True))
+            hidden = self.linear("head.fc1", x)
+            hidden = self.quant("head.fc1", hidden, True) if "head.fc1" in self.acts else F.relu(hidden)
+            return self.linear("head.fc2", hidden)
         return self.linear("fc", x)
 
 
@@ -256,7 +261,8 @@ def main():
     weight_variants = [("float weights, all quantised", (), weighted), ("float weights, all exact", tuple(points), weighted),
                        ("only body weights int8", tuple(points), head_layers),
                        ("only body activations quantised", tuple(head_points), weighted),
-                       ("only head quantised", tuple(body_points), body_layers)]
+                       ("only head quantised", tuple(body_points), body_layers),
+                       ("head in float", tuple(head_points), head_layers)]
     # What an int16 shortcut path would buy a bytes-only (version 1) model; a version 2 model has one.
     skip_variants = [] if sim.wide else [("shortcut path exact", ()), ("shortcut path, pool exact", ("pool",))]
     if args.only:

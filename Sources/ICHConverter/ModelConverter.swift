@@ -271,7 +271,8 @@ public enum ModelConverter {
             head: parameters.head.layout, classNames: classes, preprocessing: options.preprocessing, thresholds: thresholds,
             quantization: QuantizationInfo(
                 scheme: "int8: weights symmetric per output channel (-127..127); activations u8 affine per tensor; int32 accumulation"
-                    + (network.hasWideShortcut ? "; shortcut path (block outputs for residual adds and pool, downsample outputs, pooled features) int16 symmetric per tensor, int64 accumulation in the head's first layer" : ""),
+                    + (network.hasWideShortcut ? "; shortcut path (block outputs for residual adds and pool, downsample outputs, pooled features) int16 symmetric per tensor, int64 accumulation in fc" : "")
+                    + (parameters.head.layout == .fastai ? "; fastai head (fc1, ReLU, fc2, BatchNorm1d folded) float32 on the dequantised pooled features" : ""),
                 requantization: "v = float(acc) * (s_in * s_w / s_out) [+ float(r - z_r) * (s_r / s_out)]; q = clamp(round_half_even(v)) + z_out; logits = float(acc) * s_in * s_w"
                     + (network.hasWideShortcut ? "; int16: z = 0, q = clamp(round_half_even(v), relu ? 0 : -32767, 32767)" : ""),
                 activations: network.activations, wideActivations: network.hasWideShortcut ? network.wideActivations : nil),

@@ -10,7 +10,7 @@ public struct Heatmap: Sendable, Equatable {
     public var values: [Float]
 }
 
-/// The float view of a classifier head, for activation maps (int8 heads are dequantised: maps are for people).
+/// The float view of a classifier head, for activation maps (an int8 fc is dequantised: maps are for people).
 public enum HeadWeights: Sendable {
     case torchvision(weights: [Float], classes: Int)
     case fastai(fc1: LinearParameters, fc2: LinearParameters)
@@ -23,19 +23,11 @@ public enum HeadWeights: Sendable {
     }
 
     public init(_ network: QuantizedResNet18) {
-        func float(_ l: QuantizedLinear, inputScale: Float) -> LinearParameters {
-            let per = l.inFeatures
-            let w = (0..<l.weights.count).map { Float(l.weights[$0]) * l.weightScales[$0 / per] }
-            let b = (0..<l.outFeatures).map { Float(l.bias[$0]) * inputScale * l.weightScales[$0] }
-            return LinearParameters(outFeatures: l.outFeatures, inFeatures: l.inFeatures, weights: w, bias: b)
-        }
         switch network.head {
         case .torchvision(let fc):
             self = .torchvision(weights: (0..<fc.weights.count).map { Float(fc.weights[$0]) * fc.weightScales[$0 / fc.inFeatures] },
                                 classes: fc.outFeatures)
-        case .fastai(let fc1, let fc2):
-            self = .fastai(fc1: float(fc1, inputScale: network.pooledScale),
-                           fc2: float(fc2, inputScale: network.activations["head.fc1"]!.scale))
+        case .fastai(let fc1, let fc2): self = .fastai(fc1: fc1, fc2: fc2)
         }
     }
 }

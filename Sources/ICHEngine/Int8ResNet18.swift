@@ -303,11 +303,12 @@ public struct Int8ResNet18: Sendable {
             observe?("pool", pooled.dequantized())
             logits = timed("fc", profile) { linearLogits(pooled, fc) }
         case .fastai(let fc1, let fc2):
-            let pooled = timed("pool", profile) { pool(x, output: pooledQ, wide: pooledWide, withMax: true) }
-            observe?("pool", pooled.dequantized())
-            let hidden = timed("head.fc1", profile) { linear(pooled, fc1, output: a["head.fc1"]!) }
-            observe?("head.fc1", hidden.dequantized())
-            logits = timed("head.fc2", profile) { linearLogits(hidden, fc2) }
+            // The head in float32 on the dequantised pooled features (QuantizedHead.fastai says why).
+            let pooled = timed("pool", profile) { pool(x, output: pooledQ, wide: pooledWide, withMax: true) }.dequantized(preferWide: true)
+            observe?("pool", pooled)
+            let hidden = timed("head.fc1", profile) { FloatResNet18.linear(pooled.values, fc1, relu: true) }
+            observe?("head.fc1", .vector(hidden))
+            logits = timed("head.fc2", profile) { FloatResNet18.linear(hidden, fc2, relu: false) }
         }
         return Output(logits: logits, features: features)
     }
@@ -496,18 +497,6 @@ public struct Int8ResNet18: Sendable {
             }
             return body(acc)
         }
-    }
-
-    func linear(_ x: QTensor, _ layer: QuantizedLinear, output: QuantParams) -> QTensor {
-        let clamp = OutputClamp(zero: output.zeroPoint, relu: true)
-        let out = tensor(layer.outFeatures, 1, 1, q: output, avoiding: x.bits)
-        withAccumulators(x, layer) { acc in
-            for o in 0..<layer.outFeatures {
-                out.data[o] = requantize(real: Float(acc[o]) * (x.scale * layer.weightScales[o] / output.scale), zero: clamp.zero,
-                                         lower: clamp.lower, upper: clamp.upper)
-            }
-        }
-        return out
     }
 
     /// The last layer leaves the integer domain: logit = acc x inputScale x weightScale.

@@ -163,6 +163,10 @@ public struct ModelFile: Sendable {
             add("\(name).weight_scale", "f32", [layer.outFeatures], Self.littleEndian(layer.weightScales))
             add("\(name).bias", "i32", [layer.outFeatures], Self.littleEndian(layer.bias))
         }
+        for (name, layer) in ModelLayers.floatLinears(network.head) {
+            add("\(name).weight", "f32", [layer.outFeatures, layer.inFeatures], Self.littleEndian(layer.weights))
+            add("\(name).bias", "f32", [layer.outFeatures], Self.littleEndian(layer.bias))
+        }
         var meta = metadata
         meta.tensors = entries
         meta.quantization.activations = network.activations
@@ -246,6 +250,10 @@ public struct ModelFile: Sendable {
             }
             table[entry.name] = entry
         }
+        if metadata.head == .fastai && table["head.fc1.weight_scale"] != nil {
+            throw ModelFileError("int8 fastai head (written by a converter before 2026-12-06, which this ichd does not run): "
+                                 + "convert the weights again with ichd convert")
+        }
         let activations = metadata.quantization.activations
         let wide = metadata.quantization.wideActivations ?? [:]
         // Version 2 is the int16 shortcut path; a version 1 file carrying it (or a version 2 one without) is damaged.
@@ -309,11 +317,18 @@ public struct ModelFile: Sendable {
                 downsample: hasDown ? try conv("\(name).downsample", out, channels, 1, stride: stride, padding: 0) : nil))
             channels = out
         }
+        func floatLinear(_ name: String, _ o: Int, _ i: Int) throws(ModelFileError) -> LinearParameters {
+            let weights = try tensor("\(name).weight", "f32", [o, i], Float.self), bias = try tensor("\(name).bias", "f32", [o], Float.self)
+            guard (weights + bias).allSatisfy(\.isFinite) else { throw ModelFileError("tensor \(name): NaN or infinite values") }
+            return LinearParameters(outFeatures: o, inFeatures: i, weights: weights, bias: bias)
+        }
+
         let head: QuantizedHead = metadata.head == .torchvision
             ? .torchvision(fc: try linear("fc", classes, 512))
-            : .fastai(fc1: try linear("head.fc1", 512, 1024), fc2: try linear("head.fc2", classes, 512))
+            : .fastai(fc1: try floatLinear("head.fc1", 512, 1024), fc2: try floatLinear("head.fc2", classes, 512))
         let expectedNames = Set(ModelLayers.convs(QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: activations)).map(\.0)
             + ModelLayers.linears(head).map(\.0)).flatMap { ["\($0).weight", "\($0).weight_scale", "\($0).bias"] }
+            + ModelLayers.floatLinears(head).flatMap { ["\($0.0).weight", "\($0.0).bias"] }
         if let extra = table.keys.first(where: { !expectedNames.contains($0) }) {
             throw ModelFileError("unexpected tensor \(extra)")
         }

@@ -12,9 +12,18 @@ public enum ModelLayers {
         return list
     }
 
+    /// The head's int8 linear layers (torchvision's fc).
     public static func linears(_ head: QuantizedHead) -> [(String, QuantizedLinear)] {
         switch head {
         case .torchvision(let fc): [("fc", fc)]
+        case .fastai: []
+        }
+    }
+
+    /// The head's float32 linear layers (fastai's).
+    public static func floatLinears(_ head: QuantizedHead) -> [(String, LinearParameters)] {
+        switch head {
+        case .torchvision: []
         case .fastai(let fc1, let fc2): [("head.fc1", fc1), ("head.fc2", fc2)]
         }
     }

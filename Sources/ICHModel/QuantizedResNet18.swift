@@ -110,12 +110,16 @@ public struct QuantizedBlock: Sendable, Equatable {
 
 public enum QuantizedHead: Sendable, Equatable {
     case torchvision(fc: QuantizedLinear)
-    case fastai(fc1: QuantizedLinear, fc2: QuantizedLinear)
+    /// fastai's head runs in float32 on the dequantised pooled features (BatchNorm1d folded as in
+    /// `HeadParameters`): 0.5 million multiply-adds beside the body's 2.4 billion. In int8 its first BatchNorm1d's
+    /// gains (up to ~90 on a trained head) set fc1's per-row weight scales and the head amplified the rounding
+    /// (measured: docs/converting.md, "The fastai head in float").
+    case fastai(fc1: LinearParameters, fc2: LinearParameters)
 }
 
 /// The int8 ResNet18 as the model file stores it. Activations are unsigned bytes with per-tensor
 /// `QuantParams`, named as the float executor names them ("input", "stem", "layer1.0.conv1", "layer1.0",
-/// "layer2.0.downsample", ..., "pool", "head.fc1").
+/// "layer2.0.downsample", ..., "pool"); the fastai head's hidden features are float.
 ///
 /// With an int16 shortcut path (`wideActivations` not empty, format version 2), the block outputs are kept
 /// twice, as bytes for the next convolutions and as int16 for the residual adds and the pool; the downsample
@@ -148,8 +152,9 @@ public struct QuantizedResNet18: Sendable, Equatable {
         }
     }
 
-    /// The same network with `shift[c]` subtracted from logit c, through the last layer's int32 bias
-    /// (empirical bias correction of the classifier: the mean int8-minus-float logit on calibration slices).
+    /// The same network with `shift[c]` subtracted from logit c, through the last layer's bias (int32, or float
+    /// for the fastai head): empirical bias correction of the classifier, the mean int8-minus-float logit on
+    /// calibration slices.
     public func correctingLogits(by shift: [Float]) -> QuantizedResNet18 {
         func corrected(_ l: QuantizedLinear, inputScale: Float) -> QuantizedLinear {
             var l = l
@@ -162,7 +167,9 @@ public struct QuantizedResNet18: Sendable, Equatable {
         var out = self
         switch head {
         case .torchvision(let fc): out.head = .torchvision(fc: corrected(fc, inputScale: pooledScale))
-        case .fastai(let fc1, let fc2): out.head = .fastai(fc1: fc1, fc2: corrected(fc2, inputScale: activations["head.fc1"]!.scale))
+        case .fastai(let fc1, var fc2):
+            for c in 0..<fc2.outFeatures { fc2.bias[c] -= shift[c] }
+            out.head = .fastai(fc1: fc1, fc2: fc2)
         }
         return out
     }
@@ -177,7 +184,6 @@ public struct QuantizedResNet18: Sendable, Equatable {
             names.append(block)
         }
         if !wideShortcut { names.append("pool") }
-        if head == .fastai { names.append("head.fc1") }
         return names
     }
 
@@ -269,9 +275,7 @@ public enum WeightQuantizer {
         let head: QuantizedHead
         switch p.head {
         case .torchvision(let fc): head = .torchvision(fc: linear(fc, inputScale: pooled, inputMeans: m?["pool"]))
-        case .fastai(let fc1, let fc2):
-            head = .fastai(fc1: linear(fc1, inputScale: pooled, inputMeans: m?["pool"]),
-                           fc2: linear(fc2, inputScale: a["head.fc1"]!.scale, inputMeans: m?["head.fc1"]))
+        case .fastai(let fc1, let fc2): head = .fastai(fc1: fc1, fc2: fc2)
         }
         return QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: a, wideActivations: wide)
     }

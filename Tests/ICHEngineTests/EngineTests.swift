@@ -228,6 +228,23 @@ enum Networks {
         #expect(Self.reason(try other.encode())?.contains("thresholds") == true)
     }
 
+    /// The fastai head is stored and run in float32 (BatchNorm1d folded), with no activation parameters of its
+    /// own; non-finite head weights are refused like any damaged tensor.
+    @Test func fastaiHeadIsStoredAsFloat32() throws {
+        let m = try Self.model(wide: true)
+        let data = try m.encode()
+        let tensors = Dictionary(uniqueKeysWithValues: try ModelFile.decode(data).metadata.tensors.map { ($0.name, $0) })
+        #expect(tensors["head.fc1.weight"]?.dtype == "f32" && tensors["head.fc1.weight"]?.shape == [512, 1024])
+        #expect(tensors["head.fc2.bias"]?.dtype == "f32" && tensors["head.fc2.bias"]?.shape == [2])
+        #expect(tensors["head.fc1.weight_scale"] == nil && m.network.activations["head.fc1"] == nil)
+        guard case .fastai(var fc1, let fc2) = m.network.head else { Issue.record("not a fastai head"); return }
+        #expect(try ModelFile.decode(data).network.head == m.network.head)
+        fc1.weights[7] = .nan
+        var damaged = m
+        damaged.network.head = .fastai(fc1: fc1, fc2: fc2)
+        #expect(Self.reason(try damaged.encode())?.contains("head.fc1: NaN") == true)
+    }
+
     /// The version says whether the int16 shortcut path is there (the header's version is outside the
     /// checksum, so a mismatch is caught by meaning); its parameters must be complete and valid.
     @Test func shortcutParametersAreCheckedAgainstTheVersion() throws {

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train import CLASSES, ResNet18, SliceSet, auc  # noqa: E402
+from train import CLASSES, QuantisationNoise, ResNet18, SliceSet, auc  # noqa: E402
 
 
 class FastaiHead(nn.Module):
@@ -100,6 +100,65 @@ def concat_pool_features(body, data, batch=64):
     return torch.cat(out)
 
 
+def logit_change(head, features, spread, generator):
+    """Mean squared logit change of `head` (in eval mode) when its input features carry Gaussian noise of the
+    per-feature `spread`, and the largest probability change."""
+    with torch.no_grad():
+        clean = head(features)
+        noisy = head(features + spread * torch.randn(features.shape, generator=generator))
+    return float(((noisy - clean) ** 2).mean()), float((torch.sigmoid(noisy) - torch.sigmoid(clean)).abs().max())
+
+
+def robust_head(head, ftrain, ytrain, fval, yval, spread, args, generator):
+    """Fine-tunes the trained head (BatchNorm statistics and dropout frozen: eval mode) so that its logits stay
+    put when the features carry the int8 body's rounding errors: loss = BCE + robust weight x mean squared logit
+    change under Gaussian feature noise of the measured spread (as training/train.py's second stage does for
+    the whole network)."""
+    head.eval()
+    optimiser = torch.optim.AdamW(head.parameters(), lr=args.robust_lr, weight_decay=1e-2)
+    steps = args.robust_epochs * ((len(ftrain) + 127) // 128)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    change, largest = logit_change(head, fval, spread, generator)
+    print(f"robust start: validation logit change under feature noise {change:.5f} (largest probability change {largest:.4f})", flush=True)
+    for epoch in range(args.robust_epochs):
+        order = torch.randperm(len(ftrain), generator=generator)
+        for i in range(0, len(ftrain), 128):
+            idx = order[i:i + 128]
+            f = ftrain[idx]
+            clean = head(f)
+            noisy = head(f + spread * torch.randn(f.shape, generator=generator))
+            loss = F.binary_cross_entropy_with_logits(clean, ytrain[idx]) + args.robust_weight * ((noisy - clean) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        with torch.no_grad():
+            p = torch.sigmoid(head(fval)).numpy()
+        aucs = [auc(p[:, c], yval.numpy()[:, c]) for c in range(len(CLASSES))]
+        change, largest = logit_change(head, fval, spread, generator)
+        print(f"robust epoch {epoch + 1}: validation logit change under feature noise {change:.5f} (largest probability "
+              f"change {largest:.4f}), val AUC " + " ".join("-" if a is None else f"{a:.3f}" for a in aucs), flush=True)
+
+
+def feature_noise_spread(body, data, slices, generator, batch=32):
+    """Per concat-pool feature, the spread (standard deviation) of its change when every activation of the
+    body is rounded as the int8 model rounds it (QuantisationNoise: uniform noise of one u8 step), on `slices`
+    evenly spread slices of `data`."""
+    noise = QuantisationNoise(generator)
+    pick = torch.from_numpy(np.linspace(0, len(data) - 1, min(slices, len(data))).astype(np.int64))
+    body.eval()
+    changes = []
+    with torch.no_grad():
+        for i in range(0, len(pick), batch):  # ranges first, as calibration sees them
+            body.features(data.x[pick[i:i + batch]].float().contiguous(memory_format=torch.channels_last), noise.observe)
+        for i in range(0, len(pick), batch):
+            x = data.x[pick[i:i + batch]].float().contiguous(memory_format=torch.channels_last)
+            clean, noisy = body.features(x), body.features(x, noise.inject)
+            changes.append(torch.cat([F.adaptive_max_pool2d(noisy, 1) - F.adaptive_max_pool2d(clean, 1),
+                                      F.adaptive_avg_pool2d(noisy, 1) - F.adaptive_avg_pool2d(clean, 1)], 1).flatten(1))
+    return torch.cat(changes).std(dim=0)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--body", required=True, help="trained weights, torchvision layout (safetensors)")
@@ -110,6 +169,13 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--robust-epochs", type=int, default=0,
+                    help="then epochs that train the head to give the same logits when its input features carry the "
+                         "int8 body's rounding errors (BatchNorm frozen, as the converter folds it)")
+    ap.add_argument("--robust-weight", type=float, default=10.0, help="weight of the squared logit change in the loss")
+    ap.add_argument("--robust-lr", type=float, default=1e-3)
+    ap.add_argument("--noise-slices", type=int, default=512,
+                    help="training slices on which the features' spread under int8 rounding is measured")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -144,6 +210,13 @@ def main():
             p = torch.sigmoid(head(fval)).numpy()
         aucs = [auc(p[:, c], val.y.numpy()[:, c]) for c in range(len(CLASSES))]
         print(f"epoch {epoch + 1}: train loss {loss.item():.4f}, val AUC " + " ".join("-" if a is None else f"{a:.3f}" for a in aucs), flush=True)
+
+    if args.robust_epochs:
+        generator = torch.Generator().manual_seed(args.seed)
+        spread = feature_noise_spread(body, train, args.noise_slices, generator)
+        print(f"feature spread under int8 rounding: median {spread.median():.4g}, max {spread.max():.4g} "
+              f"(features: median sd {ftrain.std(dim=0).median():.4g})", flush=True)
+        robust_head(head, ftrain, train.y, fval, val.y, spread, args, generator)
 
     out = {}
     for k, v in body.state_dict().items():

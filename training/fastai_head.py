@@ -100,6 +100,14 @@ def concat_pool_features(body, data, batch=64):
     return torch.cat(out)
 
 
+def validation_aucs(head, features, labels):
+    """Per-class AUC of `head` (in eval mode) on `features`, as printed after each epoch."""
+    with torch.no_grad():
+        p = torch.sigmoid(head(features)).numpy()
+    aucs = [auc(p[:, c], labels.numpy()[:, c]) for c in range(len(CLASSES))]
+    return " ".join("-" if a is None else f"{a:.3f}" for a in aucs)
+
+
 def logit_change(head, features, spread, generator):
     """Mean squared logit change of `head` (in eval mode) when its input features carry Gaussian noise of the
     per-feature `spread`, and the largest probability change."""
@@ -132,12 +140,9 @@ def robust_head(head, ftrain, ytrain, fval, yval, spread, args, generator):
             loss.backward()
             optimiser.step()
             schedule.step()
-        with torch.no_grad():
-            p = torch.sigmoid(head(fval)).numpy()
-        aucs = [auc(p[:, c], yval.numpy()[:, c]) for c in range(len(CLASSES))]
         change, largest = logit_change(head, fval, spread, generator)
         print(f"robust epoch {epoch + 1}: validation logit change under feature noise {change:.5f} (largest probability "
-              f"change {largest:.4f}), val AUC " + " ".join("-" if a is None else f"{a:.3f}" for a in aucs), flush=True)
+              f"change {largest:.4f}), val AUC {validation_aucs(head, fval, yval)}", flush=True)
 
 
 def feature_noise_spread(body, data, slices, generator, batch=32):
@@ -206,10 +211,7 @@ def main():
             optimiser.step()
             schedule.step()
         head.eval()
-        with torch.no_grad():
-            p = torch.sigmoid(head(fval)).numpy()
-        aucs = [auc(p[:, c], val.y.numpy()[:, c]) for c in range(len(CLASSES))]
-        print(f"epoch {epoch + 1}: train loss {loss.item():.4f}, val AUC " + " ".join("-" if a is None else f"{a:.3f}" for a in aucs), flush=True)
+        print(f"epoch {epoch + 1}: train loss {loss.item():.4f}, val AUC {validation_aucs(head, fval, val.y)}", flush=True)
 
     if args.robust_epochs:
         generator = torch.Generator().manual_seed(args.seed)

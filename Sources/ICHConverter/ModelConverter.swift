@@ -169,7 +169,7 @@ public enum ModelConverter {
         }
 
         let floatCalibration = floatLogits.map { $0.map(sigmoid) }
-        let names = QuantizedResNet18.activationNames(head: parameters.head.layout, wideShortcut: options.wideShortcut)
+        let names = QuantizedResNet18.activationNames(wideShortcut: options.wideShortcut)
         let means = options.biasCorrection ? stats.channelMeans : nil
         // The int16 shortcut path covers what calibration saw with headroom; its step is too fine for the
         // clipping choice (min-max, percentile, MSE) to matter.

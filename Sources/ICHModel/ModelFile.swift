@@ -261,7 +261,7 @@ public struct ModelFile: Sendable {
             throw ModelFileError(version >= 2 ? "format version \(version) model without int16 shortcut parameters"
                                               : "format version 1 model with int16 shortcut parameters")
         }
-        let byteNames = QuantizedResNet18.activationNames(head: metadata.head, wideShortcut: !wide.isEmpty)
+        let byteNames = QuantizedResNet18.activationNames(wideShortcut: !wide.isEmpty)
         for name in byteNames where activations[name] == nil {
             throw ModelFileError("no quantisation parameters for activation \(name)")
         }

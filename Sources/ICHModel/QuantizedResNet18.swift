@@ -174,9 +174,9 @@ public struct QuantizedResNet18: Sendable, Equatable {
         return out
     }
 
-    /// Every activation name the executor needs byte parameters for (`wideShortcut`: in a model with an int16
-    /// shortcut path, whose downsample outputs and pooled features have only int16 parameters).
-    public static func activationNames(head: WeightLayout, wideShortcut: Bool = false) -> [String] {
+    /// Every activation name the executor needs byte parameters for, whichever the head (`wideShortcut`: in a
+    /// model with an int16 shortcut path, whose downsample outputs and pooled features have only int16 parameters).
+    public static func activationNames(wideShortcut: Bool = false) -> [String] {
         var names = ["input", "stem"]
         for (i, block) in ResNet18Parameters.blockNames.enumerated() {
             names.append("\(block).conv1")

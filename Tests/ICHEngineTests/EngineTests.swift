@@ -63,7 +63,7 @@ enum Networks {
         let float = FloatResNet18(p)
         var stats = ActivationStatistics(expectedObservations: inputs.count)
         for x in inputs { _ = float.run(x) { stats.observe($0, $1) } }
-        let names = QuantizedResNet18.activationNames(head: p.head.layout, wideShortcut: wide)
+        let names = QuantizedResNet18.activationNames(wideShortcut: wide)
         return WeightQuantizer.network(p, activations: stats.parameters(.minMax, names: names),
                                        wide: wide ? stats.wideParameters(names: QuantizedResNet18.wideActivationNames) : [:],
                                        inputMeans: stats.channelMeans)

@@ -173,14 +173,19 @@ public struct ModelFile: Sendable {
         meta.quantization.wideActivations = network.hasWideShortcut ? network.wideActivations : nil
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        var json = try encoder.encode(meta)
+        return Self.assemble(version: network.hasWideShortcut ? Self.formatVersion : 1, metadataJSON: try encoder.encode(meta),
+                             tensorSection: section)
+    }
+
+    /// Header, metadata (zero-padded to the alignment) and tensor section, with the payload's length and SHA-256.
+    static func assemble(version: UInt32, metadataJSON: Data, tensorSection: Data) -> Data {
+        var json = metadataJSON
         while (Self.headerSize + json.count) % Self.alignment != 0 { json.append(0) }
-        let metadataLength = json.count
-        let payload = json + section
+        let payload = json + tensorSection
         var out = Data(Self.magic)
-        Self.append(&out, network.hasWideShortcut ? Self.formatVersion : 1)
+        Self.append(&out, version)
         Self.append(&out, UInt32(0))
-        Self.append(&out, UInt64(metadataLength))
+        Self.append(&out, UInt64(json.count))
         Self.append(&out, UInt64(payload.count))
         out.append(contentsOf: SHA256.hash(data: payload))
         out.append(payload)

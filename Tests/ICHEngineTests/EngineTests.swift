@@ -2,7 +2,7 @@ import Foundation
 import ICHConverter
 import ICHEngine
 import ICHKernels
-import ICHModel
+@testable import ICHModel
 import ICHPhantom
 import ICHPreprocessing
 import ICHTestSupport
@@ -243,6 +243,14 @@ enum Networks {
         var damaged = m
         damaged.network.head = .fastai(fc1: fc1, fc2: fc2)
         #expect(Self.reason(try damaged.encode())?.contains("head.fc1: NaN") == true)
+
+        // A file from a converter that stored the fastai head as int8 (a head.fc1.weight_scale tensor) is refused
+        // with a request to convert again, not run with a head it no longer has.
+        let length = Int(data[16..<24].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let json = data[64..<(64 + length)].prefix { $0 != 0 }
+        let old = String(decoding: json, as: UTF8.self).replacingOccurrences(of: "\"head.fc2.bias\"", with: "\"head.fc1.weight_scale\"")
+        let oldFile = ModelFile.assemble(version: 2, metadataJSON: Data(old.utf8), tensorSection: data[(64 + length)...])
+        #expect(Self.reason(oldFile)?.contains("int8 fastai head") == true, "\(Self.reason(oldFile) ?? "loaded")")
     }
 
     /// The version says whether the int16 shortcut path is there (the header's version is outside the

@@ -68,8 +68,7 @@ class FastaiResNet18(nn.Module):
         self.head = FastaiHead(classes)
 
     def forward(self, x):
-        f = self.body.features(x)
-        return self.head(torch.cat([F.adaptive_max_pool2d(f, 1), F.adaptive_avg_pool2d(f, 1)], 1).flatten(1))
+        return self.head(concat_pool(self.body.features(x)))
 
     def load_fastai(self, state):
         """Loads fastai-layout tensors (`num_batches_tracked` may be absent)."""
@@ -88,6 +87,11 @@ class FastaiResNet18(nn.Module):
         return self
 
 
+def concat_pool(f):
+    """fastai's AdaptiveConcatPool2d + Flatten: per layer4 channel the max, then the average (1024 features)."""
+    return torch.cat([F.adaptive_max_pool2d(f, 1), F.adaptive_avg_pool2d(f, 1)], 1).flatten(1)
+
+
 def concat_pool_features(body, data, batch=64):
     """max then average over each layer4 channel: the 1024 inputs of fastai's head."""
     out = []
@@ -96,7 +100,7 @@ def concat_pool_features(body, data, batch=64):
         for i in range(0, len(data), batch):
             x = data.x[i:i + batch].float().contiguous(memory_format=torch.channels_last)
             x = body.features(x)
-            out.append(torch.cat([F.adaptive_max_pool2d(x, 1), F.adaptive_avg_pool2d(x, 1)], 1).flatten(1))
+            out.append(concat_pool(x))
     return torch.cat(out)
 
 
@@ -159,8 +163,7 @@ def feature_noise_spread(body, data, slices, generator, batch=32):
         for i in range(0, len(pick), batch):
             x = data.x[pick[i:i + batch]].float().contiguous(memory_format=torch.channels_last)
             clean, noisy = body.features(x), body.features(x, noise.inject)
-            changes.append(torch.cat([F.adaptive_max_pool2d(noisy, 1) - F.adaptive_max_pool2d(clean, 1),
-                                      F.adaptive_avg_pool2d(noisy, 1) - F.adaptive_avg_pool2d(clean, 1)], 1).flatten(1))
+            changes.append(concat_pool(noisy) - concat_pool(clean))
     return torch.cat(changes).std(dim=0)
 
 

@@ -109,11 +109,8 @@ def main():
     torch.set_num_threads(args.threads)
 
     meta, tensors, model = load(args.model, args.weights)
-    if meta["head"] != "torchvision":
-        # A fastai head's folded weights act on the pooled features, but its linear layers see them after
-        # BatchNorm1d: the Hessians below would be of the wrong inputs.
-        sys.exit("only the torchvision head: a fastai head's BatchNorm1d precedes its linear layers")
-    folded = fold(model)
+    # Only the int8 layers: a fastai head runs in float32 (its weights are in the model file as they are).
+    folded = {name: wb for name, wb in fold(model).items() if f"{name}.weight_scale" in tensors}
     _, _, cal = read_dataset(args.calibrate)
     cal = cal[np.linspace(0, len(cal) - 1, min(args.calibration_samples, len(cal))).astype(int)]
     _, _, raw = read_dataset(args.dataset)

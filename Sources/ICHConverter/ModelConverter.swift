@@ -32,6 +32,12 @@ public struct ConversionOptions: Sendable {
     /// Correct the systematic part of the quantisation error: each layer's bias for its weight error
     /// (WeightQuantizer), and the classifier's bias for the mean logit shift measured on calibration slices.
     public var biasCorrection = true
+    /// How weights are rounded to their int8 grid (GPTQ needs the calibration slices' activations).
+    public var weightRounding: WeightRounding = .gptq
+    /// GPTQ's dampening of H's diagonal (fraction of its mean).
+    public var gptqDamp = GPTQ.defaultDamp
+    /// Threads for the converter's own heavy loops (GPTQ's statistics).
+    public var threads = 2
     /// Keep the residual stream (block outputs as the shortcuts and the pool read them, downsample outputs,
     /// pooled features) as int16 next to the bytes the convolutions read: format version 2. Off: bytes
     /// throughout, format version 1 (what ichd before the int16 shortcut path reads).
@@ -92,7 +98,7 @@ public struct ConversionReport: Codable, Sendable {
 
 /// Float ResNet18 weights in, verified int8 model out.
 public enum ModelConverter {
-    public static let version = "ichd-convert 1"
+    public static let version = "ichd-convert 2"
     public static let syntheticWarning = "CALIBRATED ON SYNTHETIC PHANTOMS, NOT ON REAL SCANS: activation ranges may not fit real data"
 
     public static func convert(_ options: ConversionOptions, log: (String) -> Void = { _ in }) throws(ConversionError) -> (ModelFile, ConversionReport) {
@@ -168,6 +174,9 @@ public enum ModelConverter {
             if (i + 1) % 16 == 0 { log("  float reference: \(i + 1)/\(calibration.count)") }
         }
 
+        let integers = options.weightRounding == .gptq
+            ? try LayerHessians.integers(parameters, calibration: calibration, damp: options.gptqDamp, threads: options.threads, log: log) : [:]
+
         let floatCalibration = floatLogits.map { $0.map(sigmoid) }
         let names = QuantizedResNet18.activationNames(wideShortcut: options.wideShortcut)
         let means = options.biasCorrection ? stats.channelMeans : nil
@@ -180,7 +189,7 @@ public enum ModelConverter {
             .prefix(options.selectionSamples)
         // Error = mean |p_int8 - p_float|; saturated probabilities can tie, so the mean |logit difference| breaks ties.
         func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) {
-            let int8 = Int8ResNet18(WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means))
+            let int8 = Int8ResNet18(WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means, integers: integers))
             var error = 0.0, logitError = 0.0, n = 0
             for i in selection {
                 let logits = int8.run(calibration[i]).logits
@@ -229,7 +238,7 @@ public enum ModelConverter {
             log("  per-tensor refinement: \(refined.count) of \(names.count) tensors changed, mean |p_int8 - p_float| = \(String(format: "%.6f", best.error))"
                 + (refined.isEmpty ? "" : " (" + refined.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
         }
-        var network = WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means)
+        var network = WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means, integers: integers)
         if options.biasCorrection {
             // The shift is a mean over slices: estimated on every calibration slice, not only the selection's.
             let uncorrected = Int8ResNet18(network)
@@ -264,13 +273,15 @@ public enum ModelConverter {
         warnings += Self.accuracyWarnings(heldOutAgreement ?? calibrationAgreement, tolerance: options.tolerance)
         let summary = CalibrationSummary(method: chosen.rawValue, methodErrors: methodErrors, samples: calibration.count,
                                          heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil,
-                                         perTensorMethods: options.method == nil ? refined : nil)
+                                         perTensorMethods: options.method == nil ? refined : nil,
+                                         weightRounding: options.weightRounding.rawValue)
         var card = options.modelCard
         if summary.synthetic { card += " " + syntheticWarning + "." }
         let metadata = ModelMetadata(
             head: parameters.head.layout, classNames: classes, preprocessing: options.preprocessing, thresholds: thresholds,
             quantization: QuantizationInfo(
-                scheme: "int8: weights symmetric per output channel (-127..127); activations u8 affine per tensor; int32 accumulation"
+                scheme: "int8: weights symmetric per output channel (-127..127, "
+                    + (options.weightRounding == .gptq ? "GPTQ-rounded on the calibration slices" : "rounded to nearest") + "); activations u8 affine per tensor; int32 accumulation"
                     + (network.hasWideShortcut ? "; shortcut path (block outputs for residual adds and pool, downsample outputs, pooled features) int16 symmetric per tensor, int64 accumulation in fc" : "")
                     + (parameters.head.layout == .fastai ? "; fastai head (fc1, ReLU, fc2, BatchNorm1d folded) float32 on the dequantised pooled features" : ""),
                 requantization: "v = float(acc) * (s_in * s_w / s_out) [+ float(r - z_r) * (s_r / s_out)]; q = clamp(round_half_even(v)) + z_out; logits = float(acc) * s_in * s_w"

@@ -92,3 +92,80 @@ public enum FloatConvGEMM {
         store(a30, a31, 3)
     }
 }
+
+extension FloatConvGEMM {
+    /// Floats of scratch `accumulateGram` needs (the im2col columns of one input).
+    public static func gramScratchCount(_ s: ReferenceKernels.ConvShape) -> Int { scratchCount(s) }
+
+    /// h (depth x depth, row-major, depth = inChannels x kernel x kernel) += sum over the output pixels of x x^T,
+    /// x = the pixel's input patch in the order the weights' columns see it (channel, ky, kx; padding taps 0).
+    /// The converter's GPTQ weight rounding needs it (the curvature of a layer's output error). Only the entries
+    /// h[i][j] with j >= 4 x (i / 4) are written; `mirrorGram` fills the rest once all inputs are in.
+    ///
+    /// Why this shape: the im2col columns are tile-major (16 pixels per k), so a row pair of h reads two short
+    /// rows of a chunk of tiles (kept in L1) against every later row of the chunk (at most 256 KiB, in L2);
+    /// 2 x 4 entries x 16 pixels is 16 fused multiply-adds per 12 loads. Sums run in float within a chunk
+    /// (at most 256 products) and in double across chunks and calls. Row pairs are split over `parallel`,
+    /// pair p with pair P-1-p, so that every part gets the same share of the triangle.
+    public static func accumulateGram(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<Float>, into h: UnsafeMutablePointer<Double>,
+                                      scratch: UnsafeMutablePointer<Float>, parallel: Parallel = .serial) {
+        let depth = s.inChannels * s.kernel * s.kernel
+        let tiles = (s.outHeight * s.outWidth + pixelTile - 1) / pixelTile
+        im2col(s, input: input, depth: depth, out: scratch)
+        let chunk = max(1, min(16, 4096 / depth))
+        let pairs = (depth + 1) / 2
+        let columns = UnsafePointer(scratch)
+        parallel((pairs + 1) / 2) { items in
+            for item in items {
+                for pair in Set([item, pairs - 1 - item]).sorted() {
+                    gramRows(2 * pair, depth: depth, tiles: tiles, chunk: chunk, columns: columns, h: h)
+                }
+            }
+        }
+    }
+
+    /// Rows i and i + 1 of h (i + 1 may be past the end: computed as a copy of row i, never stored).
+    @inline(__always)
+    static func gramRows(_ i: Int, depth: Int, tiles: Int, chunk: Int, columns: UnsafePointer<Float>, h: UnsafeMutablePointer<Double>) {
+        let i1 = min(i + 1, depth - 1)
+        var t0 = 0
+        while t0 < tiles {
+            let t1 = min(tiles, t0 + chunk)
+            var j = i & ~3
+            while j < depth {
+                let j1 = min(j + 1, depth - 1), j2 = min(j + 2, depth - 1), j3 = min(j + 3, depth - 1)
+                var a00 = SIMD8<Float>(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00
+                for t in t0..<t1 {
+                    let base = UnsafeRawPointer(columns + t * depth * pixelTile)
+                    for half in 0..<2 {
+                        @inline(__always) func row(_ k: Int) -> SIMD8<Float> {
+                            base.loadUnaligned(fromByteOffset: (k * pixelTile + 8 * half) * 4, as: SIMD8<Float>.self)
+                        }
+                        let x0 = row(i), x1 = row(i1)
+                        let y0 = row(j), y1 = row(j1), y2 = row(j2), y3 = row(j3)
+                        a00.addProduct(x0, y0); a01.addProduct(x0, y1); a02.addProduct(x0, y2); a03.addProduct(x0, y3)
+                        a10.addProduct(x1, y0); a11.addProduct(x1, y1); a12.addProduct(x1, y2); a13.addProduct(x1, y3)
+                    }
+                }
+                let live = min(4, depth - j)
+                let r0 = h + i * depth + j
+                let sums0 = SIMD4(a00.sum(), a01.sum(), a02.sum(), a03.sum())
+                for c in 0..<live { r0[c] += Double(sums0[c]) }
+                if i + 1 < depth {
+                    let r1 = h + (i + 1) * depth + j
+                    let sums1 = SIMD4(a10.sum(), a11.sum(), a12.sum(), a13.sum())
+                    for c in 0..<live { r1[c] += Double(sums1[c]) }
+                }
+                j += 4
+            }
+            t0 = t1
+        }
+    }
+
+    /// Completes an `accumulateGram` result: h[i][j] = h[j][i] for j < 4 x (i / 4).
+    public static func mirrorGram(_ h: UnsafeMutablePointer<Double>, depth: Int) {
+        for i in 0..<depth {
+            for j in 0..<(i & ~3) { h[i * depth + j] = h[j * depth + i] }
+        }
+    }
+}

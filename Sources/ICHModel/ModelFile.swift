@@ -76,9 +76,12 @@ public struct CalibrationSummary: Codable, Sendable, Equatable {
     /// Tensors whose range came from another method than `method`, because that lowered the measured output
     /// error (tensor name -> method); nil when the method was forced (and in files written before this field).
     public var perTensorMethods: [String: String]?
+    /// How the weights were rounded to their grid: "nearest" or "gptq"; nil in files written before this field
+    /// (nearest).
+    public var weightRounding: String?
 
     public init(method: String, methodErrors: [String: Double], samples: Int, heldOutSamples: Int, source: String, synthetic: Bool,
-                perTensorMethods: [String: String]? = nil) {
+                perTensorMethods: [String: String]? = nil, weightRounding: String? = nil) {
         self.method = method
         self.methodErrors = methodErrors
         self.samples = samples
@@ -86,10 +89,11 @@ public struct CalibrationSummary: Codable, Sendable, Equatable {
         self.source = source
         self.synthetic = synthetic
         self.perTensorMethods = perTensorMethods
+        self.weightRounding = weightRounding
     }
 
     enum CodingKeys: String, CodingKey {
-        case perTensorMethods = "per_tensor_methods"
+        case perTensorMethods = "per_tensor_methods", weightRounding = "weight_rounding"
         case method, methodErrors = "method_errors", samples, heldOutSamples = "held_out_samples", source, synthetic
     }
 }

@@ -237,15 +237,19 @@ public enum WeightQuantizer {
         }
     }
 
-    public static func conv(_ p: ConvParameters, inputScale: Float, inputMeans: [Float]? = nil) -> QuantizedConv {
-        let (w, s) = quantize(p.weights, rows: p.outChannels)
+    /// `integers`: the layer's weights already rounded on this grid by another method (GPTQ, in the converter);
+    /// nil: each to its nearest step.
+    public static func conv(_ p: ConvParameters, inputScale: Float, inputMeans: [Float]? = nil, integers: [Int8]? = nil) -> QuantizedConv {
+        var (w, s) = quantize(p.weights, rows: p.outChannels)
+        if let integers { precondition(integers.count == w.count); w = integers }
         let b = correctedBias(p.bias, weights: p.weights, quantized: w, scales: s, inputMeans: inputMeans, inChannels: p.inChannels)
         return QuantizedConv(outChannels: p.outChannels, inChannels: p.inChannels, kernel: p.kernel, stride: p.stride,
                              padding: p.padding, weights: w, weightScales: s, bias: bias(b, inputScale: inputScale, weightScales: s))
     }
 
-    public static func linear(_ p: LinearParameters, inputScale: Float, inputMeans: [Float]? = nil) -> QuantizedLinear {
-        let (w, s) = quantize(p.weights, rows: p.outFeatures)
+    public static func linear(_ p: LinearParameters, inputScale: Float, inputMeans: [Float]? = nil, integers: [Int8]? = nil) -> QuantizedLinear {
+        var (w, s) = quantize(p.weights, rows: p.outFeatures)
+        if let integers { precondition(integers.count == w.count); w = integers }
         let b = correctedBias(p.bias, weights: p.weights, quantized: w, scales: s, inputMeans: inputMeans, inChannels: p.inFeatures)
         return QuantizedLinear(outFeatures: p.outFeatures, inFeatures: p.inFeatures, weights: w, weightScales: s,
                                bias: bias(b, inputScale: inputScale, weightScales: s))
@@ -254,10 +258,11 @@ public enum WeightQuantizer {
     /// The whole network, given activation parameters for every name in `activationNames`, and optionally the
     /// per-channel means of every layer's input for bias correction (names as the float executor observes them).
     /// `wide`: parameters for every name in `QuantizedResNet18.wideActivationNames` (an int16 shortcut path),
-    /// or empty (bytes throughout).
+    /// or empty (bytes throughout). `integers`: rounded weights by layer name ("stem", "layer1.0.conv1",
+    /// "layer2.0.downsample", "fc"); layers not in it are rounded to nearest.
     public static func network(_ p: ResNet18Parameters, activations a: [String: QuantParams], wide: [String: WideQuantParams] = [:],
-                               inputMeans m: [String: [Float]]? = nil) -> QuantizedResNet18 {
-        let stem = conv(p.stem, inputScale: a["input"]!.scale, inputMeans: m?["input"])
+                               inputMeans m: [String: [Float]]? = nil, integers q: [String: [Int8]] = [:]) -> QuantizedResNet18 {
+        let stem = conv(p.stem, inputScale: a["input"]!.scale, inputMeans: m?["input"], integers: q["stem"])
         var blocks: [QuantizedBlock] = []
         var previous = "stem"  // max pool keeps the stem's parameters
         var previousMeans = "maxpool"
@@ -265,16 +270,16 @@ public enum WeightQuantizer {
             let name = ResNet18Parameters.blockNames[i]
             let input = a[previous]!.scale
             blocks.append(QuantizedBlock(
-                conv1: conv(b.conv1, inputScale: input, inputMeans: m?[previousMeans]),
-                conv2: conv(b.conv2, inputScale: a["\(name).conv1"]!.scale, inputMeans: m?["\(name).conv1"]),
-                downsample: b.downsample.map { conv($0, inputScale: input, inputMeans: m?[previousMeans]) }))
+                conv1: conv(b.conv1, inputScale: input, inputMeans: m?[previousMeans], integers: q["\(name).conv1"]),
+                conv2: conv(b.conv2, inputScale: a["\(name).conv1"]!.scale, inputMeans: m?["\(name).conv1"], integers: q["\(name).conv2"]),
+                downsample: b.downsample.map { conv($0, inputScale: input, inputMeans: m?[previousMeans], integers: q["\(name).downsample"]) }))
             previous = name
             previousMeans = name
         }
         let pooled = wide["pool"]?.scale ?? a["pool"]!.scale
         let head: QuantizedHead
         switch p.head {
-        case .torchvision(let fc): head = .torchvision(fc: linear(fc, inputScale: pooled, inputMeans: m?["pool"]))
+        case .torchvision(let fc): head = .torchvision(fc: linear(fc, inputScale: pooled, inputMeans: m?["pool"], integers: q["fc"]))
         case .fastai(let fc1, let fc2): head = .fastai(fc1: fc1, fc2: fc2)
         }
         return QuantizedResNet18(stem: stem, blocks: blocks, head: head, activations: a, wideActivations: wide)

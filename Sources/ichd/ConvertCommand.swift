@@ -47,6 +47,12 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "Bytes throughout, no int16 shortcut path: a format version 1 model, for ichd releases that read only version 1 (and for comparison).")
     var noWideShortcut = false
 
+    @Option(help: "How weights are rounded to int8: gptq (error spread over the not yet rounded inputs, using the calibration slices) or nearest.")
+    var weightRounding: WeightRounding = .gptq
+
+    @Option(help: "Threads for GPTQ's input statistics.")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+
     @Option(help: "Largest |p_int8 - p_float| per class on the held-out slices before the report warns.")
     var tolerance = 0.02
 
@@ -84,6 +90,8 @@ struct ConvertCommand: ParsableCommand {
         options.tolerance = tolerance
         options.wideShortcut = !noWideShortcut
         options.calibrationSamples = calibrationSamples
+        options.weightRounding = weightRounding
+        options.threads = max(1, threads)
         options.preprocessing.outputSize = inputSize
         let model: ModelFile, summary: ConversionReport
         do {
@@ -113,6 +121,7 @@ struct ConvertCommand: ParsableCommand {
         lines.append("calibration: \(r.calibration.method) (chosen by output error: "
                      + r.calibration.methodErrors.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: ", ")
                      + "), \(r.calibration.samples) slices from \(r.calibration.source)")
+        lines.append("weight rounding: \(r.calibration.weightRounding ?? WeightRounding.nearest.rawValue)")
         if let perTensor = r.calibration.perTensorMethods {
             lines.append("per-tensor refinement: " + (perTensor.isEmpty ? "no tensor does better with another method"
                 : perTensor.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
@@ -132,3 +141,4 @@ struct ConvertCommand: ParsableCommand {
 
 extension CalibrationMethod: ExpressibleByArgument {}
 extension WeightLayout: ExpressibleByArgument {}
+extension WeightRounding: ExpressibleByArgument {}

@@ -53,6 +53,8 @@ import Testing
             let loaded = try ModelFile.load(path: model)
             #expect(loaded.metadata.head == layout && loaded.metadata.classNames == ["any", "other"])
             #expect(loaded.metadata.preprocessing.outputSize == 64 && !loaded.metadata.calibration.synthetic)
+            // GPTQ is the default weight rounding, and the file says so.
+            #expect(loaded.metadata.calibration.weightRounding == "gptq" && run.stdout.contains("weight rounding: gptq"))
 
             // int8 and float on one real slice through each model's preprocessing; CAM files written.
             let slice = dir.file("cal/series-001/012.dcm")

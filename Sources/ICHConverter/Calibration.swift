@@ -21,6 +21,8 @@ public struct ActivationStatistics: Sendable {
     /// Per-channel sums and counts, for the channel means that bias correction needs.
     var channelSums: [String: [Double]] = [:]
     var channelCounts: [String: Int] = [:]
+    /// Per-channel largest values, for channel equalisation.
+    var channelMaxima: [String: [Float]] = [:]
     let samplesPerObservation: Int
 
     /// `expectedObservations`: how many slices will be observed, so that every slice contributes equally.
@@ -33,12 +35,17 @@ public struct ActivationStatistics: Sendable {
         guard let first = values.first else { return }
         let plane = map.height * map.width
         var sums = channelSums[name] ?? [Double](repeating: 0, count: map.channels)
+        var maxima = channelMaxima[name] ?? [Float](repeating: -.infinity, count: map.channels)
         for c in 0..<map.channels {
             var s = 0.0
-            for j in 0..<plane { s += Double(values[c * plane + j]) }
+            for j in 0..<plane {
+                s += Double(values[c * plane + j])
+                maxima[c] = max(maxima[c], values[c * plane + j])
+            }
             sums[c] += s
         }
         channelSums[name] = sums
+        channelMaxima[name] = maxima
         channelCounts[name, default: 0] += plane
         var lo = first, hi = first
         for v in values {

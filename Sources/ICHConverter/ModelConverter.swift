@@ -32,8 +32,13 @@ public struct ConversionOptions: Sendable {
     /// Correct the systematic part of the quantisation error: each layer's bias for its weight error
     /// (WeightQuantizer), and the classifier's bias for the mean logit shift measured on calibration slices.
     public var biasCorrection = true
-    /// How weights are rounded to their int8 grid (GPTQ needs the calibration slices' activations).
-    public var weightRounding: WeightRounding = .gptq
+    /// How weights are rounded to their int8 grid (GPTQ needs the calibration slices' activations), and whether
+    /// the network is channel-equalised first (`ChannelEqualization`): every combination listed is built and the
+    /// one with the least measured output error is kept. Trained models differ: the bundled one was fine-tuned
+    /// with its round-to-nearest integers in the loop, a random-weight network gains from both (docs/converting.md).
+    public var weightRounding: [WeightRounding] = [.nearest, .gptq]
+    public var equalization: [Bool] = [false, true]
+    public var equalizationAlpha = ChannelEqualization.defaultAlpha
     /// GPTQ's dampening of H's diagonal (fraction of its mean).
     public var gptqDamp = GPTQ.defaultDamp
     /// Threads for the converter's own heavy loops (GPTQ's statistics).
@@ -174,22 +179,29 @@ public enum ModelConverter {
             if (i + 1) % 16 == 0 { log("  float reference: \(i + 1)/\(calibration.count)") }
         }
 
-        let integers = options.weightRounding == .gptq
-            ? try LayerHessians.integers(parameters, calibration: calibration, damp: options.gptqDamp, threads: options.threads, log: log) : [:]
-
         let floatCalibration = floatLogits.map { $0.map(sigmoid) }
         let names = QuantizedResNet18.activationNames(wideShortcut: options.wideShortcut)
-        let means = options.biasCorrection ? stats.channelMeans : nil
-        // The int16 shortcut path covers what calibration saw with headroom; its step is too fine for the
-        // clipping choice (min-max, percentile, MSE) to matter.
-        let wide = options.wideShortcut ? stats.wideParameters(names: QuantizedResNet18.wideActivationNames) : [:]
-
-        // Choose the calibration method by measured output error.
         let selection = Array(0..<calibration.count).filter { $0 % max(1, calibration.count / options.selectionSamples) == 0 }
             .prefix(options.selectionSamples)
-        // Error = mean |p_int8 - p_float|; saturated probabilities can tie, so the mean |logit difference| breaks ties.
-        func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) {
-            let int8 = Int8ResNet18(WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means, integers: integers))
+
+        // What the int8 network is made from: the folded network (as it is, or channel-equalised: an equal float
+        // function), its activation statistics, its weights' integers (rounded to nearest or by GPTQ).
+        struct Candidate {
+            var equalized: Bool
+            var rounding: WeightRounding
+            var parameters: ResNet18Parameters
+            var stats: ActivationStatistics
+            var integers: [String: [Int8]]
+        }
+        // Error = mean |p_int8 - p_float| on the selection slices; saturated probabilities can tie, so the mean
+        // |logit difference| breaks ties.
+        func measure(_ c: Candidate, _ activations: [String: QuantParams]) -> (error: Double, logitError: Double) {
+            // The int16 shortcut path covers what calibration saw with headroom; its step is too fine for the
+            // clipping choice (min-max, percentile, MSE) to matter.
+            let wide = options.wideShortcut ? c.stats.wideParameters(names: QuantizedResNet18.wideActivationNames) : [:]
+            let int8 = Int8ResNet18(WeightQuantizer.network(c.parameters, activations: activations, wide: wide,
+                                                            inputMeans: options.biasCorrection ? c.stats.channelMeans : nil,
+                                                            integers: c.integers))
             var error = 0.0, logitError = 0.0, n = 0
             for i in selection {
                 let logits = int8.run(calibration[i]).logits
@@ -204,6 +216,48 @@ public enum ModelConverter {
         func better(_ a: (error: Double, logitError: Double), than b: (error: Double, logitError: Double)) -> Bool {
             a.error < b.error - 1e-9 || (abs(a.error - b.error) <= 1e-9 && a.logitError < b.logitError)
         }
+
+        // Every combination asked for is built and measured with min-max activations; the best goes on.
+        var candidates: [Candidate] = []
+        for equalized in options.equalization {
+            var p = parameters, s = stats
+            if equalized {
+                p = ChannelEqualization.apply(parameters, maxima: stats.channelMaxima, alpha: options.equalizationAlpha)
+                s = ActivationStatistics(expectedObservations: calibration.count)
+                let equal = FloatResNet18(p)
+                for input in calibration { _ = equal.run(input) { s.observe($0, $1) } }
+            }
+            for rounding in options.weightRounding {
+                let integers = rounding == .gptq
+                    ? try LayerHessians.integers(p, calibration: calibration, damp: options.gptqDamp, threads: options.threads, log: log) : [:]
+                candidates.append(Candidate(equalized: equalized, rounding: rounding, parameters: p, stats: s, integers: integers))
+            }
+        }
+        guard !candidates.isEmpty else { throw ConversionError("no weight rounding or equalisation choice to try") }
+        var chosenCandidate = candidates[0]
+        var candidateErrors: [String: Double] = [:]
+        if candidates.count > 1 {
+            var bestCandidate: (error: Double, logitError: Double) = (.infinity, .infinity)
+            for c in candidates {
+                let result = measure(c, c.stats.parameters(.minMax, names: names))
+                let label = "\(c.rounding.rawValue)\(c.equalized ? ", equalised" : "")"
+                candidateErrors[label] = result.error
+                log("  weights \(label): mean |p_int8 - p_float| = \(String(format: "%.6f", result.error)), mean |logit difference| = \(String(format: "%.5f", result.logitError)) on \(selection.count) slices")
+                if better(result, than: bestCandidate) {
+                    bestCandidate = result
+                    chosenCandidate = c
+                }
+            }
+        }
+        candidates = []
+        let chosenParameters = chosenCandidate.parameters
+        stats = chosenCandidate.stats
+        let integers = chosenCandidate.integers
+        let means = options.biasCorrection ? stats.channelMeans : nil
+        let wide = options.wideShortcut ? stats.wideParameters(names: QuantizedResNet18.wideActivationNames) : [:]
+        func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) { measure(chosenCandidate, activations) }
+
+        // Choose the calibration method by measured output error.
         var methodErrors: [String: Double] = [:]
         var chosen = options.method ?? .minMax
         var best: (error: Double, logitError: Double) = (.infinity, .infinity)
@@ -238,7 +292,7 @@ public enum ModelConverter {
             log("  per-tensor refinement: \(refined.count) of \(names.count) tensors changed, mean |p_int8 - p_float| = \(String(format: "%.6f", best.error))"
                 + (refined.isEmpty ? "" : " (" + refined.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
         }
-        var network = WeightQuantizer.network(parameters, activations: activations, wide: wide, inputMeans: means, integers: integers)
+        var network = WeightQuantizer.network(chosenParameters, activations: activations, wide: wide, inputMeans: means, integers: integers)
         if options.biasCorrection {
             // The shift is a mean over slices: estimated on every calibration slice, not only the selection's.
             let uncorrected = Int8ResNet18(network)
@@ -257,8 +311,10 @@ public enum ModelConverter {
         // Report: per-layer SQNR on the first selection slices, agreement on both sets.
         var floatActs: [String: [Float]] = [:], intActs: [String: [Float]] = [:]
         var order: [String] = []
+        // (against the float network the int8 one was made from: an equalised network's tensors are scaled per channel)
+        let chosenFloat = FloatResNet18(chosenParameters)
         for i in selection.prefix(4) {
-            _ = float.run(calibration[i]) { name, v in
+            _ = chosenFloat.run(calibration[i]) { name, v in
                 if floatActs[name] == nil { order.append(name) }
                 floatActs[name, default: []] += v.values
             }
@@ -274,14 +330,16 @@ public enum ModelConverter {
         let summary = CalibrationSummary(method: chosen.rawValue, methodErrors: methodErrors, samples: calibration.count,
                                          heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil,
                                          perTensorMethods: options.method == nil ? refined : nil,
-                                         weightRounding: options.weightRounding.rawValue)
+                                         weightRounding: chosenCandidate.rounding.rawValue, channelEqualization: chosenCandidate.equalized,
+                                         weightCandidateErrors: candidateErrors.isEmpty ? nil : candidateErrors)
         var card = options.modelCard
         if summary.synthetic { card += " " + syntheticWarning + "." }
         let metadata = ModelMetadata(
             head: parameters.head.layout, classNames: classes, preprocessing: options.preprocessing, thresholds: thresholds,
             quantization: QuantizationInfo(
                 scheme: "int8: weights symmetric per output channel (-127..127, "
-                    + (options.weightRounding == .gptq ? "GPTQ-rounded on the calibration slices" : "rounded to nearest") + "); activations u8 affine per tensor; int32 accumulation"
+                    + (chosenCandidate.rounding == .gptq ? "GPTQ-rounded on the calibration slices" : "rounded to nearest")
+                    + (chosenCandidate.equalized ? ", channels equalised" : "") + "); activations u8 affine per tensor; int32 accumulation"
                     + (network.hasWideShortcut ? "; shortcut path (block outputs for residual adds and pool, downsample outputs, pooled features) int16 symmetric per tensor, int64 accumulation in fc" : "")
                     + (parameters.head.layout == .fastai ? "; fastai head (fc1, ReLU, fc2, BatchNorm1d folded) float32 on the dequantised pooled features" : ""),
                 requantization: "v = float(acc) * (s_in * s_w / s_out) [+ float(r - z_r) * (s_r / s_out)]; q = clamp(round_half_even(v)) + z_out; logits = float(acc) * s_in * s_w"

@@ -79,9 +79,14 @@ public struct CalibrationSummary: Codable, Sendable, Equatable {
     /// How the weights were rounded to their grid: "nearest" or "gptq"; nil in files written before this field
     /// (nearest).
     public var weightRounding: String?
+    /// Whether the network was channel-equalised before quantisation (nil in older files: no).
+    public var channelEqualization: Bool?
+    /// Mean |p_int8 - p_float| of each weight candidate tried ("gptq, equalised", ...), when more than one was.
+    public var weightCandidateErrors: [String: Double]?
 
     public init(method: String, methodErrors: [String: Double], samples: Int, heldOutSamples: Int, source: String, synthetic: Bool,
-                perTensorMethods: [String: String]? = nil, weightRounding: String? = nil) {
+                perTensorMethods: [String: String]? = nil, weightRounding: String? = nil, channelEqualization: Bool? = nil,
+                weightCandidateErrors: [String: Double]? = nil) {
         self.method = method
         self.methodErrors = methodErrors
         self.samples = samples
@@ -90,10 +95,13 @@ public struct CalibrationSummary: Codable, Sendable, Equatable {
         self.synthetic = synthetic
         self.perTensorMethods = perTensorMethods
         self.weightRounding = weightRounding
+        self.channelEqualization = channelEqualization
+        self.weightCandidateErrors = weightCandidateErrors
     }
 
     enum CodingKeys: String, CodingKey {
         case perTensorMethods = "per_tensor_methods", weightRounding = "weight_rounding"
+        case channelEqualization = "channel_equalization", weightCandidateErrors = "weight_candidate_errors"
         case method, methodErrors = "method_errors", samples, heldOutSamples = "held_out_samples", source, synthetic
     }
 }

@@ -47,8 +47,11 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "Bytes throughout, no int16 shortcut path: a format version 1 model, for ichd releases that read only version 1 (and for comparison).")
     var noWideShortcut = false
 
-    @Option(help: "How weights are rounded to int8: gptq (error spread over the not yet rounded inputs, using the calibration slices) or nearest.")
-    var weightRounding: WeightRounding = .gptq
+    @Option(help: "How weights are rounded to int8: nearest, gptq (each layer's output error minimised on the calibration slices) or auto (both tried, the one with the smaller measured error kept).")
+    var weightRounding: RoundingChoice = .auto
+
+    @Option(help: "Equalise channel ranges before quantising: on, off or auto (both tried, the better kept).")
+    var equalize: SwitchChoice = .auto
 
     @Option(help: "Threads for GPTQ's input statistics.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
@@ -90,7 +93,8 @@ struct ConvertCommand: ParsableCommand {
         options.tolerance = tolerance
         options.wideShortcut = !noWideShortcut
         options.calibrationSamples = calibrationSamples
-        options.weightRounding = weightRounding
+        options.weightRounding = weightRounding.candidates
+        options.equalization = equalize.candidates
         options.threads = max(1, threads)
         options.preprocessing.outputSize = inputSize
         let model: ModelFile, summary: ConversionReport
@@ -121,7 +125,9 @@ struct ConvertCommand: ParsableCommand {
         lines.append("calibration: \(r.calibration.method) (chosen by output error: "
                      + r.calibration.methodErrors.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: ", ")
                      + "), \(r.calibration.samples) slices from \(r.calibration.source)")
-        lines.append("weight rounding: \(r.calibration.weightRounding ?? WeightRounding.nearest.rawValue)")
+        lines.append("weights: \(r.calibration.weightRounding ?? WeightRounding.nearest.rawValue)"
+                     + (r.calibration.channelEqualization == true ? ", channels equalised" : "")
+                     + (r.calibration.weightCandidateErrors.map { " (chosen by output error: " + $0.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: "; ") + ")" } ?? ""))
         if let perTensor = r.calibration.perTensorMethods {
             lines.append("per-tensor refinement: " + (perTensor.isEmpty ? "no tensor does better with another method"
                 : perTensor.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
@@ -141,4 +147,23 @@ struct ConvertCommand: ParsableCommand {
 
 extension CalibrationMethod: ExpressibleByArgument {}
 extension WeightLayout: ExpressibleByArgument {}
-extension WeightRounding: ExpressibleByArgument {}
+
+/// `--weight-rounding`: one rounding, or auto (each tried, the converter keeps the better by measured error).
+enum RoundingChoice: String, ExpressibleByArgument {
+    case auto, nearest, gptq
+
+    var candidates: [WeightRounding] { WeightRounding(rawValue: rawValue).map { [$0] } ?? WeightRounding.allCases }
+}
+
+/// `--equalize`: on, off, or auto (both tried, the better kept).
+enum SwitchChoice: String, ExpressibleByArgument {
+    case auto, on, off
+
+    var candidates: [Bool] {
+        switch self {
+        case .auto: [false, true]
+        case .on: [true]
+        case .off: [false]
+        }
+    }
+}

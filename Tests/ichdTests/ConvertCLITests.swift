@@ -42,6 +42,7 @@ import Testing
                 // still written.
                 let strictModel = dir.file("strict.ichm"), strictReport = dir.file("strict.json")
                 let strict = try ichd("convert", w, "--out", strictModel, "--calibrate", dir.file("cal"), "--calibration-samples", "6",
+                                      "--weight-rounding", "nearest", "--equalize", "off",
                                       "--input-size", "64", "--classes", "any,other", "--tolerance", "0", "--report", strictReport)
                 #expect(strict.status == 0, "\(strict.stderr)")
                 #expect(strict.stdout.contains("WARNING: any: int8 differs from float by up to")
@@ -53,8 +54,14 @@ import Testing
             let loaded = try ModelFile.load(path: model)
             #expect(loaded.metadata.head == layout && loaded.metadata.classNames == ["any", "other"])
             #expect(loaded.metadata.preprocessing.outputSize == 64 && !loaded.metadata.calibration.synthetic)
-            // GPTQ is the default weight rounding, and the file says so.
-            #expect(loaded.metadata.calibration.weightRounding == "gptq" && run.stdout.contains("weight rounding: gptq"))
+            // By default all four weight candidates (nearest or GPTQ, equalised or not) are measured, and the file
+            // says which one was kept and what each measured.
+            let calibration = loaded.metadata.calibration
+            #expect(calibration.weightCandidateErrors?.keys.sorted() == ["gptq", "gptq, equalised", "nearest", "nearest, equalised"])
+            #expect(["nearest", "gptq"].contains(calibration.weightRounding ?? "") && calibration.channelEqualization != nil)
+            let chosenError = calibration.weightCandidateErrors?["\(calibration.weightRounding ?? "")\(calibration.channelEqualization == true ? ", equalised" : "")"]
+            #expect(chosenError == calibration.weightCandidateErrors?.values.min())
+            #expect(run.stdout.contains("weights: \(calibration.weightRounding ?? "?")"))
 
             // int8 and float on one real slice through each model's preprocessing; CAM files written.
             let slice = dir.file("cal/series-001/012.dcm")
@@ -108,7 +115,8 @@ import Testing
         #expect(try ichd("phantom", "--out", dir.file("eval"), "--series", "2", "--seed", "310", "--positive-rate", "0.5").status == 0)
         let w = try weights(.torchvision, classes: 6, seed: 26)
         let model = dir.file("eval.ichm")
-        #expect(try ichd("convert", w, "--out", model, "--calibrate", dir.file("eval"), "--calibration-samples", "4", "--input-size", "64").status == 0)
+        #expect(try ichd("convert", w, "--out", model, "--calibrate", dir.file("eval"), "--calibration-samples", "4", "--input-size", "64",
+                         "--weight-rounding", "nearest", "--equalize", "off").status == 0)
         // Damage the labels the ways people do: a duplicate row, a row for a slice that does not exist, a slice
         // without labels; and drop a non-image among the slices.
         var rows = try String(contentsOfFile: dir.file("eval/labels.csv"), encoding: .utf8).split(separator: "\n").map(String.init)
@@ -154,7 +162,7 @@ import Testing
         for (thresholds, failing) in [("0,0,0,0,0,0", "FAIL known-negative"), ("1,1,1,1,1,1", "FAIL known-positive")] {
             let model = dir.file("t\(thresholds.prefix(1)).ichm")
             #expect(try ichd("convert", w, "--out", model, "--calibrate", dir.file("cal"), "--calibration-samples", "4",
-                             "--input-size", "64", "--thresholds", thresholds).status == 0)
+                             "--input-size", "64", "--thresholds", thresholds, "--weight-rounding", "nearest", "--equalize", "off").status == 0)
             let run = try ichd("selftest", "--model", model, "--work", dir.file("selftest"))
             #expect(run.status == 1)
             #expect(run.stdout.contains(failing) && run.stdout.contains("selftest FAILED"), "\(run.stdout)")

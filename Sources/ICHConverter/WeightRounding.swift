@@ -27,14 +27,14 @@ public enum GPTQ {
     static let block = 128
 
     /// The integers (-127...127) for `weights` (rows x columns, row-major) on the grid `scales` (one per row),
-    /// given `hessian` = sum x x^T (columns x columns, row-major). Columns H never saw a signal on (zero
-    /// diagonal) get weight 0: those inputs are always zero on calibration data. nil if H is not positive
-    /// definite even after dampening (it then cannot come from real inputs).
-    public static func integers(weights: [Float], rows: Int, scales: [Float], hessian: [Double],
+    /// given `hessian` = sum x x^T (columns x columns, row-major), which it overwrites (at n = 4608 it is
+    /// 170 MB: the whole solve works in that one matrix). Columns H never saw a signal on (zero diagonal) get
+    /// weight 0: those inputs are always zero on calibration data. nil if H is not positive definite even
+    /// after dampening (it then cannot come from real inputs).
+    public static func integers(weights: [Float], rows: Int, scales: [Float], hessian h: inout [Double],
                                 damp: Double = defaultDamp, parallel: Parallel = .serial) -> [Int8]? {
         let n = weights.count / rows
-        precondition(n * rows == weights.count && hessian.count == n * n && scales.count == rows)
-        var h = hessian
+        precondition(n * rows == weights.count && h.count == n * n && scales.count == rows)
         var dead = [Bool](repeating: false, count: n)
         var meanDiagonal = 0.0
         for c in 0..<n {
@@ -43,8 +43,8 @@ public enum GPTQ {
             meanDiagonal += h[c * n + c] / Double(n)
         }
         for c in 0..<n { h[c * n + c] += damp * meanDiagonal }
-        guard let u = inverseCholeskyUpper(h, n: n, parallel: parallel) else { return nil }
-        h = []
+        guard inverseCholeskyUpper(&h, n: n, parallel: parallel) else { return nil }
+        let u = h
 
         var wt = [Double](repeating: 0, count: n * rows)  // transposed: column c's weights contiguous
         for r in 0..<rows {
@@ -117,79 +117,76 @@ public enum GPTQ {
         return total
     }
 
-    /// The upper-triangular U with positive diagonal and U^T U = H^-1 (what GPTQ's column loop reads), or nil if
-    /// H is not positive definite. With J the reversal, J H J = M M^T (Cholesky, M lower) gives H = R R^T with
+    /// Replaces `a` (H) by the upper-triangular U with positive diagonal and U^T U = H^-1 (what GPTQ's column
+    /// loop reads); false if H is not positive definite (`a` is then garbage). With J the reversal, J H J = M M^T (Cholesky, M lower) gives H = R R^T with
     /// R = J M J upper, so H^-1 = (R^-1)^T R^-1 and U = R^-1 = J M^-1 J: one Cholesky and one triangular
     /// inverse, both over contiguous rows.
     ///
     /// Both run in blocks of `rowBlock` rows: a block's rows take their entries left of the block from every
     /// earlier row, each earlier row read once for the whole block (split over `parallel`), so that the matrix
     /// (170 MB at n = 4608) streams from memory n / rowBlock times instead of n times.
-    static func inverseCholeskyUpper(_ h: [Double], n: Int, parallel: Parallel = .serial) -> [Double]? {
+    static func inverseCholeskyUpper(_ a: inout [Double], n: Int, parallel: Parallel = .serial) -> Bool {
         let rowBlock = 16
-        var m = [Double](repeating: 0, count: n * n)  // J H J, then its Cholesky factor M in place (lower)
-        for i in 0..<n {
-            for j in 0...i { m[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)] }
-        }
-        let positive: Bool = m.withUnsafeMutableBufferPointer { m in
-            let base = m.baseAddress!
-            var i0 = 0
-            while i0 < n {
-                let i1 = min(n, i0 + rowBlock)
-                parallel(i1 - i0) { rows in
-                    for j in 0..<i0 {
-                        let rj = base + j * n, d = rj[j]
-                        for i in rows {
-                            let ri = base + (i0 + i) * n
-                            ri[j] = (ri[j] - dot(ri, rj, j)) / d
-                        }
-                    }
-                }
-                for i in i0..<i1 {
-                    let ri = base + i * n
-                    for j in i0...i {
-                        let v = ri[j] - dot(ri, base + j * n, j)
-                        if i == j {
-                            guard v > 0, v.isFinite else { return false }
-                            ri[i] = v.squareRoot()
-                        } else {
-                            ri[j] = v / base[j * n + j]
-                        }
-                    }
-                }
-                i0 = i1
-            }
-            return true
-        }
-        guard positive else { return nil }
-        // X = M^-1, row by row: X[i] = (e_i - sum_{k<i} M[i][k] X[k]) / M[i][i] (X[k] is zero past k).
-        var x = [Double](repeating: 0, count: n * n)
-        x.withUnsafeMutableBufferPointer { x in
-            m.withUnsafeBufferPointer { m in
-                let xb = x.baseAddress!, mb = m.baseAddress!
+        // J H J is H turned half way round; its Cholesky factor M replaces its lower triangle.
+        for k in 0..<(n * n / 2) { a.swapAt(k, n * n - 1 - k) }
+        var rows = [Double](repeating: 0, count: rowBlock * n)  // a block's rows of X while M's are still read
+        let positive: Bool = a.withUnsafeMutableBufferPointer { a in
+            rows.withUnsafeMutableBufferPointer { t in
+                let base = a.baseAddress!, tb = t.baseAddress!
                 var i0 = 0
                 while i0 < n {
                     let i1 = min(n, i0 + rowBlock)
-                    parallel(i1 - i0) { rows in
-                        for k in 0..<i0 {
-                            for i in rows { axpy(-mb[(i0 + i) * n + k], xb + k * n, xb + (i0 + i) * n, k + 1) }
+                    parallel(i1 - i0) { part in
+                        for j in 0..<i0 {
+                            let rj = base + j * n, d = rj[j]
+                            for i in part {
+                                let ri = base + (i0 + i) * n
+                                ri[j] = (ri[j] - dot(ri, rj, j)) / d
+                            }
                         }
                     }
                     for i in i0..<i1 {
-                        let row = xb + i * n
-                        for k in i0..<i { axpy(-mb[i * n + k], xb + k * n, row, k + 1) }
-                        row[i] += 1
-                        let d = 1 / mb[i * n + i]
-                        for j in 0...i { row[j] *= d }
+                        let ri = base + i * n
+                        for j in i0...i {
+                            let v = ri[j] - dot(ri, base + j * n, j)
+                            if i == j {
+                                guard v > 0, v.isFinite else { return false }
+                                ri[i] = v.squareRoot()
+                            } else {
+                                ri[j] = v / base[j * n + j]
+                            }
+                        }
                     }
                     i0 = i1
                 }
+                // X = M^-1, row by row: X[i] = (e_i - sum_{k<i} M[i][k] X[k]) / M[i][i] (X[k] is zero past k).
+                // Rows of X replace rows of M once a block is done (its own rows read M's until then).
+                i0 = 0
+                while i0 < n {
+                    let i1 = min(n, i0 + rowBlock)
+                    for k in 0..<((i1 - i0) * n) { tb[k] = 0 }
+                    parallel(i1 - i0) { part in
+                        for k in 0..<i0 {
+                            for i in part { axpy(-base[(i0 + i) * n + k], base + k * n, tb + i * n, k + 1) }
+                        }
+                    }
+                    for i in i0..<i1 {
+                        let row = tb + (i - i0) * n
+                        for k in i0..<i { axpy(-base[i * n + k], base + k * n, row, k + 1) }
+                        row[i] += 1
+                        let d = 1 / base[i * n + i]
+                        for j in 0...i { row[j] *= d }
+                        (base + i * n).update(from: row, count: n)
+                    }
+                    i0 = i1
+                }
+                return true
             }
         }
-        m = []
-        // U = J X J: a half turn of X, in place.
-        for a in 0..<(n * n / 2) { x.swapAt(a, n * n - 1 - a) }
-        return x
+        guard positive else { return false }
+        // U = J X J: X turned half way round.
+        for k in 0..<(n * n / 2) { a.swapAt(k, n * n - 1 - k) }
+        return true
     }
 }
 
@@ -261,7 +258,7 @@ enum LayerHessians {
             h.withUnsafeMutableBufferPointer { FloatConvGEMM.mirrorGram($0.baseAddress!, depth: n) }
             let (_, scales) = WeightQuantizer.quantize(layer.conv.weights, rows: layer.conv.outChannels)
             guard let q = GPTQ.integers(weights: layer.conv.weights, rows: layer.conv.outChannels, scales: scales,
-                                        hessian: h, damp: damp, parallel: parallel) else {
+                                        hessian: &h, damp: damp, parallel: parallel) else {
                 throw ConversionError("GPTQ: \(layer.name)'s input statistics are not positive definite (give more calibration slices, or --weight-rounding nearest)")
             }
             out[layer.name] = q

@@ -53,6 +53,9 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "Equalise channel ranges before quantising: on, off or auto (both tried, the better kept).")
     var equalize: SwitchChoice = .auto
 
+    @Option(help: "Equalisation strength: a channel's gain is (tensor's largest / channel's largest)^alpha, at most 16.")
+    var equalizeAlpha: Float = ChannelEqualization.defaultAlpha
+
     @Option(help: "Threads for GPTQ's input statistics.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
@@ -72,6 +75,7 @@ struct ConvertCommand: ParsableCommand {
         if calibrate == nil && !allowSyntheticCalibration {
             throw ValidationError("give --calibrate DIR, or --allow-synthetic-calibration to calibrate on synthetic phantoms")
         }
+        if !(equalizeAlpha > 0 && equalizeAlpha <= 1) { throw ValidationError("--equalize-alpha: within (0, 1]") }
         if calibrationSamples < 1 { throw ValidationError("--calibration-samples must be at least 1") }
         if !(32...1024).contains(inputSize) || inputSize % 32 != 0 { throw ValidationError("--input-size: a multiple of 32 within 32...1024") }
     }
@@ -95,6 +99,7 @@ struct ConvertCommand: ParsableCommand {
         options.calibrationSamples = calibrationSamples
         options.weightRounding = weightRounding.candidates
         options.equalization = equalize.candidates
+        options.equalizationAlpha = equalizeAlpha
         options.threads = max(1, threads)
         options.preprocessing.outputSize = inputSize
         let model: ModelFile, summary: ConversionReport

@@ -77,7 +77,8 @@ import Testing
         var h = [Double](repeating: 0, count: n * n)
         for i in 0..<n { for j in 0..<n { for k in 0..<n { h[i * n + j] += a[i * n + k] * a[j * n + k] } } }
         for i in 0..<n { h[i * n + i] += 0.1 }
-        let u = try #require(GPTQ.inverseCholeskyUpper(h, n: n, parallel: Self.twoParts))
+        var u = h
+        #expect(GPTQ.inverseCholeskyUpper(&u, n: n, parallel: Self.twoParts))
         for i in 0..<n {
             #expect(u[i * n + i] > 0)
             for j in 0..<i { #expect(u[i * n + j] == 0) }
@@ -98,7 +99,7 @@ import Testing
         #expect(worst < 1e-8, "largest deviation from the identity \(worst)")
         var indefinite = h
         indefinite[n * n - 1] = -1
-        #expect(GPTQ.inverseCholeskyUpper(indefinite, n: n) == nil)
+        #expect(!GPTQ.inverseCholeskyUpper(&indefinite, n: n))
     }
 
     /// Output error sum over samples of ((w_q - w) x)^2, the quantity GPTQ minimises (without dampening).
@@ -127,12 +128,13 @@ import Testing
         // A coarse grid (7 steps each side) so that rounding matters.
         let scales = (0..<rows).map { r in (0..<n).map { abs(w[r * n + $0]) }.max()! / 7 }
         let nearest = (0..<(rows * n)).map { Int8((w[$0] / scales[$0 / n]).rounded(.toNearestOrEven)) }
-        let q = try #require(GPTQ.integers(weights: w, rows: rows, scales: scales, hessian: h, damp: 0.01, parallel: Self.twoParts))
+        var h1 = h, h2 = h
+        let q = try #require(GPTQ.integers(weights: w, rows: rows, scales: scales, hessian: &h1, damp: 0.01, parallel: Self.twoParts))
         #expect(q.allSatisfy { (-127...127).contains($0) })
         let e0 = Self.outputError(w, nearest, scales, rows: rows, h), e1 = Self.outputError(w, q, scales, rows: rows, h)
         #expect(e1 < 0.5 * e0, "GPTQ output error \(e1), round to nearest \(e0)")
         // Row by row the same with one part and with two (rows are independent).
-        #expect(GPTQ.integers(weights: w, rows: rows, scales: scales, hessian: h, damp: 0.01) == q)
+        #expect(GPTQ.integers(weights: w, rows: rows, scales: scales, hessian: &h2, damp: 0.01) == q)
     }
 
     @Test func uncorrelatedInputsGiveRoundToNearestAndDeadInputsGiveZero() throws {
@@ -143,7 +145,7 @@ import Testing
         var h = [Double](repeating: 0, count: n * n)
         for i in 0..<n { h[i * n + i] = Double.random(in: 0.5...2, using: &g) }
         h[3 * n + 3] = 0  // input 3 never carried a signal
-        let q = try #require(GPTQ.integers(weights: w, rows: rows, scales: scales, hessian: h))
+        let q = try #require(GPTQ.integers(weights: w, rows: rows, scales: scales, hessian: &h))
         for r in 0..<rows {
             for c in 0..<n { #expect(q[r * n + c] == (c == 3 ? 0 : nearest[r * n + c])) }
         }

@@ -56,11 +56,18 @@ class Int8Simulation:
         self.t = tensors
         self.folded = folded or {}  # layer name -> (float weight, float bias): weights left unquantised
         self.float_weights = set()
+        self.activation_bits = 8  # what-if: the byte activations on a finer grid (--activation-bits)
 
     def quant(self, name, x, relu):
         if name in self.exact:
             return F.relu(x) if relu else x
         p = self.acts[name]
+        if self.activation_bits != 8:
+            # The same range on a finer grid: (2^bits - 1) steps instead of 255, zero still exact.
+            f = (2 ** self.activation_bits - 1) / 255
+            z = round(p["zero_point"] * f)
+            step = p["scale"] / f
+            return step * (torch.clamp(torch.round(x / step) + z, 0, 2 ** self.activation_bits - 1) - z)
         return u8_round_trip(x, p["scale"], p["zero_point"])
 
     def quant_wide(self, name, x, relu):
@@ -236,6 +243,8 @@ def main():
                          "the sigmoid is steep and the largest probability differences occur")
     ap.add_argument("--only", nargs="*", metavar="VARIANT", help="run only these variants (names as printed)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--activation-bits", type=int, default=8,
+                    help="what-if: the byte activations rounded to this many bits over the same range (not what any engine runs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -244,6 +253,7 @@ def main():
     _, _, raw = read_dataset(args.dataset)
     pick = pick_slices(model, raw, args.uncertain, args.slices)
     sim = Int8Simulation(meta, tensors, fold(model))
+    sim.activation_bits = args.activation_bits
 
     points, weighted = sim.points(), sim.layer_names()
     head_points, head_layers = sim.head_points(), sim.head_layers()
@@ -263,6 +273,12 @@ def main():
                        ("only body activations quantised", tuple(head_points), weighted),
                        ("only head quantised", tuple(body_points), body_layers),
                        ("head in float", tuple(head_points), head_layers)]
+    if meta.get("calibration", {}).get("channel_equalization"):
+        # The model's integers belong to the channel-equalised network, not to the weights file's: mixing its
+        # layers with float weights from the file would compare different networks. (Its float function is the
+        # same, so the other variants hold.)
+        print("channel-equalised model: the float-weight variants are left out")
+        weight_variants = []
     # What an int16 shortcut path would buy a bytes-only (version 1) model; a version 2 model has one.
     skip_variants = [] if sim.wide else [("shortcut path exact", ()), ("shortcut path, pool exact", ("pool",))]
     if args.only:

@@ -217,39 +217,44 @@ public enum ModelConverter {
             a.error < b.error - 1e-9 || (abs(a.error - b.error) <= 1e-9 && a.logitError < b.logitError)
         }
 
-        // Every combination asked for is built and measured with min-max activations; the best goes on.
-        var candidates: [Candidate] = []
-        for equalized in options.equalization {
-            var p = parameters, s = stats
-            if equalized {
-                p = ChannelEqualization.apply(parameters, maxima: stats.channelMaxima, alpha: options.equalizationAlpha)
-                s = ActivationStatistics(expectedObservations: calibration.count)
-                let equal = FloatResNet18(p)
-                for input in calibration { _ = equal.run(input) { s.observe($0, $1) } }
-            }
-            for rounding in options.weightRounding {
-                let integers = rounding == .gptq
-                    ? try LayerHessians.integers(p, calibration: calibration, damp: options.gptqDamp, threads: options.threads, log: log) : [:]
-                candidates.append(Candidate(equalized: equalized, rounding: rounding, parameters: p, stats: s, integers: integers))
-            }
-        }
-        guard !candidates.isEmpty else { throw ConversionError("no weight rounding or equalisation choice to try") }
-        var chosenCandidate = candidates[0]
+        // Every combination asked for is built and measured with min-max activations; the best goes on (built
+        // and measured one at a time: each holds a copy of the network and its statistics).
+        let combinations = options.equalization.flatMap { e in options.weightRounding.map { (equalized: e, rounding: $0) } }
+        guard !combinations.isEmpty else { throw ConversionError("no weight rounding or equalisation choice to try") }
+        var kept: Candidate?
         var candidateErrors: [String: Double] = [:]
-        if candidates.count > 1 {
-            var bestCandidate: (error: Double, logitError: Double) = (.infinity, .infinity)
-            for c in candidates {
-                let result = measure(c, c.stats.parameters(.minMax, names: names))
-                let label = "\(c.rounding.rawValue)\(c.equalized ? ", equalised" : "")"
-                candidateErrors[label] = result.error
-                log("  weights \(label): mean |p_int8 - p_float| = \(String(format: "%.6f", result.error)), mean |logit difference| = \(String(format: "%.5f", result.logitError)) on \(selection.count) slices")
-                if better(result, than: bestCandidate) {
-                    bestCandidate = result
-                    chosenCandidate = c
+        var bestCandidate: (error: Double, logitError: Double) = (.infinity, .infinity)
+        var equalized: (parameters: ResNet18Parameters, stats: ActivationStatistics)?
+        for (equalize, rounding) in combinations {
+            var p = parameters, s = stats
+            if equalize {
+                if equalized == nil {
+                    let q = ChannelEqualization.apply(parameters, maxima: stats.channelMaxima, alpha: options.equalizationAlpha)
+                    var t = ActivationStatistics(expectedObservations: calibration.count)
+                    let equal = FloatResNet18(q)
+                    for input in calibration { _ = equal.run(input) { t.observe($0, $1) } }
+                    equalized = (q, t)
                 }
+                (p, s) = equalized!
+            }
+            let integers = rounding == .gptq
+                ? try LayerHessians.integers(p, calibration: calibration, damp: options.gptqDamp, threads: options.threads, log: log) : [:]
+            let c = Candidate(equalized: equalize, rounding: rounding, parameters: p, stats: s, integers: integers)
+            guard combinations.count > 1 else {
+                kept = c
+                break
+            }
+            let result = measure(c, s.parameters(.minMax, names: names))
+            let label = "\(rounding.rawValue)\(equalize ? ", equalised" : "")"
+            candidateErrors[label] = result.error
+            log("  weights \(label): mean |p_int8 - p_float| = \(String(format: "%.6f", result.error)), mean |logit difference| = \(String(format: "%.5f", result.logitError)) on \(selection.count) slices")
+            if better(result, than: bestCandidate) {
+                bestCandidate = result
+                kept = c
             }
         }
-        candidates = []
+        equalized = nil
+        let chosenCandidate = kept!
         let chosenParameters = chosenCandidate.parameters
         stats = chosenCandidate.stats
         let integers = chosenCandidate.integers

@@ -15,7 +15,8 @@ import ICHModel
 ///   the others, every conv2 of the stage; all added to each other): one gain per channel for the whole stage,
 ///   divided out by the stage's second conv1, the next stage's first conv1 and downsample, or the head.
 /// The convolutions' weights are per output channel, so scaling a row costs them nothing; a column divided by
-/// g is rounded coarser relative to itself, which is why g grows only as (largest / channel's largest)^alpha.
+/// g is rounded coarser relative to itself, which is why g grows only as (largest / channel's largest)^alpha,
+/// and an amplified channel keeps `headroom` below its tensor's top.
 public enum ChannelEqualization {
     public static let defaultAlpha: Float = 0.5
     /// No channel is amplified more than this (nor a channel calibration never saw above 0).

@@ -10,8 +10,9 @@ struct ConvertCommand: ParsableCommand {
         discussion: """
             Reads a .safetensors state dict (F32, F16 or BF16; docs/converting.md shows how to get one from a .pth \
             or a fastai learner), folds BatchNorm, calibrates activation ranges on slices through the appliance's \
-            own preprocessing, chooses the calibration method (min-max, percentile, MSE) by measured output error, \
-            and reports how close int8 stays to float. Writes atomically: a failed run leaves no model behind.
+            own preprocessing, chooses the weight rounding (nearest or GPTQ), channel equalisation (on or off) and \
+            the calibration method (min-max, percentile, MSE) by measured output error, and reports how close int8 \
+            stays to float. Writes atomically: a failed run leaves no model behind.
             """)
 
     @Argument(help: "Float weights (.safetensors).")

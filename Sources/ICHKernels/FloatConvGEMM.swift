@@ -117,9 +117,9 @@ extension FloatConvGEMM {
         let columns = UnsafePointer(scratch)
         parallel((pairs + 1) / 2) { items in
             for item in items {
-                for pair in Set([item, pairs - 1 - item]).sorted() {
-                    gramRows(2 * pair, depth: depth, tiles: tiles, chunk: chunk, columns: columns, h: h)
-                }
+                let other = pairs - 1 - item  // the same pair when `pairs` is odd and this is the middle one
+                gramRows(2 * item, depth: depth, tiles: tiles, chunk: chunk, columns: columns, h: h)
+                if other != item { gramRows(2 * other, depth: depth, tiles: tiles, chunk: chunk, columns: columns, h: h) }
             }
         }
     }

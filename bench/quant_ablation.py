@@ -57,6 +57,7 @@ class Int8Simulation:
         self.folded = folded or {}  # layer name -> (float weight, float bias): weights left unquantised
         self.float_weights = set()
         self.activation_bits = 8  # what-if: the byte activations on a finer grid (--activation-bits)
+        self.wide_headroom = 4  # what-if: the int16 path's headroom (--wide-headroom)
 
     def quant(self, name, x, relu):
         if name in self.exact:
@@ -74,7 +75,8 @@ class Int8Simulation:
         """The int16 shortcut path's rounding (exact when `name` is left unquantised)."""
         if name in self.exact:
             return F.relu(x) if relu else x
-        s = self.wide[name]["scale"]
+        # what-if --wide-headroom: the model file's scales cover 4 x calibration's largest magnitude
+        s = self.wide[name]["scale"] * self.wide_headroom / 4
         return torch.clamp(torch.round(x / s), 0 if relu else -32767, 32767) * s
 
     def points(self):
@@ -245,6 +247,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--activation-bits", type=int, default=8,
                     help="what-if: the byte activations rounded to this many bits over the same range (not what any engine runs)")
+    ap.add_argument("--wide-headroom", type=float, default=4,
+                    help="what-if: the int16 path's scales cover this many times calibration's largest magnitude (the converter: 4)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -254,6 +258,7 @@ def main():
     pick = pick_slices(model, raw, args.uncertain, args.slices)
     sim = Int8Simulation(meta, tensors, fold(model))
     sim.activation_bits = args.activation_bits
+    sim.wide_headroom = args.wide_headroom
 
     points, weighted = sim.points(), sim.layer_names()
     head_points, head_layers = sim.head_points(), sim.head_layers()

@@ -192,16 +192,23 @@ public enum ModelConverter {
             var parameters: ResNet18Parameters
             var stats: ActivationStatistics
             var integers: [String: [Int8]]
+            /// The int16 shortcut path's parameters (it covers what calibration saw with headroom; its step is too
+            /// fine for the clipping choice, min-max, percentile or MSE, to matter) and bias correction's means.
+            var wide: [String: WideQuantParams]
+            var means: [String: [Float]]?
+
+            init(equalized: Bool, rounding: WeightRounding, parameters: ResNet18Parameters, stats: ActivationStatistics,
+                 integers: [String: [Int8]], options: ConversionOptions) {
+                (self.equalized, self.rounding, self.parameters, self.stats, self.integers) = (equalized, rounding, parameters, stats, integers)
+                wide = options.wideShortcut ? stats.wideParameters(names: QuantizedResNet18.wideActivationNames) : [:]
+                means = options.biasCorrection ? stats.channelMeans : nil
+            }
         }
         // Error = mean |p_int8 - p_float| on the selection slices; saturated probabilities can tie, so the mean
         // |logit difference| breaks ties.
         func measure(_ c: Candidate, _ activations: [String: QuantParams]) -> (error: Double, logitError: Double) {
-            // The int16 shortcut path covers what calibration saw with headroom; its step is too fine for the
-            // clipping choice (min-max, percentile, MSE) to matter.
-            let wide = options.wideShortcut ? c.stats.wideParameters(names: QuantizedResNet18.wideActivationNames) : [:]
-            let int8 = Int8ResNet18(WeightQuantizer.network(c.parameters, activations: activations, wide: wide,
-                                                            inputMeans: options.biasCorrection ? c.stats.channelMeans : nil,
-                                                            integers: c.integers))
+            let int8 = Int8ResNet18(WeightQuantizer.network(c.parameters, activations: activations, wide: c.wide,
+                                                            inputMeans: c.means, integers: c.integers))
             var error = 0.0, logitError = 0.0, n = 0
             for i in selection {
                 let logits = int8.run(calibration[i]).logits
@@ -215,6 +222,10 @@ public enum ModelConverter {
         }
         func better(_ a: (error: Double, logitError: Double), than b: (error: Double, logitError: Double)) -> Bool {
             a.error < b.error - 1e-9 || (abs(a.error - b.error) <= 1e-9 && a.logitError < b.logitError)
+        }
+        func logMeasured(_ what: String, _ r: (error: Double, logitError: Double)) {
+            log("  \(what): mean |p_int8 - p_float| = \(String(format: "%.6f", r.error)), mean |logit difference| = "
+                + "\(String(format: "%.5f", r.logitError)) on \(selection.count) slices")
         }
 
         // Every combination asked for is built and measured with min-max activations; the best goes on (built
@@ -239,7 +250,7 @@ public enum ModelConverter {
             }
             let integers = rounding == .gptq
                 ? try LayerHessians.integers(p, calibration: calibration, damp: options.gptqDamp, threads: options.threads, log: log) : [:]
-            let c = Candidate(equalized: equalize, rounding: rounding, parameters: p, stats: s, integers: integers)
+            let c = Candidate(equalized: equalize, rounding: rounding, parameters: p, stats: s, integers: integers, options: options)
             guard combinations.count > 1 else {
                 kept = c
                 break
@@ -247,7 +258,7 @@ public enum ModelConverter {
             let result = measure(c, s.parameters(.minMax, names: names))
             let label = "\(rounding.rawValue)\(equalize ? ", equalised" : "")"
             candidateErrors[label] = result.error
-            log("  weights \(label): mean |p_int8 - p_float| = \(String(format: "%.6f", result.error)), mean |logit difference| = \(String(format: "%.5f", result.logitError)) on \(selection.count) slices")
+            logMeasured("weights \(label)", result)
             if better(result, than: bestCandidate) {
                 bestCandidate = result
                 kept = c
@@ -258,8 +269,7 @@ public enum ModelConverter {
         let chosenParameters = chosenCandidate.parameters
         stats = chosenCandidate.stats
         let integers = chosenCandidate.integers
-        let means = options.biasCorrection ? stats.channelMeans : nil
-        let wide = options.wideShortcut ? stats.wideParameters(names: QuantizedResNet18.wideActivationNames) : [:]
+        let means = chosenCandidate.means, wide = chosenCandidate.wide
         func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) { measure(chosenCandidate, activations) }
 
         // Choose the calibration method by measured output error.
@@ -269,7 +279,7 @@ public enum ModelConverter {
         for method in options.method.map({ [$0] }) ?? CalibrationMethod.allCases {
             let result = measure(stats.parameters(method, names: names))
             methodErrors[method.rawValue] = result.error
-            log("  \(method.rawValue): mean |p_int8 - p_float| = \(String(format: "%.6f", result.error)), mean |logit difference| = \(String(format: "%.5f", result.logitError)) on \(selection.count) slices")
+            logMeasured(method.rawValue, result)
             if better(result, than: best) {
                 best = result
                 chosen = method

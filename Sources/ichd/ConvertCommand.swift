@@ -128,12 +128,15 @@ struct ConvertCommand: ParsableCommand {
         var lines: [String] = []
         for w in r.warnings { lines.append("WARNING: \(w)") }
         lines.append("wrote \(out): \(r.layout.rawValue) ResNet18, \(r.classNames.count) classes, int8")
-        lines.append("calibration: \(r.calibration.method) (chosen by output error: "
-                     + r.calibration.methodErrors.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: ", ")
-                     + "), \(r.calibration.samples) slices from \(r.calibration.source)")
+        // "name error" pairs in name order (candidate names contain commas, hence the separator).
+        func errors(_ e: [String: Double], separator: String) -> String {
+            e.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: separator)
+        }
+        lines.append("calibration: \(r.calibration.method) (chosen by output error: \(errors(r.calibration.methodErrors, separator: ", "))), "
+                     + "\(r.calibration.samples) slices from \(r.calibration.source)")
         lines.append("weights: \(r.calibration.weightRounding ?? WeightRounding.nearest.rawValue)"
                      + (r.calibration.channelEqualization == true ? ", channels equalised" : "")
-                     + (r.calibration.weightCandidateErrors.map { " (chosen by output error: " + $0.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: "; ") + ")" } ?? ""))
+                     + (r.calibration.weightCandidateErrors.map { " (chosen by output error: \(errors($0, separator: "; ")))" } ?? ""))
         if let perTensor = r.calibration.perTensorMethods {
             lines.append("per-tensor refinement: " + (perTensor.isEmpty ? "no tensor does better with another method"
                 : perTensor.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))

@@ -256,7 +256,7 @@ enum LayerHessians {
                 for map in kept[layer.input]! { accumulate(layer, map, into: &h, parallel: parallel) }
             }
             h.withUnsafeMutableBufferPointer { FloatConvGEMM.mirrorGram($0.baseAddress!, depth: n) }
-            let (_, scales) = WeightQuantizer.quantize(layer.conv.weights, rows: layer.conv.outChannels)
+            let scales = WeightQuantizer.scales(layer.conv.weights, rows: layer.conv.outChannels)
             guard let q = GPTQ.integers(weights: layer.conv.weights, rows: layer.conv.outChannels, scales: scales,
                                         hessian: &h, damp: damp, parallel: parallel) else {
                 throw ConversionError("GPTQ: \(layer.name)'s input statistics are not positive definite (give more calibration slices, or --weight-rounding nearest)")

@@ -195,21 +195,20 @@ public struct QuantizedResNet18: Sendable, Equatable {
 
 /// Float weights to int8, per output channel, symmetric.
 public enum WeightQuantizer {
-    /// Returns (q, scale) with scale = max|w| / 127 for each of `rows` rows of `w`.
-    public static func quantize(_ w: [Float], rows: Int) -> (values: [Int8], scales: [Float]) {
+    /// The grid of each of `rows` rows of `w`: scale = max|w| / 127 (1 for an all-zero row).
+    public static func scales(_ w: [Float], rows: Int) -> [Float] {
         let per = w.count / rows
-        var q = [Int8](repeating: 0, count: w.count)
-        var scales = [Float](repeating: 1, count: rows)
-        for r in 0..<rows {
-            let slice = w[(r * per)..<((r + 1) * per)]
-            let m = slice.map { abs($0) }.max() ?? 0
-            let s = m > 0 ? m / 127 : 1
-            scales[r] = s
-            for j in 0..<per {
-                q[r * per + j] = Int8(min(max((w[r * per + j] / s).rounded(.toNearestOrEven), -127), 127))
-            }
+        return (0..<rows).map { r in
+            let m = w[(r * per)..<((r + 1) * per)].map { abs($0) }.max() ?? 0
+            return m > 0 ? m / 127 : 1
         }
-        return (q, scales)
+    }
+
+    /// Returns (q, scale) with q each weight rounded to the nearest step of its row's `scales`.
+    public static func quantize(_ w: [Float], rows: Int) -> (values: [Int8], scales: [Float]) {
+        let per = w.count / rows, s = scales(w, rows: rows)
+        let q = w.indices.map { Int8(min(max((w[$0] / s[$0 / per]).rounded(.toNearestOrEven), -127), 127)) }
+        return (q, s)
     }
 
     /// Bias in accumulator units (inputScale x weightScale), clamped to what an int32 accumulator can start from.
@@ -240,16 +239,16 @@ public enum WeightQuantizer {
     /// `integers`: the layer's weights already rounded on this grid by another method (GPTQ, in the converter);
     /// nil: each to its nearest step.
     public static func conv(_ p: ConvParameters, inputScale: Float, inputMeans: [Float]? = nil, integers: [Int8]? = nil) -> QuantizedConv {
-        var (w, s) = quantize(p.weights, rows: p.outChannels)
-        if let integers { precondition(integers.count == w.count); w = integers }
+        precondition(integers.map { $0.count == p.weights.count } ?? true)
+        let (w, s) = integers.map { ($0, scales(p.weights, rows: p.outChannels)) } ?? quantize(p.weights, rows: p.outChannels)
         let b = correctedBias(p.bias, weights: p.weights, quantized: w, scales: s, inputMeans: inputMeans, inChannels: p.inChannels)
         return QuantizedConv(outChannels: p.outChannels, inChannels: p.inChannels, kernel: p.kernel, stride: p.stride,
                              padding: p.padding, weights: w, weightScales: s, bias: bias(b, inputScale: inputScale, weightScales: s))
     }
 
     public static func linear(_ p: LinearParameters, inputScale: Float, inputMeans: [Float]? = nil, integers: [Int8]? = nil) -> QuantizedLinear {
-        var (w, s) = quantize(p.weights, rows: p.outFeatures)
-        if let integers { precondition(integers.count == w.count); w = integers }
+        precondition(integers.map { $0.count == p.weights.count } ?? true)
+        let (w, s) = integers.map { ($0, scales(p.weights, rows: p.outFeatures)) } ?? quantize(p.weights, rows: p.outFeatures)
         let b = correctedBias(p.bias, weights: p.weights, quantized: w, scales: s, inputMeans: inputMeans, inChannels: p.inFeatures)
         return QuantizedLinear(outFeatures: p.outFeatures, inFeatures: p.inFeatures, weights: w, weightScales: s,
                                bias: bias(b, inputScale: inputScale, weightScales: s))

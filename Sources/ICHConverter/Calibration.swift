@@ -74,21 +74,21 @@ public struct ActivationStatistics: Sendable {
         return out
     }
 
-    /// Quantisation parameters for `names` (the activations the int8 model quantises).
-    public func parameters(_ method: CalibrationMethod, names: [String]) -> [String: QuantParams] {
+    /// Quantisation parameters of `bits` bits for `names` (the activations the int8 model quantises).
+    public func parameters(_ method: CalibrationMethod, names: [String], bits: Int = 8) -> [String: QuantParams] {
         var out: [String: QuantParams] = [:]
         for name in names {
             guard let lo = minimum[name] else { continue }
             let hi = maximum[name]!
             switch method {
             case .minMax:
-                out[name] = .covering(lo, hi)
+                out[name] = .covering(lo, hi, bits: bits)
             case .percentile:
                 let sorted = samples[name]!.sorted()
                 let q = { (p: Double) in sorted[min(sorted.count - 1, max(0, Int((Double(sorted.count - 1) * p).rounded())))] }
-                out[name] = .covering(lo >= 0 ? 0 : q(0.0001), q(0.9999))
+                out[name] = .covering(lo >= 0 ? 0 : q(0.0001), q(0.9999), bits: bits)
             case .mse:
-                out[name] = Self.mseOptimal(samples[name]!, lo: lo, hi: hi)
+                out[name] = Self.mseOptimal(samples[name]!, lo: lo, hi: hi, bits: bits)
             }
         }
         return out
@@ -105,15 +105,15 @@ public struct ActivationStatistics: Sendable {
     }
 
     /// Searches clipping ranges [a x lo, a x hi] for a in (0.2, 1] and keeps the one with the least squared error.
-    static func mseOptimal(_ values: [Float], lo: Float, hi: Float) -> QuantParams {
-        var best = QuantParams.covering(lo, hi)
+    static func mseOptimal(_ values: [Float], lo: Float, hi: Float, bits: Int) -> QuantParams {
+        var best = QuantParams.covering(lo, hi, bits: bits)
         var bestError = Double.infinity
         for step in 0..<40 {
             let a = Float(1.0 - 0.02 * Double(step))
-            let q = QuantParams.covering(lo * a, hi * a)
+            let q = QuantParams.covering(lo * a, hi * a, bits: bits)
             var error = 0.0
             for v in values {
-                let d = Double(v - q.dequantize(q.quantize(v)))
+                let d = Double(v - q.dequantize(level: q.level(v)))
                 error += d * d
             }
             if error < bestError {

@@ -47,6 +47,10 @@ public struct ConversionOptions: Sendable {
     /// pooled features) as int16 next to the bytes the convolutions read: format version 2. Off: bytes
     /// throughout, format version 1 (what ichd before the int16 shortcut path reads).
     public var wideShortcut = true
+    /// Widths of the activations convolutions read: 8 (bytes), 12 (a 16 times finer step, from min-max ranges:
+    /// twice the convolution work, format version 3; needs `wideShortcut`). With both, 12 is built only when the
+    /// 8-bit model misses `tolerance` on the held-out slices, and kept when it comes closer.
+    public var activationBits: [Int] = [8, 12]
     /// The largest |p_int8 - p_float| a class may show on the held-out slices (the calibration slices when none
     /// are held out) before the report warns: the converter's accuracy aim.
     public var tolerance = 0.02
@@ -272,11 +276,21 @@ public enum ModelConverter {
         let means = chosenCandidate.means, wide = chosenCandidate.wide
         func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) { measure(chosenCandidate, activations) }
 
-        // Choose the calibration method by measured output error.
+        guard !options.activationBits.isEmpty, Set(options.activationBits).isSubset(of: QuantParams.supportedBits) else {
+            throw ConversionError("activation widths must be among \(QuantParams.supportedBits.map(String.init).joined(separator: ", ")) bits")
+        }
+        let fineTried = options.activationBits.contains(12) && options.wideShortcut
+        let bytesTried = options.activationBits.contains(8)
+        guard fineTried || bytesTried else {
+            throw ConversionError("12-bit activations need the int16 shortcut path (drop --no-wide-shortcut)")
+        }
+
+        // Choose the calibration method of byte activations by measured output error (12-bit ones take min-max
+        // ranges: their step is fine enough that clipping does not pay, docs/converting.md).
         var methodErrors: [String: Double] = [:]
         var chosen = options.method ?? .minMax
         var best: (error: Double, logitError: Double) = (.infinity, .infinity)
-        for method in options.method.map({ [$0] }) ?? CalibrationMethod.allCases {
+        for method in !bytesTried ? [] : options.method.map({ [$0] }) ?? CalibrationMethod.allCases {
             let result = measure(stats.parameters(method, names: names))
             methodErrors[method.rawValue] = result.error
             logMeasured(method.rawValue, result)
@@ -289,7 +303,7 @@ public enum ModelConverter {
         // the measured output error (the issue's "per tensor or globally"); a forced --method skips this.
         var activations = stats.parameters(chosen, names: names)
         var refined: [String: String] = [:]
-        if options.method == nil {
+        if options.method == nil && bytesTried {
             let alternatives = CalibrationMethod.allCases.filter { $0 != chosen }.map { ($0, stats.parameters($0, names: names)) }
             for name in names {
                 for (method, params) in alternatives {
@@ -307,8 +321,9 @@ public enum ModelConverter {
             log("  per-tensor refinement: \(refined.count) of \(names.count) tensors changed, mean |p_int8 - p_float| = \(String(format: "%.6f", best.error))"
                 + (refined.isEmpty ? "" : " (" + refined.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
         }
-        var network = WeightQuantizer.network(chosenParameters, activations: activations, wide: wide, inputMeans: means, integers: integers)
-        if options.biasCorrection {
+        func build(_ activations: [String: QuantParams]) -> QuantizedResNet18 {
+            let network = WeightQuantizer.network(chosenParameters, activations: activations, wide: wide, inputMeans: means, integers: integers)
+            guard options.biasCorrection else { return network }
             // The shift is a mean over slices: estimated on every calibration slice, not only the selection's.
             let uncorrected = Int8ResNet18(network)
             var shift = [Double](repeating: 0, count: classes.count)
@@ -317,10 +332,44 @@ public enum ModelConverter {
                     shift[c] += Double(a - b) / Double(calibration.count)
                 }
             }
-            network = network.correctingLogits(by: shift.map { Float($0) })
             log("  classifier bias correction: mean logit shift over \(calibration.count) slices "
                 + shift.map { String(format: "%+.4f", $0) }.joined(separator: " "))
+            return network.correctingLogits(by: shift.map { Float($0) })
         }
+        // The accuracy aim is checked on the held-out slices (the calibration slices when none are held out).
+        let floatHeldOut = heldOut.map { float.run($0).logits.map(sigmoid) }
+        func aimAgreement(_ int8: Int8ResNet18) -> ConversionReport.SetAgreement {
+            heldOut.isEmpty ? agreement(int8: int8, inputs: calibration, floatProbabilities: floatCalibration, classes: classes, thresholds: thresholds)
+                            : agreement(int8: int8, inputs: heldOut, floatProbabilities: floatHeldOut, classes: classes, thresholds: thresholds)
+        }
+        func worst(_ set: ConversionReport.SetAgreement) -> Double { set.classes.map(\.maxAbsDifference).max() ?? 0 }
+        // Bytes first; 12-bit activations (twice the convolution work) when bytes miss the aim and 12 bits come closer.
+        var bitErrors: [String: Double] = [:]
+        var network: QuantizedResNet18
+        var aim: ConversionReport.SetAgreement?
+        if bytesTried {
+            network = build(activations)
+            if fineTried {
+                aim = aimAgreement(Int8ResNet18(network))
+                bitErrors["8"] = worst(aim!)
+                log("  8-bit activations: max |p_int8 - p_float| = \(String(format: "%.4f", bitErrors["8"]!)) on \(aim!.samples) "
+                    + "\(heldOut.isEmpty ? "calibration" : "held-out") slices (aim \(options.tolerance))")
+            }
+        } else {
+            network = build(stats.parameters(.minMax, names: names, bits: 12))
+        }
+        if bytesTried && fineTried && bitErrors["8"]! > options.tolerance {
+            let fine = build(stats.parameters(.minMax, names: names, bits: 12))
+            let fineAim = aimAgreement(Int8ResNet18(fine))
+            bitErrors["12"] = worst(fineAim)
+            log("  12-bit activations: max |p_int8 - p_float| = \(String(format: "%.4f", bitErrors["12"]!))")
+            if bitErrors["12"]! < bitErrors["8"]! {
+                network = fine
+                aim = fineAim
+            }
+        }
+        let fineChosen = network.activationBits == 12
+        if fineChosen { chosen = .minMax }
         let int8 = Int8ResNet18(network)
 
         // Report: per-layer SQNR on the first selection slices, agreement on both sets.
@@ -338,15 +387,15 @@ public enum ModelConverter {
         let layers = order.map { ConversionReport.LayerSQNR(name: $0, sqnrDB: sqnr(reference: floatActs[$0]!, quantized: intActs[$0] ?? [])) }
         let calibrationAgreement = agreement(int8: int8, inputs: calibration, floatProbabilities: floatCalibration,
                                              classes: classes, thresholds: thresholds)
-        let heldOutAgreement = heldOut.isEmpty ? nil : agreement(int8: int8, inputs: heldOut,
-                                                                 floatProbabilities: heldOut.map { float.run($0).logits.map(sigmoid) },
-                                                                 classes: classes, thresholds: thresholds)
+        let heldOutAgreement = heldOut.isEmpty ? nil : aim ?? agreement(int8: int8, inputs: heldOut, floatProbabilities: floatHeldOut,
+                                                                        classes: classes, thresholds: thresholds)
         warnings += Self.accuracyWarnings(heldOutAgreement ?? calibrationAgreement, tolerance: options.tolerance)
         let summary = CalibrationSummary(method: chosen.rawValue, methodErrors: methodErrors, samples: calibration.count,
                                          heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil,
-                                         perTensorMethods: options.method == nil ? refined : nil,
+                                         perTensorMethods: options.method == nil && !fineChosen ? refined : nil,
                                          weightRounding: chosenCandidate.rounding.rawValue, channelEqualization: chosenCandidate.equalized,
-                                         weightCandidateErrors: candidateErrors.isEmpty ? nil : candidateErrors)
+                                         weightCandidateErrors: candidateErrors.isEmpty ? nil : candidateErrors,
+                                         activationBits: network.activationBits, activationBitErrors: bitErrors.isEmpty ? nil : bitErrors)
         var card = options.modelCard
         if summary.synthetic { card += " " + syntheticWarning + "." }
         let metadata = ModelMetadata(
@@ -354,7 +403,9 @@ public enum ModelConverter {
             quantization: QuantizationInfo(
                 scheme: "int8: weights symmetric per output channel (-127..127, "
                     + (chosenCandidate.rounding == .gptq ? "GPTQ-rounded on the calibration slices" : "rounded to nearest")
-                    + (chosenCandidate.equalized ? ", channels equalised" : "") + "); activations u8 affine per tensor; int32 accumulation"
+                    + (chosenCandidate.equalized ? ", channels equalised" : "") + "); activations "
+                    + (fineChosen ? "12-bit affine per tensor (convolutions run on their high and low byte planes, int64 sum)" : "u8 affine per tensor")
+                    + "; int32 accumulation"
                     + (network.hasWideShortcut ? "; shortcut path (block outputs for residual adds and pool, downsample outputs, pooled features) int16 symmetric per tensor, int64 accumulation in fc" : "")
                     + (parameters.head.layout == .fastai ? "; fastai head (fc1, ReLU, fc2, BatchNorm1d folded) float32 on the dequantised pooled features" : ""),
                 requantization: "v = float(acc) * (s_in * s_w / s_out) [+ float(r - z_r) * (s_r / s_out)]; q = clamp(round_half_even(v)) + z_out; logits = float(acc) * s_in * s_w"

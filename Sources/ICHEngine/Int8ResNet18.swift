@@ -25,6 +25,8 @@ public struct Int8ResNet18: Sendable {
     let blockLayers: [(conv1: String, conv2: String, downsample: String, output: String)]
     /// How the kernels split their work over the pool (part numbers index per-part scratch).
     let parallel: Parallel
+    /// The high pass's bias of a convolution over a 12-bit input (the bias goes into the low pass).
+    let zeroBias: [Int32]
 
     /// Winograd's transformed weights take 16/9 x 2 bytes per weight, so only convolutions up to 256 x 256 x 3 x 3
     /// get them: layer1's four, layer2's three and layer3's three stride-1 convolutions in ResNet18 (2.4 million
@@ -87,6 +89,24 @@ public struct Int8ResNet18: Sendable {
             return (best, slots[best].bindMemory(to: T.self, capacity: count))
         }
 
+        /// A 12-bit input's byte planes and the high pass's accumulators (models with fine convolution inputs).
+        private(set) var planes = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+        private(set) var high = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        private var planesCapacity = 1, highCapacity = 1
+
+        func reserveFine(planes bytes: Int, high count: Int) {
+            if bytes > planesCapacity {
+                planes.deallocate()
+                planes = .allocate(capacity: bytes)
+                planesCapacity = bytes
+            }
+            if count > highCapacity {
+                high.deallocate()
+                high = .allocate(capacity: count)
+                highCapacity = count
+            }
+        }
+
         func reserve(acc count: Int, scratch bytes: Int) {
             if count > accCapacity {
                 acc.deallocate()
@@ -103,6 +123,8 @@ public struct Int8ResNet18: Sendable {
         deinit {
             acc.deallocate()
             scratch.deallocate()
+            planes.deallocate()
+            high.deallocate()
             for slot in slots { slot.deallocate() }
         }
     }
@@ -120,8 +142,10 @@ public struct Int8ResNet18: Sendable {
     /// The model is consumed: each convolution's int8 weights are released as soon as they are packed, so a
     /// uniquely held model (as `SliceScorer` passes it) never has its weights in memory twice over (load peak).
     public init(_ model: consuming QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native, plannedInputSize: Int? = nil) {
+        precondition(model.activationBits == 8 || model.hasWideShortcut, "12-bit activations need the int16 shortcut path")
         pool = WorkerPool(threads: threads)
         parallel = pool.kernelParallel
+        zeroBias = [Int32](repeating: 0, count: ModelLayers.convs(model).map(\.1.outChannels).max() ?? 0)
         self.plannedInputSize = plannedInputSize
         let a = model.activations, wide = model.wideActivations
         var scales: [String: [Float]] = [:], wideScales: [String: [Float]] = [:]
@@ -195,25 +219,30 @@ public struct Int8ResNet18: Sendable {
         public var features: FeatureMap
     }
 
-    /// A quantised tensor on its way through the network, held in workspace slots: as bytes (what convolutions
-    /// read), as int16 of the shortcut path, or both (a block output of a model with that path).
+    /// A quantised tensor on its way through the network, held in workspace slots: as bytes or (a model with
+    /// fine convolution inputs) 12-bit values, what convolutions read; as int16 of the shortcut path; or both (a
+    /// block output of a model with that path).
     struct QTensor {
         var channels: Int, height: Int, width: Int
         var bytes: (slot: Int, data: UnsafeMutablePointer<UInt8>, q: QuantParams)?
+        var fine: (slot: Int, data: UnsafeMutablePointer<UInt16>, q: QuantParams)?
         var wide: (slot: Int, data: UnsafeMutablePointer<Int16>, q: WideQuantParams)?
 
         var count: Int { channels * height * width }
         /// This tensor's slots as bits of a `live` mask.
-        var bits: Int { (bytes.map { 1 << $0.slot } ?? 0) | (wide.map { 1 << $0.slot } ?? 0) }
-        /// The byte view, which every convolution and the max pool read.
+        var bits: Int { (bytes.map { 1 << $0.slot } ?? 0) | (fine.map { 1 << $0.slot } ?? 0) | (wide.map { 1 << $0.slot } ?? 0) }
+        /// The byte view, which every convolution and the max pool of a byte model read.
         var data: UnsafeMutablePointer<UInt8> { bytes!.data }
-        var q: QuantParams { bytes!.q }
+        /// The parameters of the view convolutions read (bytes or 12-bit).
+        var q: QuantParams { bytes?.q ?? fine!.q }
 
         /// The values, from the int16 view when `preferWide` and it exists, else from the bytes.
         func dequantized(preferWide: Bool = false) -> FeatureMap {
             let values: [Float]
-            if let wide, preferWide || bytes == nil {
+            if let wide, preferWide || (bytes == nil && fine == nil) {
                 values = UnsafeBufferPointer(start: wide.data, count: count).map { wide.q.dequantize($0) }
+            } else if let fine {
+                values = UnsafeBufferPointer(start: fine.data, count: count).map { fine.q.dequantize(level: Int32($0)) }
             } else {
                 let b = bytes!
                 values = UnsafeBufferPointer(start: b.data, count: count).map { b.q.dequantize($0) }
@@ -224,20 +253,26 @@ public struct Int8ResNet18: Sendable {
         /// What a residual add reads: the int16 view when there is one.
         var residual: ReferenceKernels.ResidualInput {
             if let wide { return .wide(UnsafePointer(wide.data)) }
+            if let fine { return .fine(UnsafePointer(fine.data), zero: fine.q.zeroPoint) }
             return .bytes(UnsafePointer(bytes!.data), zero: bytes!.q.zeroPoint)
         }
 
         /// The scale of the view that residual adds, pools and linear layers read (`residual`'s).
-        var scale: Float { wide?.q.scale ?? bytes!.q.scale }
+        var scale: Float { wide?.q.scale ?? q.scale }
     }
 
-    /// A new tensor in free slots (none holding any of `live`), with a byte view (`q`), an int16 view (`wide`) or both.
+    /// A new tensor in free slots (none holding any of `live`), with a byte or 12-bit view (`q`, by its bits), an
+    /// int16 view (`wide`) or both.
     func tensor(_ channels: Int, _ height: Int, _ width: Int, q: QuantParams?, wide: WideQuantParams? = nil,
                 avoiding live: Int) -> QTensor {
         let count = channels * height * width
         var t = QTensor(channels: channels, height: height, width: width)
         var live = live
-        if let q {
+        if let q, q.bits > 8 {
+            let (slot, data) = workspace.slot(count, of: UInt16.self, avoiding: live)
+            t.fine = (slot, data, q)
+            live |= 1 << slot
+        } else if let q {
             let (slot, data) = workspace.slot(count, of: UInt8.self, avoiding: live)
             t.bytes = (slot, data, q)
             live |= 1 << slot
@@ -265,11 +300,13 @@ public struct Int8ResNet18: Sendable {
         let half = ((input.height + 1) / 2, (input.width + 1) / 2), quarter = ((half.0 + 1) / 2, (half.1 + 1) / 2)
         let stemOut = model.stem.outChannels * half.0 * half.1
         let largestRest = max(input.values.count, model.stem.outChannels * quarter.0 * quarter.1)
-        workspace.reserveSlots(large: stemOut, small: largestRest * (model.hasWideShortcut ? 2 : 1),
+        // (12-bit activations take two bytes, as int16 ones do.)
+        let narrowBytes = model.activationBits > 8 ? 2 : 1
+        workspace.reserveSlots(large: stemOut * narrowBytes, small: largestRest * (model.hasWideShortcut ? 2 : 1),
                                count: model.hasWideShortcut ? Workspace.slotCount : 4)
         let wide = model.wideActivations
         var x = tensor(input.channels, input.height, input.width, q: inQ, avoiding: 0)
-        quantizeInput(input.values, inQ, into: x.data)
+        quantizeInput(input.values, x)
         observe?("input", x.dequantized())
         x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true, live: x.bits) }
         observe?("stem", x.dequantized())
@@ -347,7 +384,8 @@ public struct Int8ResNet18: Sendable {
     }
 
     /// `live`: the slots (`QTensor.bits`) of tensors still needed after this layer, not reused for its output.
-    /// The output has a byte view when `output` is given and an int16 view when `wide` is.
+    /// The output has a byte (or 12-bit, by `output`'s bits) view when `output` is given and an int16 view when
+    /// `wide` is. A 12-bit input runs the byte kernels twice, on its high and low planes (FineActivations).
     func conv(_ x: QTensor, _ layer: QuantizedConv, _ name: String, output: QuantParams?, wide: WideQuantParams? = nil, relu: Bool,
               residual: QTensor? = nil, live: Int) -> QTensor {
         let shape = ReferenceKernels.ConvShape(inChannels: x.channels, inHeight: x.height, inWidth: x.width,
@@ -359,12 +397,22 @@ public struct Int8ResNet18: Sendable {
         // Accumulators of at most `accumulatorBudget` values: larger layers (the stem) run in bands of rows.
         // (Winograd keeps a band's per parallel part in its scratch.)
         let bandRows = max(1, min(shape.outHeight, Self.accumulatorBudget / max(1, layer.outChannels * shape.outWidth)))
-        workspace.reserve(acc: transformed != nil ? 0 : layer.outChannels * bandRows * shape.outWidth,
+        let bandAccumulators = layer.outChannels * bandRows * shape.outWidth
+        workspace.reserve(acc: transformed != nil ? 0 : bandAccumulators,
                           scratch: transformed.map { $0.scratchBytes(shape, parts: parallel.count) }
                             ?? weights!.scratchBytes(shape, rows: bandRows, parts: parallel.count))
-        let acc = workspace.acc, scratch = workspace.scratch
+        // A 12-bit input: its two byte planes, and the high pass's accumulators (Winograd hands a band over at a
+        // time, so they are kept for the whole plane; GEMM's are the band's, like `acc`).
+        let split = x.fine.map { fine in
+            workspace.reserveFine(planes: 2 * x.count, high: transformed != nil ? layer.outChannels * plane : bandAccumulators)
+            FineActivations.split(fine.data, count: x.count, high: workspace.planes, low: workspace.planes + x.count)
+            let zero = FineActivations.zeroPoints(fine.q.zeroPoint)
+            return (high: UnsafePointer(workspace.planes), low: UnsafePointer(workspace.planes + x.count), zero: zero)
+        }
+        let acc = workspace.acc, scratch = workspace.scratch, high = workspace.high
         let out = tensor(layer.outChannels, shape.outHeight, shape.outWidth, q: output, wide: wide, avoiding: live | x.bits)
-        let src = x.data
+        // What the (last) pass reads: the low plane of a 12-bit input.
+        let src = split?.low ?? UnsafePointer(x.data), zero = split?.zero.low ?? x.q.zeroPoint
         let byteScales = output == nil ? [] : requantScales[name]!, wideScales = wide == nil ? [] : self.wideScales[name]!
         // The residual's scale relative to each output's (0 without a residual).
         let residualScale = residual?.scale ?? 0
@@ -373,45 +421,78 @@ public struct Int8ResNet18: Sendable {
                 ReferenceKernels.ByteTarget(data: $0.data, scales: sc.baseAddress!, clamp: OutputClamp(zero: $0.q.zeroPoint, relu: relu),
                                             residualScale: residualScale / $0.q.scale)
             }
+            let fine = out.fine.map {
+                ReferenceKernels.FineTarget(data: $0.data, scales: sc.baseAddress!,
+                                            clamp: OutputClamp(zero: $0.q.zeroPoint, relu: relu, maximum: $0.q.maximum),
+                                            residualScale: residualScale / $0.q.scale)
+            }
             let wideTarget = out.wide.map {
                 ReferenceKernels.WideTarget(data: $0.data, scales: wsc.baseAddress!, clamp: .wide(relu: relu),
                                             residualScale: residualScale / $0.q.scale)
             }
             let residualInput = residual?.residual
-            layer.bias.withUnsafeBufferPointer { b in
+            layer.bias.withUnsafeBufferPointer { b in zeroBias.withUnsafeBufferPointer { noBias in
                 // Each thread requantises the pixels whose accumulators it has just computed; the accumulators
-                // of a band of rows start at output pixel `first` and hold `count` pixels per channel.
-                func requantize(_ pixels: Range<Int>, first: Int, count: Int, acc: UnsafePointer<Int32>) {
+                // of a band of rows start at output pixel `first` and hold `count` pixels per channel (the high
+                // pass's: `highBand`).
+                func requantize(_ pixels: Range<Int>, first: Int, count: Int, acc: UnsafePointer<Int32>,
+                                highBand: (first: Int, count: Int)) {
                     ReferenceKernels.requantizePlanes(acc: acc, channels: layer.outChannels, plane: plane, residual: residualInput,
-                                                      bytes: bytes, wide: wideTarget,
+                                                      bytes: bytes, fine: fine, wide: wideTarget,
                                                       pixels: (first + pixels.lowerBound)..<(first + pixels.upperBound),
-                                                      accBand: (first, count))
+                                                      accBand: (first, count),
+                                                      high: split == nil ? nil : (UnsafePointer(high), highBand.first, highBand.count))
                 }
                 if let transformed {
-                    ConvWinograd.convAccumulate(shape, input: src, inZero: x.q.zeroPoint, weights: transformed, bias: b.baseAddress!,
+                    if let split {
+                        ConvWinograd.convAccumulate(shape, input: split.high, inZero: split.zero.high, weights: transformed,
+                                                    bias: noBias.baseAddress!, scratch: scratch, parallel: parallel,
+                                                    finish: { pixels, bandAcc in
+                                                        for o in 0..<layer.outChannels {
+                                                            (high + o * plane + pixels.lowerBound).update(from: bandAcc + o * pixels.count,
+                                                                                                          count: pixels.count)
+                                                        }
+                                                    })
+                    }
+                    ConvWinograd.convAccumulate(shape, input: src, inZero: zero, weights: transformed, bias: b.baseAddress!,
                                                 scratch: scratch, parallel: parallel,
                                                 finish: { pixels, bandAcc in
-                                                    requantize(0..<pixels.count, first: pixels.lowerBound, count: pixels.count, acc: bandAcc)
+                                                    requantize(0..<pixels.count, first: pixels.lowerBound, count: pixels.count, acc: bandAcc,
+                                                               highBand: (0, plane))
                                                 })
                 } else {
                     for top in stride(from: 0, to: shape.outHeight, by: bandRows) {
                         let band = top..<min(shape.outHeight, top + bandRows), first = top * shape.outWidth
-                        ConvGEMM.convAccumulate(shape, rows: band, input: src, inZero: x.q.zeroPoint, weights: weights!,
+                        let count = band.count * shape.outWidth
+                        if let split {
+                            ConvGEMM.convAccumulate(shape, rows: band, input: split.high, inZero: split.zero.high, weights: weights!,
+                                                    bias: noBias.baseAddress!, acc: high, scratch: scratch, parallel: parallel)
+                        }
+                        ConvGEMM.convAccumulate(shape, rows: band, input: src, inZero: zero, weights: weights!,
                                                 bias: b.baseAddress!, acc: acc, scratch: scratch, parallel: parallel,
-                                                finish: { requantize($0, first: first, count: band.count * shape.outWidth, acc: acc) })
+                                                finish: { requantize($0, first: first, count: count, acc: acc, highBand: (first, count)) })
                     }
                 }
-            }
+            } }
         } }
         return out
     }
 
-    /// The float input to bytes, split over the pool.
-    func quantizeInput(_ values: [Float], _ q: QuantParams, into base: UnsafeMutablePointer<UInt8>) {
+    /// The float input to its bytes or 12-bit values (`x`'s view), split over the pool.
+    func quantizeInput(_ values: [Float], _ x: QTensor) {
+        let q = x.q
         values.withUnsafeBufferPointer { src in
             let input = src.baseAddress!
-            pool.parallelFor(values.count) { range in
-                for i in range { base[i] = q.quantize(input[i]) }
+            if let fine = x.fine {
+                let base = fine.data
+                pool.parallelFor(values.count) { range in
+                    for i in range { base[i] = UInt16(q.level(input[i])) }
+                }
+            } else {
+                let base = x.data
+                pool.parallelFor(values.count) { range in
+                    for i in range { base[i] = q.quantize(input[i]) }
+                }
             }
         }
     }
@@ -420,9 +501,17 @@ public struct Int8ResNet18: Sendable {
         let oh = ConvGeometry.outputLength(x.height, kernel: 3, stride: 2, padding: 1)
         let ow = ConvGeometry.outputLength(x.width, kernel: 3, stride: 2, padding: 1)
         let out = tensor(x.channels, oh, ow, q: x.q, avoiding: x.bits)
+        let plane = x.height * x.width
+        if let input = x.fine?.data, let output = out.fine?.data {
+            pool.parallelFor(x.channels) { channels in
+                PoolKernels.maxPool3x3s2(input: input + channels.lowerBound * plane, channels: channels.count,
+                                         height: x.height, width: x.width, output: output + channels.lowerBound * oh * ow)
+            }
+            return out
+        }
         let input = x.data, output = out.data
         pool.parallelFor(x.channels) { channels in
-            PoolKernels.maxPool3x3s2(input: input + channels.lowerBound * x.height * x.width, channels: channels.count,
+            PoolKernels.maxPool3x3s2(input: input + channels.lowerBound * plane, channels: channels.count,
                                      height: x.height, width: x.width, output: output + channels.lowerBound * oh * ow)
         }
         return out

@@ -4,9 +4,21 @@ public enum PoolKernels {
     /// rows first (three contiguous rows, vectorised), then three columns at stride 2.
     public static func maxPool3x3s2(input: UnsafePointer<UInt8>, channels: Int, height: Int, width: Int,
                                     output: UnsafeMutablePointer<UInt8>) {
+        maxPool(input: input, channels: channels, height: height, width: width, output: output)
+    }
+
+    /// The same on 12-bit activations (FineActivations).
+    public static func maxPool3x3s2(input: UnsafePointer<UInt16>, channels: Int, height: Int, width: Int,
+                                    output: UnsafeMutablePointer<UInt16>) {
+        maxPool(input: input, channels: channels, height: height, width: width, output: output)
+    }
+
+    @inline(__always)
+    static func maxPool<T: FixedWidthInteger & UnsignedInteger>(input: UnsafePointer<T>, channels: Int, height: Int, width: Int,
+                                                                output: UnsafeMutablePointer<T>) {
         let oh = ConvGeometry.outputLength(height, kernel: 3, stride: 2, padding: 1)
         let ow = ConvGeometry.outputLength(width, kernel: 3, stride: 2, padding: 1)
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: width) { buffer in
+        withUnsafeTemporaryAllocation(of: T.self, capacity: width) { buffer in
             let rowMax = buffer.baseAddress!
             // Output columns whose three taps are all inside the row: a constant-stride loop LLVM vectorises.
             // (2ox - 1 >= 0 and 2ox + 1 <= width - 1, i.e. 1 <= ox < width / 2.)

@@ -63,55 +63,71 @@ public enum ReferenceKernels {
         }
     }
 
-    /// Requantises `channels` planes of accumulators with per-channel scales into bytes, int16 (the shortcut
-    /// path) or both, optionally adding a residual. `pixels` limits the work to part of every plane (default:
-    /// all of it). `accBand`: the accumulators hold only output pixels `accBand.first...` with rows of
-    /// `accBand.count` (a band of the plane, see `ConvGEMM.convAccumulate(rows:)`); default: the whole plane.
+    /// Requantises `channels` planes of accumulators with per-channel scales into bytes (or 12-bit values,
+    /// `fine`), int16 (the shortcut path) or both, optionally adding a residual. `pixels` limits the work to part
+    /// of every plane (default: all of it). `accBand`: the accumulators hold only output pixels
+    /// `accBand.first...` with rows of `accBand.count` (a band of the plane, see `ConvGEMM.convAccumulate(rows:)`);
+    /// default: the whole plane. `high`: the high pass's accumulators of a convolution over a 12-bit input
+    /// (`acc` then holds the low pass's; same band convention), combined as FineActivations says.
     /// Eight pixels at a time in SIMD8<Float> with exactly the scalar functions' operations (see
-    /// `RequantizeOutputs.store8`), the rest one by one. The residual and output kinds are dispatched once per
-    /// call into loops specialised for them (a per-pixel switch cost 3% of the whole network).
+    /// `RequantizeOutputs.store8`), the rest one by one. The residual, accumulator and output kinds are dispatched
+    /// once per call into loops specialised for them (a per-pixel switch cost 3% of the whole network).
     public static func requantizePlanes(acc: UnsafePointer<Int32>, channels: Int, plane: Int, residual: ResidualInput? = nil,
-                                        bytes: ByteTarget?, wide: WideTarget? = nil, pixels: Range<Int>? = nil,
-                                        accBand: (first: Int, count: Int)? = nil) {
+                                        bytes: ByteTarget?, fine: FineTarget? = nil, wide: WideTarget? = nil,
+                                        pixels: Range<Int>? = nil, accBand: (first: Int, count: Int)? = nil,
+                                        high: (acc: UnsafePointer<Int32>, first: Int, count: Int)? = nil) {
         let span = pixels ?? 0..<plane
         let band = accBand ?? (0, plane)
+        let low = Accumulators(acc: acc, first: band.first, count: band.count)
+        @inline(__always)
+        func run<R: ResidualLoad, A: AccumulatorLoad>(_ r: R, _ a: A) {
+            switch (bytes, fine, wide) {
+            case (let b?, _, let w?): requantizeLoop(a, channels, plane, span, r, BothTargets(narrow: b, wide: w))
+            case (nil, let f?, let w?): requantizeLoop(a, channels, plane, span, r, BothTargets(narrow: f, wide: w))
+            case (let b?, _, nil): requantizeLoop(a, channels, plane, span, r, b)
+            case (nil, let f?, nil): requantizeLoop(a, channels, plane, span, r, f)
+            case (nil, nil, let w?): requantizeLoop(a, channels, plane, span, r, w)
+            case (nil, nil, nil): break
+            }
+        }
         @inline(__always)
         func run<R: ResidualLoad>(_ r: R) {
-            switch (bytes, wide) {
-            case (let b?, let w?): requantizeLoop(acc, channels, plane, span, band, r, BothTargets(bytes: b, wide: w))
-            case (let b?, nil): requantizeLoop(acc, channels, plane, span, band, r, b)
-            case (nil, let w?): requantizeLoop(acc, channels, plane, span, band, r, w)
-            case (nil, nil): break
+            if let high {
+                run(r, SplitAccumulators(high: Accumulators(acc: high.acc, first: high.first, count: high.count), low: low))
+            } else {
+                run(r, low)
             }
         }
         switch residual {
         case nil: run(NoResidual())
-        case .bytes(let p, let zero)?: run(ByteResidual(data: p, zero: zero))
+        case .bytes(let p, let zero)?: run(NarrowResidual(data: p, zero: zero))
+        case .fine(let p, let zero)?: run(NarrowResidual(data: p, zero: zero))
         case .wide(let p)?: run(WideResidual(data: p))
         }
     }
 
     @inline(__always)
-    static func requantizeLoop<R: ResidualLoad, T: RequantizeOutputs>(_ acc: UnsafePointer<Int32>, _ channels: Int, _ plane: Int,
-                                                                      _ span: Range<Int>, _ band: (first: Int, count: Int),
-                                                                      _ residual: R, _ target: T) {
+    static func requantizeLoop<A: AccumulatorLoad, R: ResidualLoad, T: RequantizeOutputs>(_ acc: A, _ channels: Int, _ plane: Int,
+                                                                                          _ span: Range<Int>, _ residual: R,
+                                                                                          _ target: T) {
         for o in 0..<channels {
-            let base = o * plane, a = acc + o * band.count - band.first
+            let base = o * plane
             var j = span.lowerBound
             while j + 8 <= span.upperBound {
-                let v = SIMD8<Float>(UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Int32>.self))
-                target.store8(v, residual: residual.values8(at: base + j), channel: o, at: base + j, R.self)
+                target.store8(acc.values8(channel: o, at: j), residual: residual.values8(at: base + j), channel: o, at: base + j, R.self)
                 j += 8
             }
             for j in j..<span.upperBound {
-                target.store(a[j], residual: residual.value(at: base + j), channel: o, at: base + j, R.self)
+                target.store(acc.value(channel: o, at: j), residual: residual.value(at: base + j), channel: o, at: base + j, R.self)
             }
         }
     }
 
-    /// The shortcut a requantisation adds: bytes with their zero point, or int16 of the shortcut path.
+    /// The shortcut a requantisation adds: bytes or 12-bit values with their zero point, or int16 of the
+    /// shortcut path.
     public enum ResidualInput {
         case bytes(UnsafePointer<UInt8>, zero: Int32)
+        case fine(UnsafePointer<UInt16>, zero: Int32)
         case wide(UnsafePointer<Int16>)
     }
 
@@ -133,6 +149,8 @@ public enum ReferenceKernels {
     }
 
     public typealias ByteTarget = RequantizeTarget<UInt8>
+    /// 12-bit activations (clamp `OutputClamp(zero:relu:maximum: 4095)`).
+    public typealias FineTarget = RequantizeTarget<UInt16>
     public typealias WideTarget = RequantizeTarget<Int16>
 
     /// 3x3 stride-2 max pool with padding 1 on bytes of one quantisation (padding never wins).

@@ -13,6 +13,11 @@
 //   real value   v   = Float(acc) * wideScale[o] (+ Float(r - rZero) * wideResidualScale)
 //   output       q16 = clamp(roundToNearestEven(v), relu ? 0 : -32767, 32767)
 // A residual is either bytes (r - rZero) or int16 (rZero = 0).
+//
+// Fine convolution inputs (12-bit activations, see FineActivations.swift): the convolution runs twice on byte
+// planes, and acc = 16 x accHigh + accLow, exact in Int64 (either pass alone is a byte convolution's Int32);
+// Float(acc) then rounds to nearest even as above. Outputs of 12 bits clamp to 0...4095 the same way as bytes
+// to 0...255.
 
 /// A real value v, already in output units (v = Float(acc) x scale [+ Float(r - rZero) x residualScale], for
 /// any accumulator width: Float(acc) rounds to nearest even for Int64 as for Int32), to an output: a byte, or
@@ -56,9 +61,9 @@ public struct OutputClamp: Sendable, Equatable {
     public var lower: Float
     public var upper: Float
 
-    /// A byte output with zero point `zero`.
-    public init(zero: Int32, relu: Bool) {
-        self.init(zero: zero, lower: relu ? 0 : Float(-zero), upper: Float(255 - zero))
+    /// A byte output with zero point `zero` (or, `maximum` 4095, a 12-bit one).
+    public init(zero: Int32, relu: Bool, maximum: Int32 = 255) {
+        self.init(zero: zero, lower: relu ? 0 : Float(-zero), upper: Float(maximum - zero))
     }
 
     init(zero: Int32, lower: Float, upper: Float) {
@@ -91,13 +96,47 @@ struct NoResidual: ResidualLoad {
     @inline(__always) func values8(at i: Int) -> SIMD8<Float> { SIMD8() }
 }
 
-struct ByteResidual: ResidualLoad {
-    let data: UnsafePointer<UInt8>
+/// Bytes, or 12-bit activations in UInt16, with their zero point.
+struct NarrowResidual<Element: FixedWidthInteger & UnsignedInteger & SIMDScalar>: ResidualLoad {
+    let data: UnsafePointer<Element>
     let zero: Int32
     static var present: Bool { true }
     @inline(__always) func value(at i: Int) -> Int32 { Int32(data[i]) &- zero }
     @inline(__always) func values8(at i: Int) -> SIMD8<Float> {
-        SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: UnsafeRawPointer(data + i).loadUnaligned(as: SIMD8<UInt8>.self)) &- zero)
+        SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: UnsafeRawPointer(data + i).loadUnaligned(as: SIMD8<Element>.self)) &- zero)
+    }
+}
+
+/// Where a requantisation's accumulators come from: one Int32 plane (`Accumulators`), or the two passes of a
+/// convolution over a 12-bit input (`SplitAccumulators`). Both hand over Float(acc) of the exact accumulator.
+protocol AccumulatorLoad {
+    /// Float(acc) of channel `o` at (absolute) pixel `j`.
+    func value(channel o: Int, at j: Int) -> Float
+    func values8(channel o: Int, at j: Int) -> SIMD8<Float>
+}
+
+/// Accumulators of pixels `first`... with `count` per channel.
+struct Accumulators: AccumulatorLoad {
+    let acc: UnsafePointer<Int32>
+    let first: Int, count: Int
+    @inline(__always) func value(channel o: Int, at j: Int) -> Float { Float(acc[o &* count &+ j &- first]) }
+    @inline(__always) func values8(channel o: Int, at j: Int) -> SIMD8<Float> {
+        SIMD8<Float>(UnsafeRawPointer(acc + (o &* count &+ j &- first)).loadUnaligned(as: SIMD8<Int32>.self))
+    }
+}
+
+/// acc = 2^FineActivations.lowBits x high + low, in Int64 (the sum can pass Int32 for deep layers).
+struct SplitAccumulators: AccumulatorLoad {
+    let high: Accumulators, low: Accumulators
+    @inline(__always) func exact(channel o: Int, at j: Int) -> Int64 {
+        Int64(high.acc[o &* high.count &+ j &- high.first]) &<< Int64(FineActivations.lowBits)
+            &+ Int64(low.acc[o &* low.count &+ j &- low.first])
+    }
+    @inline(__always) func value(channel o: Int, at j: Int) -> Float { Float(exact(channel: o, at: j)) }
+    @inline(__always) func values8(channel o: Int, at j: Int) -> SIMD8<Float> {
+        var v = SIMD8<Float>()
+        for k in 0..<8 { v[k] = Float(exact(channel: o, at: j &+ k)) }
+        return v
     }
 }
 
@@ -112,8 +151,8 @@ struct WideResidual: ResidualLoad {
 
 /// Where a requantisation writes: bytes, int16 of the shortcut path, or both.
 protocol RequantizeOutputs {
-    /// One output from accumulator `acc` of channel `o` and residual r (0 without one), per the contract.
-    func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type)
+    /// One output from Float(acc) of channel `o` and residual r (0 without one), per the contract.
+    func store<R: ResidualLoad>(_ acc: Float, residual: Int32, channel o: Int, at i: Int, _: R.Type)
     /// Eight at once, bit for bit `store`: the same fp32 multiply (and multiply and add for the residual, in the
     /// same order; Swift does not contract them into FMAs), the same clamp to integral bounds, and
     /// round-to-nearest-even by adding 1.5 x 2^23 (exact for |v| < 2^22: the sum's ulp is 1, and IEEE addition
@@ -136,8 +175,8 @@ func roundedClamped(_ v: SIMD8<Float>, lower: Float, upper: Float) -> SIMD8<Int3
 
 extension ReferenceKernels.RequantizeTarget: RequantizeOutputs {
     @inline(__always)
-    func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
-        var v = Float(acc) * scales[o]
+    func store<R: ResidualLoad>(_ acc: Float, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
+        var v = acc * scales[o]
         if R.present { v = v + Float(residual) * residualScale }
         data[i] = requantize(real: v, zero: clamp.zero, lower: clamp.lower, upper: clamp.upper)
     }
@@ -151,20 +190,21 @@ extension ReferenceKernels.RequantizeTarget: RequantizeOutputs {
     }
 }
 
-/// A block output of a model with the int16 shortcut path: bytes for the convolutions, int16 for the shortcut.
-struct BothTargets: RequantizeOutputs {
-    let bytes: ReferenceKernels.ByteTarget
+/// A block output of a model with the int16 shortcut path: bytes (or 12-bit values) for the convolutions,
+/// int16 for the shortcut.
+struct BothTargets<Narrow: RequantizeOutputs>: RequantizeOutputs {
+    let narrow: Narrow
     let wide: ReferenceKernels.WideTarget
 
     @inline(__always)
-    func store<R: ResidualLoad>(_ acc: Int32, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
-        bytes.store(acc, residual: residual, channel: o, at: i, R.self)
+    func store<R: ResidualLoad>(_ acc: Float, residual: Int32, channel o: Int, at i: Int, _: R.Type) {
+        narrow.store(acc, residual: residual, channel: o, at: i, R.self)
         wide.store(acc, residual: residual, channel: o, at: i, R.self)
     }
 
     @inline(__always)
     func store8<R: ResidualLoad>(_ acc: SIMD8<Float>, residual: SIMD8<Float>, channel o: Int, at i: Int, _: R.Type) {
-        bytes.store8(acc, residual: residual, channel: o, at: i, R.self)
+        narrow.store8(acc, residual: residual, channel: o, at: i, R.self)
         wide.store8(acc, residual: residual, channel: o, at: i, R.self)
     }
 }

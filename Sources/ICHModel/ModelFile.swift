@@ -83,10 +83,15 @@ public struct CalibrationSummary: Codable, Sendable, Equatable {
     public var channelEqualization: Bool?
     /// Mean |p_int8 - p_float| of each weight candidate tried ("gptq, equalised", ...), when more than one was.
     public var weightCandidateErrors: [String: Double]?
+    /// The width of the activations convolutions read (8 or 12; nil in older files: 8), and, when the converter
+    /// chose it, each width's largest |p_int8 - p_float| on the held-out slices ("8", "12").
+    public var activationBits: Int?
+    public var activationBitErrors: [String: Double]?
 
     public init(method: String, methodErrors: [String: Double], samples: Int, heldOutSamples: Int, source: String, synthetic: Bool,
                 perTensorMethods: [String: String]? = nil, weightRounding: String? = nil, channelEqualization: Bool? = nil,
-                weightCandidateErrors: [String: Double]? = nil) {
+                weightCandidateErrors: [String: Double]? = nil, activationBits: Int? = nil,
+                activationBitErrors: [String: Double]? = nil) {
         self.method = method
         self.methodErrors = methodErrors
         self.samples = samples
@@ -97,11 +102,14 @@ public struct CalibrationSummary: Codable, Sendable, Equatable {
         self.weightRounding = weightRounding
         self.channelEqualization = channelEqualization
         self.weightCandidateErrors = weightCandidateErrors
+        self.activationBits = activationBits
+        self.activationBitErrors = activationBitErrors
     }
 
     enum CodingKeys: String, CodingKey {
         case perTensorMethods = "per_tensor_methods", weightRounding = "weight_rounding"
         case channelEqualization = "channel_equalization", weightCandidateErrors = "weight_candidate_errors"
+        case activationBits = "activation_bits", activationBitErrors = "activation_bit_errors"
         case method, methodErrors = "method_errors", samples, heldOutSamples = "held_out_samples", source, synthetic
     }
 }
@@ -124,8 +132,10 @@ public struct ModelFileError: Error, Equatable, CustomStringConvertible {
 /// The `.ichm` file: the int8 ResNet18 and its metadata.
 ///
 ///     0   8   magic "ICHM\r\n\u{1A}\n" (catches text-mode and truncation-by-transfer damage, as PNG's does)
-///     8   4   format version (little-endian u32): 1, or 2 for a model with an int16 shortcut path (which a
-///             reader of version 1 would run without it, so it must refuse the file)
+///     8   4   format version (little-endian u32): 1, 2 for a model with an int16 shortcut path (which a
+///             reader of version 1 would run without it, so it must refuse the file), 3 for one whose
+///             convolutions also read 12-bit activations (`QuantParams.bits`, which a version 2 reader would
+///             take for bytes)
 ///     12  4   flags, 0
 ///     16  8   metadata JSON length L
 ///     24  8   payload length P: every byte after this 64-byte header
@@ -138,7 +148,13 @@ public struct ModelFileError: Error, Equatable, CustomStringConvertible {
 public struct ModelFile: Sendable {
     public static let magic: [UInt8] = Array("ICHM\r\n".utf8) + [0x1A, 0x0A]
     /// The newest format version this ichd writes and reads; it reads every version from 1.
-    public static let formatVersion: UInt32 = 2
+    public static let formatVersion: UInt32 = 3
+
+    /// The version a network needs: the oldest that holds everything it uses (older readers keep reading the
+    /// models they can run).
+    static func version(of network: QuantizedResNet18) -> UInt32 {
+        network.activationBits != 8 ? 3 : network.hasWideShortcut ? 2 : 1
+    }
     static let headerSize = 64
     static let alignment = 64
 
@@ -185,7 +201,7 @@ public struct ModelFile: Sendable {
         meta.quantization.wideActivations = network.hasWideShortcut ? network.wideActivations : nil
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return Self.assemble(version: network.hasWideShortcut ? Self.formatVersion : 1, metadataJSON: try encoder.encode(meta),
+        return Self.assemble(version: Self.version(of: network), metadataJSON: try encoder.encode(meta),
                              tensorSection: section)
     }
 
@@ -285,8 +301,17 @@ public struct ModelFile: Sendable {
         if let extra = Set(activations.keys).subtracting(byteNames).sorted().first {
             throw ModelFileError("quantisation parameters for an activation this model does not have: \(extra)")
         }
-        for q in activations.values where !(q.scale > 0 && q.scale.isFinite && (0...255).contains(q.zeroPoint)) {
+        for q in activations.values where !q.isValid {
             throw ModelFileError("invalid activation quantisation parameters")
+        }
+        // One width for every activation the convolutions read; 12 bits only with the shortcut path, in version 3.
+        let bits = Set(activations.values.map(\.bits))
+        guard bits.count == 1, let width = bits.first else {
+            throw ModelFileError("activations of mixed widths (\(bits.sorted().map(String.init).joined(separator: ", ")) bits)")
+        }
+        guard (version >= 3) == (width != 8) else {
+            throw ModelFileError(version >= 3 ? "format version \(version) model without 12-bit activations"
+                                              : "format version \(version) model with \(width)-bit activations")
         }
         if !wide.isEmpty {
             guard Set(wide.keys) == Set(QuantizedResNet18.wideActivationNames) else {

@@ -1,32 +1,73 @@
-/// Affine quantisation of one activation tensor: real = scale x (q - zeroPoint), q an unsigned byte.
+/// Affine quantisation of one activation tensor: real = scale x (q - zeroPoint), q an unsigned integer of `bits`
+/// bits: a byte (8, every model before format version 3) or 12 bits stored in a UInt16 (a model with fine
+/// convolution inputs, format version 3), which the engine feeds to the byte kernels as two byte planes.
 public struct QuantParams: Codable, Sendable, Equatable {
     public var scale: Float
     public var zeroPoint: Int32
+    public var bits: Int
 
-    public init(scale: Float, zeroPoint: Int32) {
-        precondition(scale > 0 && scale.isFinite && (0...255).contains(zeroPoint))
+    /// The widths the engine runs: bytes, and 12 bits = a high byte and a 4-bit low part (see
+    /// ICHKernels/FineActivations.swift).
+    public static let supportedBits = [8, 12]
+
+    public init(scale: Float, zeroPoint: Int32, bits: Int = 8) {
+        precondition(Self.supportedBits.contains(bits))
         self.scale = scale
         self.zeroPoint = zeroPoint
+        self.bits = bits
+        precondition(scale > 0 && scale.isFinite && (0...maximum).contains(zeroPoint))
     }
 
-    enum CodingKeys: String, CodingKey { case scale, zeroPoint = "zero_point" }
+    /// The largest level: 255 for bytes, 4095 for 12 bits.
+    public var maximum: Int32 { (1 << Int32(bits)) - 1 }
+
+    /// Whether the parameters can be used (what a model file must hold).
+    public var isValid: Bool {
+        Self.supportedBits.contains(bits) && scale > 0 && scale.isFinite && (0...maximum).contains(zeroPoint)
+    }
+
+    enum CodingKeys: String, CodingKey { case scale, zeroPoint = "zero_point", bits }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        scale = try c.decode(Float.self, forKey: .scale)
+        zeroPoint = try c.decode(Int32.self, forKey: .zeroPoint)
+        bits = try c.decodeIfPresent(Int.self, forKey: .bits) ?? 8  // files before format version 3 hold bytes only
+    }
+
+    /// `bits` only when it is not 8, so byte models keep the metadata older readers know.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(scale, forKey: .scale)
+        try c.encode(zeroPoint, forKey: .zeroPoint)
+        if bits != 8 { try c.encode(bits, forKey: .bits) }
+    }
 
     /// The parameters that cover [lo, hi] (widened to include 0, so that 0 is exact: padding and ReLU).
-    public static func covering(_ lo: Float, _ hi: Float) -> QuantParams {
+    public static func covering(_ lo: Float, _ hi: Float, bits: Int = 8) -> QuantParams {
         let lo = min(lo, 0), hi = max(hi, 0)
-        let scale = hi > lo ? (hi - lo) / 255 : 1
-        let zero = Int32(min(255, max(0, (-lo / scale).rounded(.toNearestOrEven))))
-        return QuantParams(scale: scale, zeroPoint: zero)
+        let top = Float((1 << bits) - 1)
+        let scale = hi > lo ? (hi - lo) / top : 1
+        let zero = Int32(min(top, max(0, (-lo / scale).rounded(.toNearestOrEven))))
+        return QuantParams(scale: scale, zeroPoint: zero, bits: bits)
     }
 
+    /// The level of x: rounded half to even, clamped to 0...maximum.
     @inline(__always)
-    public func quantize(_ x: Float) -> UInt8 {
+    public func level(_ x: Float) -> Int32 {
         let q = (x / scale).rounded(.toNearestOrEven) + Float(zeroPoint)
-        return UInt8(min(max(q, 0), 255))
+        return Int32(min(max(q, 0), Float(maximum)))
     }
 
+    /// The byte of x (8-bit parameters).
     @inline(__always)
-    public func dequantize(_ q: UInt8) -> Float { scale * Float(Int32(q) - zeroPoint) }
+    public func quantize(_ x: Float) -> UInt8 { UInt8(level(x)) }
+
+    @inline(__always)
+    public func dequantize(_ q: UInt8) -> Float { dequantize(level: Int32(q)) }
+
+    @inline(__always)
+    public func dequantize(level q: Int32) -> Float { scale * Float(q - zeroPoint) }
 }
 
 /// Quantisation of one tensor of the int16 shortcut path: real = scale x q, q in -32767...32767, symmetric
@@ -141,6 +182,10 @@ public struct QuantizedResNet18: Sendable, Equatable {
     }
 
     public var hasWideShortcut: Bool { !wideActivations.isEmpty }
+
+    /// The width of the activations convolutions read (every byte-view activation shares it): 8, or 12 for fine
+    /// convolution inputs (format version 3, always with the int16 shortcut path).
+    public var activationBits: Int { activations["input"]?.bits ?? 8 }
 
     /// The scale of the pooled features the head's first layer reads.
     public var pooledScale: Float { wideActivations["pool"]?.scale ?? activations["pool"]!.scale }

@@ -48,6 +48,9 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "Bytes throughout, no int16 shortcut path: a format version 1 model, for ichd releases that read only version 1 (and for comparison).")
     var noWideShortcut = false
 
+    @Option(help: "Width of the activations convolutions read: 8, 12 (16 times finer steps, twice the convolution time, format version 3) or auto (12 only when 8 misses --tolerance on the held-out slices and 12 comes closer).")
+    var activationBits: BitsChoice = .auto
+
     @Option(help: "How weights are rounded to int8: nearest, gptq (each layer's output error minimised on the calibration slices) or auto (both tried, the one with the smaller measured error kept).")
     var weightRounding: RoundingChoice = .auto
 
@@ -76,6 +79,7 @@ struct ConvertCommand: ParsableCommand {
         if calibrate == nil && !allowSyntheticCalibration {
             throw ValidationError("give --calibrate DIR, or --allow-synthetic-calibration to calibrate on synthetic phantoms")
         }
+        if activationBits == .twelve && noWideShortcut { throw ValidationError("--activation-bits 12 needs the int16 shortcut path") }
         if !(equalizeAlpha > 0 && equalizeAlpha <= 1) { throw ValidationError("--equalize-alpha: within (0, 1]") }
         if calibrationSamples < 1 { throw ValidationError("--calibration-samples must be at least 1") }
         if !(32...1024).contains(inputSize) || inputSize % 32 != 0 { throw ValidationError("--input-size: a multiple of 32 within 32...1024") }
@@ -97,6 +101,7 @@ struct ConvertCommand: ParsableCommand {
         options.biasCorrection = !noBiasCorrection
         options.tolerance = tolerance
         options.wideShortcut = !noWideShortcut
+        options.activationBits = activationBits.candidates
         options.calibrationSamples = calibrationSamples
         options.weightRounding = weightRounding.candidates
         options.equalization = equalize.candidates
@@ -127,7 +132,8 @@ struct ConvertCommand: ParsableCommand {
     static func text(_ r: ConversionReport, out: String) -> String {
         var lines: [String] = []
         for w in r.warnings { lines.append("WARNING: \(w)") }
-        lines.append("wrote \(out): \(r.layout.rawValue) ResNet18, \(r.classNames.count) classes, int8")
+        lines.append("wrote \(out): \(r.layout.rawValue) ResNet18, \(r.classNames.count) classes, int8"
+                     + ((r.calibration.activationBits ?? 8) == 8 ? "" : " weights, \(r.calibration.activationBits!)-bit activations"))
         // "name error" pairs in name order (candidate names contain commas, hence the separator).
         func errors(_ e: [String: Double], separator: String) -> String {
             e.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: separator)
@@ -137,6 +143,11 @@ struct ConvertCommand: ParsableCommand {
         lines.append("weights: \(r.calibration.weightRounding ?? WeightRounding.nearest.rawValue)"
                      + (r.calibration.channelEqualization == true ? ", channels equalised" : "")
                      + (r.calibration.weightCandidateErrors.map { " (chosen by output error: \(errors($0, separator: "; ")))" } ?? ""))
+        if let bits = r.calibration.activationBitErrors {
+            lines.append("activations: \(r.calibration.activationBits ?? 8) bits (largest |dp| on the held-out slices: "
+                         + bits.sorted { Int($0.key)! < Int($1.key)! }.map { "\($0.key) bits \(String(format: "%.4f", $0.value))" }
+                            .joined(separator: ", ") + ")")
+        }
         if let perTensor = r.calibration.perTensorMethods {
             lines.append("per-tensor refinement: " + (perTensor.isEmpty ? "no tensor does better with another method"
                 : perTensor.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
@@ -162,6 +173,19 @@ enum RoundingChoice: String, ExpressibleByArgument {
     case auto, nearest, gptq
 
     var candidates: [WeightRounding] { WeightRounding(rawValue: rawValue).map { [$0] } ?? WeightRounding.allCases }
+}
+
+/// `--activation-bits`: 8, 12, or auto (8, and 12 when 8 misses the aim).
+enum BitsChoice: String, ExpressibleByArgument {
+    case auto, eight = "8", twelve = "12"
+
+    var candidates: [Int] {
+        switch self {
+        case .auto: [8, 12]
+        case .eight: [8]
+        case .twelve: [12]
+        }
+    }
 }
 
 /// `--equalize`: on, off, or auto (both tried, the better kept).

@@ -232,13 +232,25 @@ public enum ModelConverter {
                 + "\(String(format: "%.5f", r.logitError)) on \(selection.count) slices")
         }
 
-        // Every combination asked for is built and measured with min-max activations; the best goes on (built
-        // and measured one at a time: each holds a copy of the network and its statistics).
+        guard !options.activationBits.isEmpty, Set(options.activationBits).isSubset(of: QuantParams.supportedBits) else {
+            throw ConversionError("activation widths must be among \(QuantParams.supportedBits.map(String.init).joined(separator: ", ")) bits")
+        }
+        let fineTried = options.activationBits.contains(12) && options.wideShortcut
+        let bytesTried = options.activationBits.contains(8)
+        guard fineTried || bytesTried else {
+            throw ConversionError("12-bit activations need the int16 shortcut path (drop --no-wide-shortcut)")
+        }
+
+        let widths = (bytesTried ? [8] : []) + (fineTried ? [12] : [])
+        // Every combination asked for is built and measured with min-max activations of each width tried; the
+        // best per width goes on (built and measured one at a time: each holds a copy of the network and its
+        // statistics; at most one kept per width). A candidate chosen for bytes need not be the best under 12 bits:
+        // equalisation pays where byte rounding dominates.
         let combinations = options.equalization.flatMap { e in options.weightRounding.map { (equalized: e, rounding: $0) } }
         guard !combinations.isEmpty else { throw ConversionError("no weight rounding or equalisation choice to try") }
-        var kept: Candidate?
-        var candidateErrors: [String: Double] = [:]
-        var bestCandidate: (error: Double, logitError: Double) = (.infinity, .infinity)
+        var kept: [Int: Candidate] = [:]
+        var candidateErrors: [Int: [String: Double]] = [:]
+        var bestCandidate: [Int: (error: Double, logitError: Double)] = [:]
         var equalized: (parameters: ResNet18Parameters, stats: ActivationStatistics)?
         for (equalize, rounding) in combinations {
             var p = parameters, s = stats
@@ -256,34 +268,25 @@ public enum ModelConverter {
                 ? try LayerHessians.integers(p, calibration: calibration, damp: options.gptqDamp, threads: options.threads, log: log) : [:]
             let c = Candidate(equalized: equalize, rounding: rounding, parameters: p, stats: s, integers: integers, options: options)
             guard combinations.count > 1 else {
-                kept = c
+                for bits in widths { kept[bits] = c }
                 break
             }
-            let result = measure(c, s.parameters(.minMax, names: names))
             let label = "\(rounding.rawValue)\(equalize ? ", equalised" : "")"
-            candidateErrors[label] = result.error
-            logMeasured("weights \(label)", result)
-            if better(result, than: bestCandidate) {
-                bestCandidate = result
-                kept = c
+            for bits in widths {
+                let result = measure(c, s.parameters(.minMax, names: names, bits: bits))
+                candidateErrors[bits, default: [:]][label] = result.error
+                logMeasured("weights \(label), \(bits)-bit activations", result)
+                if better(result, than: bestCandidate[bits] ?? (.infinity, .infinity)) {
+                    bestCandidate[bits] = result
+                    kept[bits] = c
+                }
             }
         }
         equalized = nil
-        let chosenCandidate = kept!
-        let chosenParameters = chosenCandidate.parameters
-        stats = chosenCandidate.stats
-        let integers = chosenCandidate.integers
-        let means = chosenCandidate.means, wide = chosenCandidate.wide
-        func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) { measure(chosenCandidate, activations) }
-
-        guard !options.activationBits.isEmpty, Set(options.activationBits).isSubset(of: QuantParams.supportedBits) else {
-            throw ConversionError("activation widths must be among \(QuantParams.supportedBits.map(String.init).joined(separator: ", ")) bits")
-        }
-        let fineTried = options.activationBits.contains(12) && options.wideShortcut
-        let bytesTried = options.activationBits.contains(8)
-        guard fineTried || bytesTried else {
-            throw ConversionError("12-bit activations need the int16 shortcut path (drop --no-wide-shortcut)")
-        }
+        // The byte candidate goes through method selection; the 12-bit one is used only if bytes miss the aim.
+        let byteCandidate = kept[8] ?? kept[12]!
+        stats = byteCandidate.stats
+        func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) { measure(byteCandidate, activations) }
 
         // Choose the calibration method of byte activations by measured output error (12-bit ones take min-max
         // ranges: their step is fine enough that clipping does not pay, docs/converting.md).
@@ -321,8 +324,8 @@ public enum ModelConverter {
             log("  per-tensor refinement: \(refined.count) of \(names.count) tensors changed, mean |p_int8 - p_float| = \(String(format: "%.6f", best.error))"
                 + (refined.isEmpty ? "" : " (" + refined.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
         }
-        func build(_ activations: [String: QuantParams]) -> QuantizedResNet18 {
-            let network = WeightQuantizer.network(chosenParameters, activations: activations, wide: wide, inputMeans: means, integers: integers)
+        func build(_ c: Candidate, _ activations: [String: QuantParams]) -> QuantizedResNet18 {
+            let network = WeightQuantizer.network(c.parameters, activations: activations, wide: c.wide, inputMeans: c.means, integers: c.integers)
             guard options.biasCorrection else { return network }
             // The shift is a mean over slices: estimated on every calibration slice, not only the selection's.
             let uncorrected = Int8ResNet18(network)
@@ -347,8 +350,9 @@ public enum ModelConverter {
         var bitErrors: [String: Double] = [:]
         var network: QuantizedResNet18
         var aim: ConversionReport.SetAgreement?
+        var chosenCandidate = byteCandidate
         if bytesTried {
-            network = build(activations)
+            network = build(byteCandidate, activations)
             if fineTried {
                 aim = aimAgreement(Int8ResNet18(network))
                 bitErrors["8"] = worst(aim!)
@@ -356,20 +360,24 @@ public enum ModelConverter {
                     + "\(heldOut.isEmpty ? "calibration" : "held-out") slices (aim \(options.tolerance))")
             }
         } else {
-            network = build(stats.parameters(.minMax, names: names, bits: 12))
+            network = build(byteCandidate, byteCandidate.stats.parameters(.minMax, names: names, bits: 12))
         }
         if bytesTried && fineTried && bitErrors["8"]! > options.tolerance {
-            let fine = build(stats.parameters(.minMax, names: names, bits: 12))
+            let fineCandidate = kept[12]!
+            let fine = build(fineCandidate, fineCandidate.stats.parameters(.minMax, names: names, bits: 12))
             let fineAim = aimAgreement(Int8ResNet18(fine))
             bitErrors["12"] = worst(fineAim)
             log("  12-bit activations: max |p_int8 - p_float| = \(String(format: "%.4f", bitErrors["12"]!))")
             if bitErrors["12"]! < bitErrors["8"]! {
                 network = fine
                 aim = fineAim
+                chosenCandidate = fineCandidate
             }
         }
+        kept = [:]
         let fineChosen = network.activationBits == 12
         if fineChosen { chosen = .minMax }
+        let chosenParameters = chosenCandidate.parameters
         let int8 = Int8ResNet18(network)
 
         // Report: per-layer SQNR on the first selection slices, agreement on both sets.
@@ -394,7 +402,7 @@ public enum ModelConverter {
                                          heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil,
                                          perTensorMethods: options.method == nil && !fineChosen ? refined : nil,
                                          weightRounding: chosenCandidate.rounding.rawValue, channelEqualization: chosenCandidate.equalized,
-                                         weightCandidateErrors: candidateErrors.isEmpty ? nil : candidateErrors,
+                                         weightCandidateErrors: candidateErrors[network.activationBits],
                                          activationBits: network.activationBits, activationBitErrors: bitErrors.isEmpty ? nil : bitErrors)
         var card = options.modelCard
         if summary.synthetic { card += " " + syntheticWarning + "." }

@@ -50,6 +50,16 @@ import Testing
                 let sr = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: strictReport))) as? [String: Any])
                 #expect((sr["warnings"] as? [String])?.filter { $0.contains("int8 differs from float") }.count == 2)
                 #expect(FileManager.default.fileExists(atPath: strictModel))
+                // Bytes miss a zero tolerance, so 12-bit activations were built too and the closer of the two kept
+                // (a format version 3 file when 12 bits won); it loads and scores.
+                let sm = try ModelFile.load(path: strictModel)
+                let bitErrors = try #require(sm.metadata.calibration.activationBitErrors)
+                #expect(bitErrors.keys.sorted() == ["12", "8"])
+                #expect(sm.network.activationBits == (bitErrors["12"]! < bitErrors["8"]! ? 12 : 8))
+                #expect(sm.metadata.calibration.activationBits == sm.network.activationBits)
+                #expect(strict.stdout.contains("activations: \(sm.network.activationBits) bits"))
+                let fine = try ichd("infer", "--model", strictModel, "--image", dir.file("cal/series-001/012.dcm"), "--json")
+                #expect(fine.status == 0, "\(fine.stderr)")
             }
             let loaded = try ModelFile.load(path: model)
             #expect(loaded.metadata.head == layout && loaded.metadata.classNames == ["any", "other"])
@@ -62,6 +72,9 @@ import Testing
             let chosenError = calibration.weightCandidateErrors?["\(calibration.weightRounding ?? "")\(calibration.channelEqualization == true ? ", equalised" : "")"]
             #expect(chosenError == calibration.weightCandidateErrors?.values.min())
             #expect(run.stdout.contains("weights: \(calibration.weightRounding ?? "?")"))
+            // 12-bit activations are built only when bytes miss the aim (0.02) on the held-out slices.
+            let bitErrors = try #require(calibration.activationBitErrors)
+            #expect((bitErrors["12"] == nil) == (bitErrors["8"]! <= 0.02))
 
             // int8 and float on one real slice through each model's preprocessing; CAM files written.
             let slice = dir.file("cal/series-001/012.dcm")

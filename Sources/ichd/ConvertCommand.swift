@@ -138,8 +138,12 @@ struct ConvertCommand: ParsableCommand {
         func errors(_ e: [String: Double], separator: String) -> String {
             e.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: separator)
         }
-        lines.append("calibration: \(r.calibration.method) (chosen by output error: \(errors(r.calibration.methodErrors, separator: ", "))), "
-                     + "\(r.calibration.samples) slices from \(r.calibration.source)")
+        let fine = (r.calibration.activationBits ?? 8) != 8
+        let methods = r.calibration.methodErrors.isEmpty ? "" : errors(r.calibration.methodErrors, separator: ", ")
+        lines.append("calibration: \(r.calibration.method)"
+                     + (fine ? " ranges for 12-bit activations" + (methods.isEmpty ? "" : " (for bytes the methods measured: \(methods))")
+                             : " (chosen by output error: \(methods))")
+                     + ", \(r.calibration.samples) slices from \(r.calibration.source)")
         lines.append("weights: \(r.calibration.weightRounding ?? WeightRounding.nearest.rawValue)"
                      + (r.calibration.channelEqualization == true ? ", channels equalised" : "")
                      + (r.calibration.weightCandidateErrors.map { " (chosen by output error: \(errors($0, separator: "; ")))" } ?? ""))

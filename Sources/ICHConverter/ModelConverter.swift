@@ -289,7 +289,7 @@ public enum ModelConverter {
         func measure(_ activations: [String: QuantParams]) -> (error: Double, logitError: Double) { measure(byteCandidate, activations) }
 
         // Choose the calibration method of byte activations by measured output error (12-bit ones take min-max
-        // ranges: their step is fine enough that clipping does not pay, docs/converting.md).
+        // ranges unless --method forces another: their step is fine enough that clipping does not pay, docs/converting.md).
         var methodErrors: [String: Double] = [:]
         var chosen = options.method ?? .minMax
         var best: (error: Double, logitError: Double) = (.infinity, .infinity)
@@ -347,6 +347,8 @@ public enum ModelConverter {
         }
         func worst(_ set: ConversionReport.SetAgreement) -> Double { set.classes.map(\.maxAbsDifference).max() ?? 0 }
         // Bytes first; 12-bit activations (twice the convolution work) when bytes miss the aim and 12 bits come closer.
+        // (12-bit ranges: min-max unless a method is forced.)
+        let fineMethod = options.method ?? .minMax
         var bitErrors: [String: Double] = [:]
         var network: QuantizedResNet18
         var aim: ConversionReport.SetAgreement?
@@ -360,11 +362,11 @@ public enum ModelConverter {
                     + "\(heldOut.isEmpty ? "calibration" : "held-out") slices (aim \(options.tolerance))")
             }
         } else {
-            network = build(byteCandidate, byteCandidate.stats.parameters(.minMax, names: names, bits: 12))
+            network = build(byteCandidate, byteCandidate.stats.parameters(fineMethod, names: names, bits: 12))
         }
         if bytesTried && fineTried && bitErrors["8"]! > options.tolerance {
             let fineCandidate = kept[12]!
-            let fine = build(fineCandidate, fineCandidate.stats.parameters(.minMax, names: names, bits: 12))
+            let fine = build(fineCandidate, fineCandidate.stats.parameters(fineMethod, names: names, bits: 12))
             let fineAim = aimAgreement(Int8ResNet18(fine))
             bitErrors["12"] = worst(fineAim)
             log("  12-bit activations: max |p_int8 - p_float| = \(String(format: "%.4f", bitErrors["12"]!))")
@@ -376,7 +378,7 @@ public enum ModelConverter {
         }
         kept = [:]
         let fineChosen = network.activationBits == 12
-        if fineChosen { chosen = .minMax }
+        if fineChosen { chosen = fineMethod }
         let chosenParameters = chosenCandidate.parameters
         let int8 = Int8ResNet18(network)
 

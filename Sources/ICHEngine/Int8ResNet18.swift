@@ -95,29 +95,21 @@ public struct Int8ResNet18: Sendable {
         private var planesCapacity = 1, highCapacity = 1
 
         func reserveFine(planes bytes: Int, high count: Int) {
-            if bytes > planesCapacity {
-                planes.deallocate()
-                planes = .allocate(capacity: bytes)
-                planesCapacity = bytes
-            }
-            if count > highCapacity {
-                high.deallocate()
-                high = .allocate(capacity: count)
-                highCapacity = count
-            }
+            Self.grow(&planes, &planesCapacity, to: bytes)
+            Self.grow(&high, &highCapacity, to: count)
         }
 
         func reserve(acc count: Int, scratch bytes: Int) {
-            if count > accCapacity {
-                acc.deallocate()
-                acc = .allocate(capacity: count)
-                accCapacity = count
-            }
-            if bytes > scratchCapacity {
-                scratch.deallocate()
-                scratch = .allocate(capacity: bytes)
-                scratchCapacity = bytes
-            }
+            Self.grow(&acc, &accCapacity, to: count)
+            Self.grow(&scratch, &scratchCapacity, to: bytes)
+        }
+
+        /// Replaces `buffer` by one of `count` elements when it holds fewer (contents not kept).
+        private static func grow<T>(_ buffer: inout UnsafeMutablePointer<T>, _ capacity: inout Int, to count: Int) {
+            guard count > capacity else { return }
+            buffer.deallocate()
+            buffer = .allocate(capacity: count)
+            capacity = count
         }
 
         deinit {

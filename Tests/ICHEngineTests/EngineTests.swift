@@ -92,15 +92,20 @@ enum Networks {
     @Test(arguments: [(WeightLayout.torchvision, UInt64(11)), (.fastai, 11), (.torchvision, 31), (.fastai, 77)])
     func wideShortcutTracksFloatMoreClosely(_ layout: WeightLayout, seed: UInt64) throws {
         let p = try Networks.parameters(layout, classes: 6, seed: seed)
-        let float = FloatResNet18(p)
-        let bytes = Int8ResNet18(Networks.quantized(p)), wide = Int8ResNet18(Networks.quantized(p, wide: true))
-        var byteError = 0.0, wideError = 0.0
+        let (byteError, wideError) = Self.summedLogitErrors(p, Networks.quantized(p), Networks.quantized(p, wide: true))
+        #expect(wideError < 0.95 * byteError, "summed |logit difference| with int16 shortcut \(wideError), bytes \(byteError)")
+    }
+
+    /// Summed |logit difference| from float of two int8 versions of `p` over the shared inputs.
+    static func summedLogitErrors(_ p: ResNet18Parameters, _ a: QuantizedResNet18, _ b: QuantizedResNet18) -> (Double, Double) {
+        let float = FloatResNet18(p), first = Int8ResNet18(a), second = Int8ResNet18(b)
+        var errors = (0.0, 0.0)
         for x in Networks.inputs {
             let f = float.run(x).logits
-            byteError += zip(bytes.run(x).logits, f).map { Double(abs($0 - $1)) }.reduce(0, +)
-            wideError += zip(wide.run(x).logits, f).map { Double(abs($0 - $1)) }.reduce(0, +)
+            errors.0 += zip(first.run(x).logits, f).map { Double(abs($0 - $1)) }.reduce(0, +)
+            errors.1 += zip(second.run(x).logits, f).map { Double(abs($0 - $1)) }.reduce(0, +)
         }
-        #expect(wideError < 0.95 * byteError, "summed |logit difference| with int16 shortcut \(wideError), bytes \(byteError)")
+        return errors
     }
 
     /// 12-bit convolution inputs (a 16 times finer step) bring the int8 logits closer to float on every random
@@ -109,14 +114,7 @@ enum Networks {
     @Test(arguments: [(WeightLayout.torchvision, UInt64(11)), (.fastai, 11), (.torchvision, 31), (.fastai, 77)])
     func fineActivationsTrackFloatMoreClosely(_ layout: WeightLayout, seed: UInt64) throws {
         let p = try Networks.parameters(layout, classes: 6, seed: seed)
-        let float = FloatResNet18(p)
-        let bytes = Int8ResNet18(Networks.quantized(p, wide: true)), fine = Int8ResNet18(Networks.quantized(p, wide: true, bits: 12))
-        var byteError = 0.0, fineError = 0.0
-        for x in Networks.inputs {
-            let f = float.run(x).logits
-            byteError += zip(bytes.run(x).logits, f).map { Double(abs($0 - $1)) }.reduce(0, +)
-            fineError += zip(fine.run(x).logits, f).map { Double(abs($0 - $1)) }.reduce(0, +)
-        }
+        let (byteError, fineError) = Self.summedLogitErrors(p, Networks.quantized(p, wide: true), Networks.quantized(p, wide: true, bits: 12))
         #expect(fineError < 0.9 * byteError, "summed |logit difference| with 12-bit activations \(fineError), bytes \(byteError)")
     }
 

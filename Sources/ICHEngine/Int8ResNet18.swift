@@ -122,6 +122,8 @@ public struct Int8ResNet18: Sendable {
     }
 
     public var threads: Int { pool.count }
+    /// 8, or 12 for a model whose convolutions read 12-bit activations (two byte-kernel passes each).
+    public var activationBits: Int { model.activationBits }
     public var kernel: ConvKernel { packed.values.first?.kind ?? .native }
     /// The convolutions that run as Winograd F(2x2, 3x3) when the input shape allows.
     public var winogradLayers: [String] { winograd.keys.sorted() }

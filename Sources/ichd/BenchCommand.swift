@@ -178,7 +178,7 @@ extension BenchCommand {
         let layers: [(String, Double, Int)] = order.map { ($0, Summary(layerTimes[$0]!).median, layerMACs[$0]!) }
         if json {
             let object: [String: Any] = [
-                "stage": "engine", "model": path, "engine": "int8", "kernel": kernel.rawValue, "winograd_layers": engine.winogradLayers, "runs": runs, "threads": threads,
+                "stage": "engine", "model": path, "engine": "int8", "activation_bits": engine.activationBits, "kernel": kernel.rawValue, "winograd_layers": engine.winogradLayers, "runs": runs, "threads": threads,
                 "input_size": input.height, "min_ms": total.min, "median_ms": total.median, "p99_ms": total.p99,
                 "gmacs_per_s": gmacs, "macs": macs, "peak_rss_mib": rss, "load_ms": Self.ms(loaded - start),
                 "first_result_ms": Self.ms(firstResult),
@@ -189,6 +189,9 @@ extension BenchCommand {
             return
         }
         print("stage engine, \(path), int8 (\(kernel.rawValue) kernel), \(input.height)x\(input.width) input, \(runs) runs, \(threads) thread(s)")
+        if engine.activationBits != 8 {
+            print("  \(engine.activationBits)-bit activations: each convolution runs the byte kernels twice (GMAC/s count its own multiply-adds once)")
+        }
         if !engine.winogradLayers.isEmpty { print("  Winograd F(2x2, 3x3) where the shape allows: \(engine.winogradLayers.joined(separator: ", "))") }
         print(String(format: "  total    min %.2f ms  median %.2f ms  p99 %.2f ms  %.2f GMAC/s (%.3f GMAC)",
                      total.min, total.median, total.p99, gmacs, Double(macs) / 1e9))

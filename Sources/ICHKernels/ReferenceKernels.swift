@@ -111,14 +111,14 @@ public enum ReferenceKernels {
                                                                                           _ span: Range<Int>, _ residual: R,
                                                                                           _ target: T) {
         for o in 0..<channels {
-            let base = o * plane
+            let base = o * plane, a = acc.channel(o)
             var j = span.lowerBound
             while j + 8 <= span.upperBound {
-                target.store8(acc.values8(channel: o, at: j), residual: residual.values8(at: base + j), channel: o, at: base + j, R.self)
+                target.store8(a.values8(at: j), residual: residual.values8(at: base + j), channel: o, at: base + j, R.self)
                 j += 8
             }
             for j in j..<span.upperBound {
-                target.store(acc.value(channel: o, at: j), residual: residual.value(at: base + j), channel: o, at: base + j, R.self)
+                target.store(a.value(at: j), residual: residual.value(at: base + j), channel: o, at: base + j, R.self)
             }
         }
     }

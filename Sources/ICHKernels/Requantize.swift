@@ -110,32 +110,47 @@ struct NarrowResidual<Element: FixedWidthInteger & UnsignedInteger & SIMDScalar>
 /// Where a requantisation's accumulators come from: one Int32 plane (`Accumulators`), or the two passes of a
 /// convolution over a 12-bit input (`SplitAccumulators`). Both hand over Float(acc) of the exact accumulator.
 protocol AccumulatorLoad {
-    /// Float(acc) of channel `o` at (absolute) pixel `j`.
-    func value(channel o: Int, at j: Int) -> Float
-    func values8(channel o: Int, at j: Int) -> SIMD8<Float>
+    /// The same accumulators seen from channel `o` (the loop's per-channel offset, taken once per channel).
+    func channel(_ o: Int) -> Self
+    /// Float(acc) at (absolute) pixel `j` of the channel.
+    func value(at j: Int) -> Float
+    func values8(at j: Int) -> SIMD8<Float>
 }
 
-/// Accumulators of pixels `first`... with `count` per channel.
+/// Accumulators of pixels `first`... with `count` per channel: pixel j of channel o at acc[o x count + j - first].
 struct Accumulators: AccumulatorLoad {
-    let acc: UnsafePointer<Int32>
-    let first: Int, count: Int
-    @inline(__always) func value(channel o: Int, at j: Int) -> Float { Float(acc[o &* count &+ j &- first]) }
-    @inline(__always) func values8(channel o: Int, at j: Int) -> SIMD8<Float> {
-        SIMD8<Float>(UnsafeRawPointer(acc + (o &* count &+ j &- first)).loadUnaligned(as: SIMD8<Int32>.self))
+    /// Pixel 0 of the current channel (may point before the buffer: only pixels first... are read).
+    let origin: UnsafePointer<Int32>
+    let count: Int
+
+    init(acc: UnsafePointer<Int32>, first: Int, count: Int) {
+        origin = acc - first
+        self.count = count
+    }
+
+    private init(origin: UnsafePointer<Int32>, count: Int) {
+        self.origin = origin
+        self.count = count
+    }
+
+    @inline(__always) func channel(_ o: Int) -> Accumulators { Accumulators(origin: origin + o * count, count: count) }
+    @inline(__always) func value(at j: Int) -> Float { Float(origin[j]) }
+    @inline(__always) func values8(at j: Int) -> SIMD8<Float> {
+        SIMD8<Float>(UnsafeRawPointer(origin + j).loadUnaligned(as: SIMD8<Int32>.self))
     }
 }
 
 /// acc = 2^FineActivations.lowBits x high + low, in Int64 (the sum can pass Int32 for deep layers).
 struct SplitAccumulators: AccumulatorLoad {
     let high: Accumulators, low: Accumulators
-    @inline(__always) func exact(channel o: Int, at j: Int) -> Int64 {
-        Int64(high.acc[o &* high.count &+ j &- high.first]) &<< Int64(FineActivations.lowBits)
-            &+ Int64(low.acc[o &* low.count &+ j &- low.first])
+    @inline(__always) func channel(_ o: Int) -> SplitAccumulators { SplitAccumulators(high: high.channel(o), low: low.channel(o)) }
+    @inline(__always) func exact(at j: Int) -> Int64 {
+        Int64(high.origin[j]) &<< Int64(FineActivations.lowBits) &+ Int64(low.origin[j])
     }
-    @inline(__always) func value(channel o: Int, at j: Int) -> Float { Float(exact(channel: o, at: j)) }
-    @inline(__always) func values8(channel o: Int, at j: Int) -> SIMD8<Float> {
+    @inline(__always) func value(at j: Int) -> Float { Float(exact(at: j)) }
+    @inline(__always) func values8(at j: Int) -> SIMD8<Float> {
         var v = SIMD8<Float>()
-        for k in 0..<8 { v[k] = Float(exact(channel: o, at: j &+ k)) }
+        for k in 0..<8 { v[k] = Float(exact(at: j &+ k)) }
         return v
     }
 }

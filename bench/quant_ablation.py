@@ -56,19 +56,21 @@ class Int8Simulation:
         self.t = tensors
         self.folded = folded or {}  # layer name -> (float weight, float bias): weights left unquantised
         self.float_weights = set()
-        self.activation_bits = 8  # what-if: the byte activations on a finer grid (--activation-bits)
+        self.activation_bits = None  # what-if: the activations on another grid (--activation-bits); None: the file's
         self.wide_headroom = 4  # what-if: the int16 path's headroom (--wide-headroom)
 
     def quant(self, name, x, relu):
         if name in self.exact:
             return F.relu(x) if relu else x
         p = self.acts[name]
-        if self.activation_bits != 8:
-            # The same range on a finer grid: (2^bits - 1) steps instead of 255, zero still exact.
-            f = (2 ** self.activation_bits - 1) / 255
+        own = p.get("bits", 8)  # format version 3 files carry 12-bit activations
+        bits = self.activation_bits or own
+        if bits != 8 or own != 8:
+            # The file's range on a grid of (2^bits - 1) steps (its own: 255 or 4095), zero still exact.
+            f = (2 ** bits - 1) / (2 ** own - 1)
             z = round(p["zero_point"] * f)
             step = p["scale"] / f
-            return step * (torch.clamp(torch.round(x / step) + z, 0, 2 ** self.activation_bits - 1) - z)
+            return step * (torch.clamp(torch.round(x / step) + z, 0, 2 ** bits - 1) - z)
         return u8_round_trip(x, p["scale"], p["zero_point"])
 
     def quant_wide(self, name, x, relu):
@@ -245,8 +247,8 @@ def main():
                          "the sigmoid is steep and the largest probability differences occur")
     ap.add_argument("--only", nargs="*", metavar="VARIANT", help="run only these variants (names as printed)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--activation-bits", type=int, default=8,
-                    help="what-if: the byte activations rounded to this many bits over the same range (not what any engine runs)")
+    ap.add_argument("--activation-bits", type=int, default=None,
+                    help="what-if: the activations rounded to this many bits over the file's ranges (default: the file's own, 8 or 12)")
     ap.add_argument("--wide-headroom", type=float, default=4,
                     help="what-if: the int16 path's scales cover this many times calibration's largest magnitude (the converter: 4)")
     args = ap.parse_args()

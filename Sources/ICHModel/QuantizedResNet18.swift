@@ -249,19 +249,47 @@ public enum WeightQuantizer {
         }
     }
 
-    /// Returns (q, scale) with q each weight rounded to the nearest step of its row's `scales`.
-    public static func quantize(_ w: [Float], rows: Int) -> (values: [Int8], scales: [Float]) {
-        let per = w.count / rows, s = scales(w, rows: rows)
+    /// Returns (q, scale) with q each weight rounded to the nearest step of its row's scale (`scales`, or the
+    /// given ones).
+    public static func quantize(_ w: [Float], rows: Int, scales given: [Float]? = nil) -> (values: [Int8], scales: [Float]) {
+        let per = w.count / rows, s = given ?? scales(w, rows: rows)
         let q = w.indices.map { Int8(min(max((w[$0] / s[$0 / per]).rounded(.toNearestOrEven), -127), 127)) }
         return (q, s)
+    }
+
+    /// The largest bias an int32 accumulator starts from, in its units (inputScale x weightScale): beyond it the
+    /// bias is clamped (`bias`).
+    public static let biasLimit = Double(1 << 30)
+
+    /// Each row's grid for a layer with bias `b` reading inputs of `inputScale`: `scales`, widened where the
+    /// bias would pass `biasLimit` units, to put it at half the limit (room for bias correction's shift). A
+    /// channel whose weights are negligible beside its bias (nearly dead after BatchNorm folding) then keeps its
+    /// bias, and its weights round on a coarser grid, instead of the bias being clamped. (The accumulator still
+    /// has room: a start of 2^30 plus 4608 x 255 x 127 stays below 2^31.) Inputs of 12 bits make the units 16
+    /// times smaller: one such channel of the bundled model sits at 0.51 of the limit with bytes, and with 12
+    /// bits its bias had been clamped to an eighth (the trained models' 12-bit logits moved: docs/converting.md).
+    public static func grid(_ w: [Float], rows: Int, bias b: [Float], inputScale: Float) -> [Float] {
+        zip(scales(w, rows: rows), b).map { s, bias in
+            let units = Double(abs(bias)) / Double(inputScale)
+            return units / Double(s) > biasLimit ? Float(units / (biasLimit / 2)) : s
+        }
     }
 
     /// Bias in accumulator units (inputScale x weightScale), clamped to what an int32 accumulator can start from.
     public static func bias(_ b: [Float], inputScale: Float, weightScales: [Float]) -> [Int32] {
         zip(b, weightScales).map { bias, ws in
             let v = (Double(bias) / (Double(inputScale) * Double(ws))).rounded(.toNearestOrEven)
-            return Int32(min(max(v, -Double(1 << 30)), Double(1 << 30)))
+            return Int32(min(max(v, -biasLimit), biasLimit))
         }
+    }
+
+    /// `integers` (rounded on `scales`' grid by another method) where a row kept that grid, else each weight
+    /// rounded to nearest on `grid`.
+    static func rounded(_ w: [Float], rows: Int, grid: [Float], integers: [Int8]?) -> [Int8] {
+        let nearest = quantize(w, rows: rows, scales: grid).values
+        guard let integers else { return nearest }
+        let per = w.count / rows, base = scales(w, rows: rows)
+        return w.indices.map { grid[$0 / per] == base[$0 / per] ? integers[$0] : nearest[$0] }
     }
 
     /// Bias correction (Nagel et al., 2019): quantising weights moves each output's expectation by
@@ -285,7 +313,8 @@ public enum WeightQuantizer {
     /// nil: each to its nearest step.
     public static func conv(_ p: ConvParameters, inputScale: Float, inputMeans: [Float]? = nil, integers: [Int8]? = nil) -> QuantizedConv {
         precondition(integers.map { $0.count == p.weights.count } ?? true)
-        let (w, s) = integers.map { ($0, scales(p.weights, rows: p.outChannels)) } ?? quantize(p.weights, rows: p.outChannels)
+        let s = grid(p.weights, rows: p.outChannels, bias: p.bias, inputScale: inputScale)
+        let w = rounded(p.weights, rows: p.outChannels, grid: s, integers: integers)
         let b = correctedBias(p.bias, weights: p.weights, quantized: w, scales: s, inputMeans: inputMeans, inChannels: p.inChannels)
         return QuantizedConv(outChannels: p.outChannels, inChannels: p.inChannels, kernel: p.kernel, stride: p.stride,
                              padding: p.padding, weights: w, weightScales: s, bias: bias(b, inputScale: inputScale, weightScales: s))
@@ -293,7 +322,8 @@ public enum WeightQuantizer {
 
     public static func linear(_ p: LinearParameters, inputScale: Float, inputMeans: [Float]? = nil, integers: [Int8]? = nil) -> QuantizedLinear {
         precondition(integers.map { $0.count == p.weights.count } ?? true)
-        let (w, s) = integers.map { ($0, scales(p.weights, rows: p.outFeatures)) } ?? quantize(p.weights, rows: p.outFeatures)
+        let s = grid(p.weights, rows: p.outFeatures, bias: p.bias, inputScale: inputScale)
+        let w = rounded(p.weights, rows: p.outFeatures, grid: s, integers: integers)
         let b = correctedBias(p.bias, weights: p.weights, quantized: w, scales: s, inputMeans: inputMeans, inChannels: p.inFeatures)
         return QuantizedLinear(outFeatures: p.outFeatures, inFeatures: p.inFeatures, weights: w, weightScales: s,
                                bias: bias(b, inputScale: inputScale, weightScales: s))

@@ -151,3 +151,24 @@ import Testing
         }
     }
 }
+
+@Suite struct WeightGridTests {
+    /// A channel whose weights are negligible beside its bias (BatchNorm-folded, nearly dead) keeps its bias:
+    /// its grid widens to put the bias at half the accumulator's limit, instead of the bias being clamped to
+    /// a fraction of itself (12-bit inputs make the units 16 times smaller, which pushed one such channel of the
+    /// bundled model past the limit). Other channels keep max |w| / 127 and, when given, their integers.
+    @Test func biasBeyondTheAccumulatorWidensOnlyItsChannelsGrid() {
+        let w: [Float] = [0.5, -0.25, 0.125, 0.1] + [1e-9, -2e-9, 0, 1e-9]
+        let p = ConvParameters(outChannels: 2, inChannels: 4, kernel: 1, stride: 1, padding: 0, weights: w, bias: [0.1, 0.5])
+        let inputScale: Float = 1e-3
+        for integers in [nil, [127, -64, 32, 25, 1, -2, 0, 1] as [Int8]] {
+            let q = WeightQuantizer.conv(p, inputScale: inputScale, integers: integers)
+            #expect(q.weightScales[0] == 0.5 / 127)
+            #expect(Array(q.weights[0..<4]) == (integers.map { Array($0[0..<4]) } ?? [127, -64, 32, 25]))
+            #expect(q.weights[4...].allSatisfy { $0 == 0 })
+            #expect(q.bias.allSatisfy { Double(abs($0)) <= WeightQuantizer.biasLimit / 2 * (1 + 1e-6) })  // (the scale is a Float)
+            let restored = Double(q.bias[1]) * Double(inputScale) * Double(q.weightScales[1])
+            #expect(abs(restored - 0.5) < 1e-6, "channel 1's bias comes back as \(restored)")
+        }
+    }
+}

@@ -346,9 +346,13 @@ public enum ModelConverter {
                             : agreement(int8: int8, inputs: heldOut, floatProbabilities: floatHeldOut, classes: classes, thresholds: thresholds)
         }
         func worst(_ set: ConversionReport.SetAgreement) -> Double { set.classes.map(\.maxAbsDifference).max() ?? 0 }
-        // Bytes first; 12-bit activations (twice the convolution work) when bytes miss the aim and 12 bits come closer.
-        // (12-bit ranges: min-max unless a method is forced.)
+        // Bytes first; 12-bit activations (twice the convolution work) when bytes miss the aim and 12 bits come closer,
+        // from the best candidate under 12 bits (ranges: min-max unless a method is forced).
         let fineMethod = options.method ?? .minMax
+        func buildFine() -> QuantizedResNet18 {
+            let c = kept[12]!
+            return build(c, c.stats.parameters(fineMethod, names: names, bits: 12))
+        }
         var bitErrors: [String: Double] = [:]
         var network: QuantizedResNet18
         var aim: ConversionReport.SetAgreement?
@@ -362,18 +366,17 @@ public enum ModelConverter {
                     + "\(heldOut.isEmpty ? "calibration" : "held-out") slices (aim \(options.tolerance))")
             }
         } else {
-            network = build(byteCandidate, byteCandidate.stats.parameters(fineMethod, names: names, bits: 12))
+            network = buildFine()  // (byteCandidate is then kept[12])
         }
         if bytesTried && fineTried && bitErrors["8"]! > options.tolerance {
-            let fineCandidate = kept[12]!
-            let fine = build(fineCandidate, fineCandidate.stats.parameters(fineMethod, names: names, bits: 12))
+            let fine = buildFine()
             let fineAim = aimAgreement(Int8ResNet18(fine))
             bitErrors["12"] = worst(fineAim)
             log("  12-bit activations: max |p_int8 - p_float| = \(String(format: "%.4f", bitErrors["12"]!))")
             if bitErrors["12"]! < bitErrors["8"]! {
                 network = fine
                 aim = fineAim
-                chosenCandidate = fineCandidate
+                chosenCandidate = kept[12]!
             }
         }
         kept = [:]
@@ -395,11 +398,13 @@ public enum ModelConverter {
             _ = int8.run(calibration[i]) { name, v in intActs[name, default: []] += v.values }
         }
         let layers = order.map { ConversionReport.LayerSQNR(name: $0, sqnrDB: sqnr(reference: floatActs[$0]!, quantized: intActs[$0] ?? [])) }
-        let calibrationAgreement = agreement(int8: int8, inputs: calibration, floatProbabilities: floatCalibration,
-                                             classes: classes, thresholds: thresholds)
-        let heldOutAgreement = heldOut.isEmpty ? nil : aim ?? agreement(int8: int8, inputs: heldOut, floatProbabilities: floatHeldOut,
+        // The accuracy aim's set (held-out slices, or the calibration ones when none): measured above when both
+        // widths were tried.
+        let aimSet = aim ?? aimAgreement(int8)
+        let calibrationAgreement = heldOut.isEmpty ? aimSet : agreement(int8: int8, inputs: calibration, floatProbabilities: floatCalibration,
                                                                         classes: classes, thresholds: thresholds)
-        warnings += Self.accuracyWarnings(heldOutAgreement ?? calibrationAgreement, tolerance: options.tolerance)
+        let heldOutAgreement = heldOut.isEmpty ? nil : aimSet
+        warnings += Self.accuracyWarnings(aimSet, tolerance: options.tolerance)
         let summary = CalibrationSummary(method: chosen.rawValue, methodErrors: methodErrors, samples: calibration.count,
                                          heldOutSamples: heldOut.count, source: source, synthetic: options.calibrationDirectory == nil,
                                          perTensorMethods: options.method == nil && !fineChosen ? refined : nil,

@@ -118,8 +118,8 @@ public enum GPTQ {
     }
 
     /// Replaces `a` (H) by the upper-triangular U with positive diagonal and U^T U = H^-1 (what GPTQ's column
-    /// loop reads); false if H is not positive definite (`a` is then garbage). With J the reversal, J H J = M M^T (Cholesky, M lower) gives H = R R^T with
-    /// R = J M J upper, so H^-1 = (R^-1)^T R^-1 and U = R^-1 = J M^-1 J: one Cholesky and one triangular
+    /// loop reads); false if H is not positive definite (`a` is then garbage). With J the reversal,
+    /// J H J = M M^T (Cholesky, M lower) gives H = R R^T with R = J M J upper, so H^-1 = (R^-1)^T R^-1 and U = R^-1 = J M^-1 J: one Cholesky and one triangular
     /// inverse, both over contiguous rows.
     ///
     /// Both run in blocks of `rowBlock` rows: a block's rows take their entries left of the block from every
@@ -127,8 +127,10 @@ public enum GPTQ {
     /// (170 MB at n = 4608) streams from memory n / rowBlock times instead of n times.
     static func inverseCholeskyUpper(_ a: inout [Double], n: Int, parallel: Parallel = .serial) -> Bool {
         let rowBlock = 16
-        // J H J is H turned half way round; its Cholesky factor M replaces its lower triangle.
-        for k in 0..<(n * n / 2) { a.swapAt(k, n * n - 1 - k) }
+        /// J A J of a square matrix: A turned half way round, in place.
+        func halfTurn() { for k in 0..<(n * n / 2) { a.swapAt(k, n * n - 1 - k) } }
+        // J H J; its Cholesky factor M replaces its lower triangle.
+        halfTurn()
         var rows = [Double](repeating: 0, count: rowBlock * n)  // a block's rows of X while M's are still read
         let positive: Bool = a.withUnsafeMutableBufferPointer { a in
             rows.withUnsafeMutableBufferPointer { t in
@@ -184,8 +186,8 @@ public enum GPTQ {
             }
         }
         guard positive else { return false }
-        // U = J X J: X turned half way round.
-        for k in 0..<(n * n / 2) { a.swapAt(k, n * n - 1 - k) }
+        // U = J X J.
+        halfTurn()
         return true
     }
 }

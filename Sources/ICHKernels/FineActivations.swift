@@ -12,8 +12,6 @@
 public enum FineActivations {
     /// Bits of the low part.
     public static let lowBits = 4
-    /// 4095.
-    public static let maximum: Int32 = (1 << (8 + Int32(lowBits))) - 1
 
     /// The zero point's high and low parts (what padding taps of each pass read).
     @inline(__always)

@@ -19,7 +19,9 @@ public struct QuantParams: Codable, Sendable, Equatable {
     }
 
     /// The largest level: 255 for bytes, 4095 for 12 bits.
-    public var maximum: Int32 { (1 << Int32(bits)) - 1 }
+    public var maximum: Int32 { Self.maximum(bits: bits) }
+
+    static func maximum(bits: Int) -> Int32 { (1 << Int32(bits)) - 1 }
 
     /// Whether the parameters can be used (what a model file must hold).
     public var isValid: Bool {
@@ -46,7 +48,7 @@ public struct QuantParams: Codable, Sendable, Equatable {
     /// The parameters that cover [lo, hi] (widened to include 0, so that 0 is exact: padding and ReLU).
     public static func covering(_ lo: Float, _ hi: Float, bits: Int = 8) -> QuantParams {
         let lo = min(lo, 0), hi = max(hi, 0)
-        let top = Float((1 << bits) - 1)
+        let top = Float(maximum(bits: bits))
         let scale = hi > lo ? (hi - lo) / top : 1
         let zero = Int32(min(top, max(0, (-lo / scale).rounded(.toNearestOrEven))))
         return QuantParams(scale: scale, zeroPoint: zero, bits: bits)

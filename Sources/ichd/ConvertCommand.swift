@@ -132,24 +132,24 @@ struct ConvertCommand: ParsableCommand {
     static func text(_ r: ConversionReport, out: String) -> String {
         var lines: [String] = []
         for w in r.warnings { lines.append("WARNING: \(w)") }
+        let bits = r.calibration.activationBits ?? 8
         lines.append("wrote \(out): \(r.layout.rawValue) ResNet18, \(r.classNames.count) classes, int8"
-                     + ((r.calibration.activationBits ?? 8) == 8 ? "" : " weights, \(r.calibration.activationBits!)-bit activations"))
+                     + (bits == 8 ? "" : " weights, \(bits)-bit activations"))
         // "name error" pairs in name order (candidate names contain commas, hence the separator).
         func errors(_ e: [String: Double], separator: String) -> String {
             e.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.5f", $0.value))" }.joined(separator: separator)
         }
-        let fine = (r.calibration.activationBits ?? 8) != 8
         let methods = r.calibration.methodErrors.isEmpty ? "" : errors(r.calibration.methodErrors, separator: ", ")
         lines.append("calibration: \(r.calibration.method)"
-                     + (fine ? " ranges for 12-bit activations" + (methods.isEmpty ? "" : " (for bytes the methods measured: \(methods))")
-                             : " (chosen by output error: \(methods))")
+                     + (bits != 8 ? " ranges for \(bits)-bit activations" + (methods.isEmpty ? "" : " (for bytes the methods measured: \(methods))")
+                                  : " (chosen by output error: \(methods))")
                      + ", \(r.calibration.samples) slices from \(r.calibration.source)")
         lines.append("weights: \(r.calibration.weightRounding ?? WeightRounding.nearest.rawValue)"
                      + (r.calibration.channelEqualization == true ? ", channels equalised" : "")
                      + (r.calibration.weightCandidateErrors.map { " (chosen by output error: \(errors($0, separator: "; ")))" } ?? ""))
-        if let bits = r.calibration.activationBitErrors {
-            lines.append("activations: \(r.calibration.activationBits ?? 8) bits (largest |dp| on the held-out slices: "
-                         + bits.sorted { Int($0.key)! < Int($1.key)! }.map { "\($0.key) bits \(String(format: "%.4f", $0.value))" }
+        if let bitErrors = r.calibration.activationBitErrors {
+            lines.append("activations: \(bits) bits (largest |dp| on the held-out slices: "
+                         + bitErrors.sorted { Int($0.key)! < Int($1.key)! }.map { "\($0.key) bits \(String(format: "%.4f", $0.value))" }
                             .joined(separator: ", ") + ")")
         }
         if let perTensor = r.calibration.perTensorMethods {

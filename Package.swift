@@ -17,6 +17,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C++ shim over DCMTK with a plain C ABI (Swift's C++ interop does not import DCMTK cleanly).
@@ -55,12 +58,20 @@ let package = Package(
         // `ichd eval`: labelled slices through the real pipeline, RSNA metrics.
         .target(name: "ICHDecision", dependencies: ["ICHEngine"]),
         .target(name: "ICHEvaluation", dependencies: ["ICHEngine", "ICHDecision", "ICHPhantom", "ICHPreprocessing", "ICHIngest"]),
-        .target(name: "ICHAlerts", dependencies: ["CGPIOD"]),
+        // The appliance's voices: serial line protocol, GPIO lamp and button. Receives decisions only.
+        .target(name: "ICHAlerts", dependencies: ["CGPIOD", .product(name: "Logging", package: "swift-log")]),
+        // `ichd run`: drop folder -> ingest -> preprocessing -> engine -> series decision -> alerts, with the
+        // journal (SQLite through GRDB) that makes it exactly-once across crashes.
+        .target(name: "ICHDaemon", dependencies: [
+            "ICHIngest", "ICHPreprocessing", "ICHModel", "ICHEngine", "ICHDecision", "ICHAlerts",
+            .product(name: "Logging", package: "swift-log"), .product(name: "TOMLKit", package: "TOMLKit"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .executableTarget(
             name: "ichd",
             dependencies: [
                 "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHKernels", "ICHEngine", "ICHConverter", "ICHDecision", "ICHEvaluation",
-                "CMalloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "ICHDaemon", "CMalloc", .product(name: "Logging", package: "swift-log"), .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Shared by the test targets only: temp folders, fixture files, the public test-file cache.
@@ -68,6 +79,7 @@ let package = Package(
         .testTarget(name: "ICHIngestTests", dependencies: ["ICHIngest", "ICHPhantom", "ICHTestSupport", "CZlib"]),
         .testTarget(name: "ICHPreprocessingTests", dependencies: ["ICHPreprocessing", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHAlertsTests", dependencies: ["ICHAlerts"]),
+        .testTarget(name: "ICHDaemonTests", dependencies: ["ICHDaemon", "ICHAlerts", "ICHDecision", "ICHEngine", "ICHIngest", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHPhantomTests", dependencies: ["ICHPhantom", "ICHIngest"]),
         .testTarget(name: "ICHEvaluationTests", dependencies: ["ICHEvaluation", "ICHDecision", "ICHEngine", "ICHTestSupport"]),
         .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),

@@ -1,0 +1,1 @@
+// The daemon's configuration (TOML); see DaemonConfig below.

@@ -65,7 +65,7 @@ let package = Package(
         .target(name: "ICHDaemon", dependencies: [
             "ICHIngest", "ICHPreprocessing", "ICHModel", "ICHEngine", "ICHDecision", "ICHAlerts",
             .product(name: "Logging", package: "swift-log"), .product(name: "TOMLKit", package: "TOMLKit"),
-            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(
             name: "ichd",
@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "ICHEvaluationTests", dependencies: ["ICHEvaluation", "ICHDecision", "ICHEngine", "ICHTestSupport"]),
         .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),
         .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
-        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHTestSupport"]),
+        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHDaemon", "ICHTestSupport"]),
     ],
     cxxLanguageStandard: .cxx17
 )

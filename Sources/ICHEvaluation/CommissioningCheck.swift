@@ -18,12 +18,14 @@ public enum CommissioningCheck {
 
     public struct SeriesOutcome: Sendable {
         public var expectedUrgent: Bool
-        public var finding: SeriesFinding
+        /// The daemon's own rule (k adjacent slices at or over the alarm threshold).
+        public var evidence: SeriesEvidence
+        public var finding: SeriesFinding { evidence.finding }
         /// Subtypes drawn into the series (empty for the negative one).
         public var drawnSubtypes: [String]
         public var slicesSkipped: Int
         public var slicesRejected: [String]
-        public var passed: Bool { slicesRejected.isEmpty && finding.slicesScored > 0 && finding.isUrgent == expectedUrgent }
+        public var passed: Bool { slicesRejected.isEmpty && finding.slicesScored > 0 && evidence.isUrgent == expectedUrgent }
     }
 
     public struct Outcome: Sendable {
@@ -32,24 +34,33 @@ public enum CommissioningCheck {
         public var passed: Bool { positive.passed && negative.passed }
     }
 
-    /// Writes the two series under `workFolder` (left there for inspection) and scores them.
-    public static func run(scorer: SliceScorer, workFolder: String) throws(DicomWriter.WriteError) -> Outcome {
+    /// Writes the two series under `workFolder` (left there for inspection) and scores them under the
+    /// daemon's rule with `adjacentSlices` (its `decision.adjacent_slices`).
+    public static func run(scorer: SliceScorer, workFolder: String, adjacentSlices: Int = 2) throws(DicomWriter.WriteError) -> Outcome {
         func check(seed: UInt64, positive: Bool, name: String) throws(DicomWriter.WriteError) -> SeriesOutcome {
             let series = PhantomSeries(seed: seed, positive: positive)
             let folder = (workFolder as NSString).appendingPathComponent(name)
             try? FileManager.default.removeItem(atPath: folder)
             try series.write(to: folder)
             let pipeline = SlicePipeline(preprocessing: scorer.preprocessing)
+            var arrival = 0
+            func key(_ r: SliceResult) -> Double {
+                arrival += 1
+                return SeriesEvidence.key(position: r.frameAttributes?.positionAlongNormal, instance: r.header?.instanceNumber, arrival: arrival)
+            }
             var outcome = SeriesOutcome(expectedUrgent: positive,
-                                        finding: SeriesFinding(classNames: scorer.classNames, thresholds: scorer.thresholds),
+                                        evidence: SeriesEvidence(classNames: scorer.classNames, thresholds: scorer.thresholds,
+                                                                 adjacentSlices: adjacentSlices),
                                         drawnSubtypes: series.subtypes.map(\.rawValue).sorted(), slicesSkipped: 0, slicesRejected: [])
             for file in SliceFile.files(inFolder: folder) {
                 pipeline.process(path: file) { result in
                     switch result.outcome {
                     case .rejected(let r): outcome.slicesRejected.append("\((file as NSString).lastPathComponent): \(r.message)")
-                    case .skipped: outcome.slicesSkipped += 1
+                    case .skipped:
+                        outcome.slicesSkipped += 1
+                        outcome.evidence.addSkipped(key: key(result), instance: result.header?.instanceNumber)
                     case .ready(_, let input?):
-                        outcome.finding.add(scorer.score(input), slice: result.header?.instanceNumber ?? 0)
+                        outcome.evidence.add(scorer.score(input), key: key(result), instance: result.header?.instanceNumber)
                     case .ready(_, nil): break
                     }
                 }

@@ -45,6 +45,12 @@ public struct SlicePipeline: Sendable {
                              hounsfieldStatistics: nil, jpegImage: nil, outcome: .rejected(error)))
             return
         }
+        process(file, path: path, prepare: prepare, force: force, frames: frames, body)
+    }
+
+    /// The same for a file already opened (the daemon reads the header first to key the file).
+    public func process(_ file: SliceFile, path: String, prepare: Bool = true, force: Bool = false, frames: Range<Int>? = nil,
+                        _ body: (SliceResult) -> Void) {
         switch file {
         case .jpeg(let image):
             let assessment = preprocessor.assess(image)

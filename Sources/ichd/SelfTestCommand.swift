@@ -24,6 +24,9 @@ struct SelfTestCommand: ParsableCommand {
     @Option(help: "Engine threads.")
     var threads = 1
 
+    @Option(name: .customLong("adjacent-slices"), help: "The daemon's rule: this many adjacent slices at or over the alarm threshold (decision.adjacent_slices).")
+    var adjacentSlices = 2
+
     func run() throws {
         let scorer: SliceScorer
         do {
@@ -34,7 +37,7 @@ struct SelfTestCommand: ParsableCommand {
         }
         let outcome: CommissioningCheck.Outcome
         do {
-            outcome = try CommissioningCheck.run(scorer: scorer, workFolder: work)
+            outcome = try CommissioningCheck.run(scorer: scorer, workFolder: work, adjacentSlices: max(1, adjacentSlices))
         } catch {
             printError("selftest: \(error.description)")
             throw rejectedExit
@@ -42,8 +45,11 @@ struct SelfTestCommand: ParsableCommand {
         for (name, series) in [("known-positive", outcome.positive), ("known-negative", outcome.negative)] {
             let f = series.finding, a = f.alertClass
             let peak = String(format: "%.3f", f.maxProbabilities[a]), threshold = String(format: "%.3f", f.thresholds[a])
-            let verdict = f.isUrgent ? "ALERT (\(f.classNames[a]) \(peak) >= \(threshold) on slice \(f.strongestSlice[a] ?? 0))"
-                                     : "no alert (highest \(f.classNames[a]) \(peak) < \(threshold))"
+            let e = series.evidence
+            let verdict = e.isUrgent
+                ? "ALERT (\(f.classNames[a]) \(peak) >= \(threshold); \(e.adjacentSlices) adjacent slices completed at slice \(e.completedBy?.instance ?? 0))"
+                : f.isUrgent ? "no alert (\(f.classNames[a]) \(peak) >= \(threshold) on slice \(f.strongestSlice[a] ?? 0), but fewer than \(e.adjacentSlices) adjacent slices)"
+                             : "no alert (highest \(f.classNames[a]) \(peak) < \(threshold))"
             print("\(series.passed ? "PASS" : "FAIL") \(name): \(verdict); \(f.slicesScored) slices scored, \(series.slicesSkipped) skipped"
                   + (series.drawnSubtypes.isEmpty ? "" : "; drawn: \(series.drawnSubtypes.joined(separator: ", "))")
                   + (f.positiveClasses.isEmpty ? "" : "; positive classes: \(f.positiveClasses.joined(separator: ", "))"))

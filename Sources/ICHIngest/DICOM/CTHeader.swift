@@ -53,6 +53,12 @@ public struct FrameAttributes: Sendable, Equatable {
         guard length > 1e-6 else { return nil }
         return (n.x / length, n.y / length, n.z / length)
     }
+
+    /// Image Position (Patient) projected on the slice normal (mm): the slice's place in its series.
+    public var positionAlongNormal: Double? {
+        guard let p = imagePositionPatient, p.count == 3, let n = sliceNormal else { return nil }
+        return p[0] * n.x + p[1] * n.y + p[2] * n.z
+    }
 }
 
 public enum CTSOPClass {

@@ -247,9 +247,9 @@ public final class AlertCenter: @unchecked Sendable {
                 nextHealthPoll = now + 0.5
             }
         }
+        if poll { pollHealth(now) }
         for alert in resend { link?.send(.alert(alert, sendAccession: serialSettings?.sendAccession ?? false)) }
         if heartbeat { link?.sendHeartbeat() }
-        if poll { pollHealth(now) }
         lamp?.tick()
     }
 
@@ -285,6 +285,9 @@ public final class AlertCenter: @unchecked Sendable {
 
     func heartbeatFields() -> HeartbeatFields {
         let pipeline = status()
+        // The lamp learns the state this HB reports, so the HB's `lamp` matches its `state`.
+        lock.withLock { pipelineState = pipeline.state }
+        updateLamp()
         let (count, faults) = lock.withLock { (_pending.count, _faults) }
         return HeartbeatFields(state: max(pipeline.state, faults.isEmpty ? .ok : .fault), queue: pipeline.queue,
                                p99Ms: pipeline.p99Ms, lamp: lampState, pending: count, badInbound: badInbound)

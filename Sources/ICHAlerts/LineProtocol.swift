@@ -91,9 +91,9 @@ public enum LineProtocol {
         }
     }
 
-    /// UTC ISO 8601 with milliseconds: `2026-11-26T21:14:08.123Z` (truncated, not rounded, to the millisecond).
+    /// UTC ISO 8601 with milliseconds: `2026-11-26T21:14:08.123Z` (rounded to the nearest millisecond).
     public static func timestamp(_ date: Date) -> String {
-        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded())
         var seconds = time_t(ms >= 0 ? ms / 1000 : (ms - 999) / 1000)
         let millis = Int(ms - Int64(seconds) * 1000)
         var parts = tm()

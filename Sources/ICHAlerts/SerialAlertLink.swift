@@ -296,7 +296,13 @@ public final class SerialAlertLink: @unchecked Sendable {
             if !isRunning { break }
             if let stopAt {
                 let idle = out.count == outOffset && queuedCount == 0
-                if port == nil || idle || now >= stopAt { break }
+                if port == nil || now >= stopAt { break }
+                if idle {
+                    // Closing a pty hangs its far end up and discards what the reader has not read yet: give
+                    // the reader the rest of the flush time to take it.
+                    while let port, port.unsentBytes() > 0, monotonicSeconds() < stopAt { usleep(10_000) }
+                    break
+                }
             }
             guard let current = port else {
                 if now >= nextOpen { tryOpen() }

@@ -160,6 +160,14 @@ public final class SerialPort: @unchecked Sendable {
         throw SerialError(operation: "write \(ttyPath)", code: errno)
     }
 
+    /// Bytes written and not yet taken by the far side: for a pseudo-terminal what waits unread in the far
+    /// end's input (FIONREAD on the end kept open here), for a tty what waits in the output queue (TIOCOUTQ).
+    public func unsentBytes() -> Int {
+        var count: Int32 = 0
+        let ok = farEnd >= 0 ? ioctl(farEnd, UInt(FIONREAD), &count) : ioctl(fd, UInt(TIOCOUTQ), &count)
+        return ok == 0 ? Int(count) : 0
+    }
+
     /// Closes the port; for a pseudo-terminal also the far end, and the link if it still points at it.
     public func close() {
         guard !closed else { return }

@@ -251,6 +251,14 @@ public final class AlertCenter: @unchecked Sendable {
         for alert in resend { link?.send(.alert(alert, sendAccession: serialSettings?.sendAccession ?? false)) }
         if heartbeat { link?.sendHeartbeat() }
         lamp?.tick()
+        if let failure = lamp?.failure {
+            let new = lock.withLock { _faults.insert(.gpio).inserted }
+            if new {
+                logger.error("FAULT GPIO", metadata: ["msg": "\(failure)"])
+                link?.send(.fault(.gpio, failure))
+                updateLamp()
+            }
+        }
     }
 
     private var resendSeconds: Double { serialSettings?.resendSeconds ?? .infinity }

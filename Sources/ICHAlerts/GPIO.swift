@@ -185,6 +185,7 @@ public final class SimulatedGPIOChip: GPIOChip, @unchecked Sendable {
     private var inputLevels: [UInt32: Bool] = [:]  // physical
     private var edges: [UInt32: [GPIOEdgeEvent]] = [:]  // physical edges not yet read
     private var requests: [UInt32: Int] = [:]
+    private var failure: Int32?
 
     /// `sink` receives one line per change of a labelled output line's logical level, e.g. "lamp: ON".
     public init(name: String = "gpio-sim", lineCount: UInt32 = 8, sink: (@Sendable (String) -> Void)? = nil) {
@@ -251,6 +252,11 @@ public final class SimulatedGPIOChip: GPIOChip, @unchecked Sendable {
         driveInput(offset, to: activeLow, at: time + duration)
     }
 
+    /// From now on every write fails with `code` (a chip that went away: ENODEV).
+    public func fail(with code: Int32) { lock.withLock { failure = code } }
+
+    fileprivate func failureCode() -> Int32? { lock.withLock { failure } }
+
     /// Edges queued and not yet read by the line's owner.
     public func unreadEdges(_ offset: UInt32) -> Int { lock.withLock { edges[offset]?.count ?? 0 } }
 
@@ -299,7 +305,10 @@ final class SimulatedOutputLine: GPIOOutputLine {
 
     deinit { chip.release(offset) }
 
-    func set(_ on: Bool) throws(GPIOError) { chip.write(offset, on != activeLow) }
+    func set(_ on: Bool) throws(GPIOError) {
+        if let code = chip.failureCode() { throw GPIOError(operation: "set line \(offset) of \(chip.name)", code: code) }
+        chip.write(offset, on != activeLow)
+    }
 }
 
 final class SimulatedInputLine: GPIOInputLine {

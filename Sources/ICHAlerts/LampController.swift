@@ -44,6 +44,7 @@ public final class LampController: @unchecked Sendable {
     private var lastButtonEdge: Double?
     private var stopped = false
     private var _presses = 0
+    private var _failure: String?
 
     /// The pure rule: what the alert lamp shows.
     public static func state(pending: Int, health: HealthState, testing: Bool) -> LampState {
@@ -116,6 +117,9 @@ public final class LampController: @unchecked Sendable {
     public var presses: Int { lock.withLock { _presses } }
 
     public var hasButton: Bool { lock.withLock { button != nil } }
+
+    /// The first error driving a line (the chip went away, the line was taken): the GPIO fault's message.
+    public var failure: String? { lock.withLock { _failure } }
 
     /// Waits up to `timeout` for button edges and handles those that came; true when a press was accepted.
     @discardableResult
@@ -222,7 +226,8 @@ public final class LampController: @unchecked Sendable {
             try line.set(on)
             driven[key] = on
         } catch {
-            logger.error("GPIO: \(error)")
+            if _failure == nil { logger.error("GPIO: \(error)") }
+            _failure = _failure ?? error.description
         }
     }
 }

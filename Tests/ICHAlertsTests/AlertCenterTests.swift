@@ -319,6 +319,20 @@ import Testing
         #expect(f.acks.all == ["A-30 serial"])
     }
 
+    @Test func aChipFailingWhileRunningIsAGPIOFault() throws {
+        let f = Fixture()
+        f.center.start(pending: [])
+        let end = try #require(f.reader())
+        f.advance(1.5)
+        f.chip.fail(with: ENODEV)
+        f.center.raise(sampleAlert("A-31"))
+        f.advance(0.1)
+        #expect(f.center.activeFaults == [.gpio])
+        #expect(f.center.health == .fault)
+        let fault = try #require(end.readUntil(.fault).line)
+        #expect(fault["code"] == "GPIO")
+    }
+
     @Test func anUnknownLampBackendIsAGPIOFault() {
         var lamp = Fixture.lamp
         lamp.backend = "hal9000"

@@ -184,7 +184,7 @@ public struct ProtocolLine: Sendable, Equatable {
 
 /// What a reader makes of one received line: as much as could be read, and why it is invalid if it is.
 public struct InspectedLine: Sendable, Equatable {
-    /// The received bytes without the line end, non-printable bytes shown as `\xHH`.
+    /// The received bytes without the CR LF, non-printable bytes shown as `\xHH`.
     public var raw: String
     public var seq: Int?
     public var type: String?
@@ -236,7 +236,8 @@ public enum LineDecoder {
     /// `line`: the received bytes up to, not including, the LF (so ending in CR).
     public static func inspect<C: Collection>(_ line: C) -> InspectedLine where C.Element == UInt8 {
         let bytes = Array(line)
-        var result = InspectedLine(raw: printable(bytes), seq: nil, type: nil, fields: [], problem: nil)
+        var result = InspectedLine(raw: printable(bytes.last == 0x0D ? Array(bytes.dropLast()) : bytes), seq: nil, type: nil,
+                                   fields: [], problem: nil)
         func fail(_ reason: String) -> InspectedLine {
             if result.problem == nil { result.problem = reason }
             return result

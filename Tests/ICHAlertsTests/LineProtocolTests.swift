@@ -170,6 +170,7 @@ import Testing
         #expect(inspected.type == "CLEAR")
         #expect(inspected.fields == [ProtocolField("id", "A-1"), ProtocolField("by", "web")])
         #expect(inspected.problem?.hasPrefix("bad checksum") == true)
+        #expect(inspected.raw == "$ICH1,9,CLEAR,id=A-1,by=web*00")
     }
 
     @Test func assemblerSplitsAtLFAndCutsOverlongRuns() {

@@ -94,7 +94,7 @@ import Testing
         var printed: [String] = [], notes: [String] = []
         try SerialListenSession(device: .tty(link), baud: 115_200, count: 3, timeout: 10)
             .run(&listener, output: { printed.append($0) }, note: { notes.append($0) })
-        #expect(printed.count == 3)
+        try #require(printed.count == 3)
         #expect(printed[0].contains("\"type\":\"HELLO\""))
         #expect(printed[1].contains("\"type\":\"ALERT\"") && printed[1].contains("\"id\":\"A-60\""))
         #expect(printed[2].contains("\"type\":\"CLEAR\"") && printed[2].contains("\"by\":\"serial\""))

@@ -6,9 +6,16 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tool=${A64_TOOL:-$root/../shared/tools/a64}
+# A fresh clone has no shared tool beside it: say so and pass, so `make test` works anywhere. CI has the tool
+# (or sets A64_TOOL), so CI still runs the check; A64_REQUIRED=1 turns the skip into a failure.
 if [ ! -x "$tool/compile.sh" ]; then
-    echo "check-aarch64: $tool/compile.sh not found (the shared a64 tool sits beside the repository)" >&2
-    exit 1
+    if [ "${A64_REQUIRED:-0}" = 1 ]; then
+        echo "check-aarch64: $tool/compile.sh not found and A64_REQUIRED=1" >&2
+        exit 1
+    fi
+    echo "check-aarch64: SKIPPED: the aarch64 check was not run because $tool/compile.sh is absent" \
+        "(the shared a64 tool sits beside the repository, or set A64_TOOL); ICHKernels was not compiled for aarch64"
+    exit 0
 fi
 out=$root/.build-a64
 mkdir -p "$out"

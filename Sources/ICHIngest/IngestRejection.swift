@@ -10,7 +10,9 @@ public enum IngestRejection: Error, Equatable, Sendable, CustomStringConvertible
     case truncated(String)
     /// Not a CT image object: another modality, a report, an RT object, a Secondary Capture that only says CT.
     case notCT(String)
-    /// A CT image, but not an original axial slice: localizer/scout, derived or reformatted.
+    /// A CT image, but not an axial slice of the scan: a localizer/scout, a secondary image, a reformat,
+    /// projection or rendering, or a non-axial plane. (The code keeps its first name; DERIVED\PRIMARY\AXIAL
+    /// reconstructions are scored.)
     case notOriginalAxial(String)
     case noPixelData
     case unsupportedPhotometricInterpretation(String)
@@ -27,6 +29,9 @@ public enum IngestRejection: Error, Equatable, Sendable, CustomStringConvertible
     case unsupportedJPEG(String)
     /// A JPEG that libjpeg-turbo decodes only with warnings (truncated, corrupt).
     case corruptJPEG(String)
+    /// An RGB JPEG with real colour (a photo, a screenshot, a colour overlay): its channels are not greyscale or
+    /// windows of one greyscale image (`ChannelAgreement`).
+    case colourJPEG(String)
 
     public var code: String {
         switch self {
@@ -44,6 +49,7 @@ public enum IngestRejection: Error, Equatable, Sendable, CustomStringConvertible
         case .decodeFailed: "decode_failed"
         case .unsupportedJPEG: "unsupported_jpeg"
         case .corruptJPEG: "corrupt_jpeg"
+        case .colourJPEG: "colour_jpeg"
         }
     }
 
@@ -53,7 +59,7 @@ public enum IngestRejection: Error, Equatable, Sendable, CustomStringConvertible
         case .notDicom(let why): "not a DICOM file: \(why)"
         case .truncated(let why): "truncated DICOM file: \(why)"
         case .notCT(let why): "not a CT image: \(why)"
-        case .notOriginalAxial(let why): "not an original axial CT slice: \(why)"
+        case .notOriginalAxial(let why): "not an axial CT slice of the scan: \(why)"
         case .noPixelData: "the DICOM object has no Pixel Data"
         case .unsupportedPhotometricInterpretation(let what):
             "unsupported Photometric Interpretation \(what) (CT slices are MONOCHROME1 or MONOCHROME2)"
@@ -65,6 +71,8 @@ public enum IngestRejection: Error, Equatable, Sendable, CustomStringConvertible
         case .decodeFailed(let why): "pixel data could not be decoded: \(why)"
         case .unsupportedJPEG(let why): "unsupported JPEG: \(why)"
         case .corruptJPEG(let why): "corrupt or truncated JPEG: \(why)"
+        case .colourJPEG(let why):
+            "colour JPEG, not a CT slice (slices are greyscale, or RGB whose channels are windows of the same slice): \(why)"
         }
     }
 

@@ -26,6 +26,13 @@ public enum SliceFile {
     /// JPEG slices larger than this are refused before reading (a 512x512 RGB slice is well under 1 MiB).
     public static let maxJPEGBytes = 64 << 20
 
+    /// Names the measure in words, for the quarantine reason file.
+    static func agreementSummary(_ a: ChannelAgreement) -> String {
+        String(format: "its %@ channels order %.2f%% of pixel pairs oppositely (a greyscale or windowed slice: at most %.2f%%), "
+               + "as a photo, screenshot or colour overlay does", a.channelNames, a.discordantPairs * 100,
+               ChannelAgreement.maxDiscordantPairs * 100)
+    }
+
     /// Opens by content, not by name: JPEG starts with FF D8 FF; anything else goes to the DICOM reader,
     /// which decides whether it is DICOM at all.
     public static func open(path: String, limits: IngestLimits = .default) throws(IngestRejection) -> SliceFile {
@@ -47,8 +54,13 @@ public enum SliceFile {
             guard (try? handle.seek(toOffset: 0)) != nil, let data = try? handle.readToEnd() else {
                 throw .unreadable("read failed")
             }
-            return .jpeg(try JPEGCodec.decode([UInt8](data)))
+            let image = try JPEGCodec.decode([UInt8](data))
+            if let agreement = ChannelAgreement(image), !agreement.isGreyscaleOrWindows {
+                throw .colourJPEG(agreementSummary(agreement))
+            }
+            return .jpeg(image)
         }
         return .dicom(try DicomSliceReader(path: path, limits: limits))
     }
 }
+

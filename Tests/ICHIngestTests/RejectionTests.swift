@@ -45,12 +45,47 @@ import Testing
         #expect(rejection(path)?.code == "not_ct")
     }
 
-    @Test(arguments: ["ORIGINAL\\PRIMARY\\LOCALIZER", "ORIGINAL\\PRIMARY\\TOPOGRAM", "DERIVED\\SECONDARY\\AXIAL"])
-    func localizersAndDerivedImages(_ imageType: String) throws {
+    /// (Image Type, the value the reason must name.)
+    @Test(arguments: [
+        ("ORIGINAL\\PRIMARY\\LOCALIZER", "value 3 LOCALIZER"), ("ORIGINAL\\PRIMARY\\TOPOGRAM", "value 3 TOPOGRAM"),
+        ("ORIGINAL\\PRIMARY\\LOCALIZER\\CT_SOM5 TOP", "LOCALIZER"), ("DERIVED\\SECONDARY\\AXIAL", "value 2 SECONDARY"),
+        ("DERIVED\\SECONDARY", "value 2 SECONDARY"), ("DERIVED\\PRIMARY\\MPR", "value 3 MPR"),
+        ("DERIVED\\PRIMARY\\AXIAL\\MIP", "value 4 MIP"), ("DERIVED\\SECONDARY\\REFORMATTED\\AVERAGE", "value 2 SECONDARY"),
+        ("DERIVED\\PRIMARY\\REFORMATTED", "value 3 REFORMATTED"), ("DERIVED\\PRIMARY\\AXIAL\\VOLUME_RENDER", "value 4 VOLUME_RENDER"),
+        ("DERIVED\\PRIMARY\\3D", "value 3 3D"), ("DERIVED\\PRIMARY\\AXIAL\\CURVED MPR", "value 4 CURVED MPR"),
+        ("DERIVED\\PRIMARY\\PROJECTION IMAGE", "value 3 PROJECTION IMAGE"), ("ORIGINAL\\PRIMARY\\AXIAL\\MINIP", "value 4 MINIP"),
+        ("ORIGINAL\\PRIMARY\\AXIAL\\MAT_SPECIFIC", "value 4 MAT_SPECIFIC"), ("ORIGINAL\\PRIMARY\\VOLUME", "value 3 VOLUME"),
+        ("MIXED\\PRIMARY\\AXIAL", "value 1 MIXED"),
+    ])
+    func localizersSecondaryAndDerivations(_ imageType: String, _ named: String) throws {
         let path = try fixture("t.dcm") { try $0.set("ImageType", imageType) }
         let r = rejection(path)
         #expect(r?.code == "not_original_axial")
-        #expect(r?.message.contains(imageType) == true)
+        #expect(r?.message.contains(imageType) == true, "\(r?.message ?? "accepted")")
+        #expect(r?.message.contains(named) == true, "\(r?.message ?? "accepted")")
+    }
+
+    /// Reconstructions and slices once stored lossy (DERIVED\PRIMARY\AXIAL), vendors' private values from 4 on,
+    /// and files without an Image Type are axial slices and are read.
+    @Test(arguments: ["DERIVED\\PRIMARY\\AXIAL", "ORIGINAL\\PRIMARY\\AXIAL\\CT_SOM5 SPI", "DERIVED\\PRIMARY\\AXIAL\\HELIX",
+                      "ORIGINAL\\PRIMARY\\AXIAL\\VMI", "ORIGINAL\\PRIMARY", "derived\\primary\\axial", ""])
+    func derivedPrimaryAxialIsRead(_ imageType: String) throws {
+        let path = try fixture("d.dcm") { try $0.set("ImageType", imageType) }
+        #expect(rejection(path) == nil)
+    }
+
+    /// Enhanced CT: value 3 is the Image Flavor (VOLUME for an ordinary acquisition), value 4 the Derived Pixel
+    /// Contrast (NONE for a reconstruction).
+    @Test func enhancedCTImageTypes() {
+        #expect(CTImageType.refusal(["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], enhanced: true) == nil)
+        #expect(CTImageType.refusal(["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"], enhanced: true) == nil)
+        #expect(CTImageType.refusal(["DERIVED", "PRIMARY", "VOLUME", "MAXIMUM"], enhanced: true)?.contains("value 4 MAXIMUM") == true)
+        #expect(CTImageType.refusal(["ORIGINAL", "PRIMARY", "LOCALIZER", "NONE"], enhanced: true)?.contains("LOCALIZER") == true)
+        #expect(CTImageType.refusal(["DERIVED", "SECONDARY", "VOLUME", "NONE"], enhanced: true)?.contains("SECONDARY") == true)
+        // The same VOLUME on single-frame CT Image Storage is not the AXIAL that class defines.
+        #expect(CTImageType.refusal(["ORIGINAL", "PRIMARY", "VOLUME"], enhanced: false)?.contains("AXIAL expected") == true)
+        // Whole words only: a private value that merely contains the letters is not a derivation.
+        #expect(CTImageType.refusal(["ORIGINAL", "PRIMARY", "AXIAL", "MIPMAP3DX"], enhanced: false) == nil)
     }
 
     @Test func sagittalReformat() throws {

@@ -89,7 +89,7 @@ public final class DicomSliceReader {
             throw .notCT("CT SOP class but Modality is \(modality.isEmpty ? "missing" : modality)")
         }
         let imageType = file.values(.imageType) ?? []
-        try checkImageType(imageType)
+        try checkImageType(imageType, sopClass: sopClass)
 
         guard let pixelInfo = file.pixelDataInfo else { throw .noPixelData }
         let transferSyntax = file.transferSyntaxUID
@@ -156,15 +156,11 @@ public final class DicomSliceReader {
             accessionNumber: accession, firstFrame: first)
     }
 
-    /// Image Type value 1 is ORIGINAL or DERIVED; value 3 (and vendors' later values) names localizers.
-    private static func checkImageType(_ imageType: [String]) throws(IngestRejection) {
-        let upper = imageType.map { $0.uppercased() }
-        if let first = upper.first, first == "DERIVED" {
-            throw .notOriginalAxial("derived image (Image Type \(imageType.joined(separator: "\\")))")
-        }
-        let localizerWords: Set<String> = ["LOCALIZER", "SCOUT", "TOPOGRAM", "SCANOGRAM", "SURVIEW"]
-        if upper.dropFirst(2).contains(where: localizerWords.contains) {
-            throw .notOriginalAxial("localizer/scout image (Image Type \(imageType.joined(separator: "\\")))")
+    /// DERIVED\PRIMARY\AXIAL (a reconstruction, a slice once stored lossy) is scored; SECONDARY, localizers and
+    /// reformats/projections/renderings are not (`CTImageType`).
+    private static func checkImageType(_ imageType: [String], sopClass: String) throws(IngestRejection) {
+        if let why = CTImageType.refusal(imageType, enhanced: sopClass == CTSOPClass.enhancedCTImage) {
+            throw .notOriginalAxial(why)
         }
     }
 

@@ -54,14 +54,21 @@ public enum JPEGCodec {
         return Image8(width: Int(width), height: Int(height), channels: channels, pixels: pixels)
     }
 
-    /// Encodes grey or RGB pixels; quality 1...100. 4:4:4 so the three window channels keep full resolution.
-    public static func encode(_ image: Image8, quality: Int = 92) throws(IngestRejection) -> [UInt8] {
+    /// Chroma sampling of an RGB encoding. ichd writes 4:4:4; 4:2:0 is what most other tools write by default
+    /// (Pillow, libjpeg's cjpeg), so tests write it too.
+    public enum ChromaSampling: Sendable {
+        case full, half
+    }
+
+    /// Encodes grey or RGB pixels; quality 1...100. 4:4:4 by default so the three window channels keep full
+    /// resolution.
+    public static func encode(_ image: Image8, quality: Int = 92, chroma: ChromaSampling = .full) throws(IngestRejection) -> [UInt8] {
         guard let handle = tjInitCompress() else { throw .unreadable("libturbojpeg could not start an encoder") }
         defer { tjDestroy(handle) }
         var output: UnsafeMutablePointer<UInt8>? = nil
         var size: UInt = 0
         let format = image.channels == 1 ? TJPF_GRAY : TJPF_RGB
-        let subsampling = image.channels == 1 ? TJSAMP_GRAY : TJSAMP_444
+        let subsampling = image.channels == 1 ? TJSAMP_GRAY : chroma == .full ? TJSAMP_444 : TJSAMP_420
         let status = image.pixels.withUnsafeBufferPointer { src in
             tjCompress2(handle, src.baseAddress, Int32(image.width), 0, Int32(image.height), Int32(format.rawValue),
                         &output, &size, Int32(subsampling.rawValue), Int32(max(1, min(100, quality))), TJFLAG_ACCURATEDCT)

@@ -90,7 +90,7 @@ public struct DaemonConfig: Sendable, Equatable {
         } catch {
             throw ConfigError(key: "", value: "", reason: "not valid TOML: \(error)")
         }
-        var r = Reader(root: root, base: baseFolder)
+        let r = Reader(root: root, base: baseFolder)
         try r.checkKeys()
 
         var c = DaemonConfig(dropFolder: try r.path("folders", "drop", default: "drop"),

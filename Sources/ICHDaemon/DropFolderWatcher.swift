@@ -126,7 +126,8 @@ public final class DropFolderWatcher: @unchecked Sendable {
             case .inotify:
                 reportSettled()
                 if !readEvents(timeout: min(pollInterval, 0.5)) {
-                    folderOK = false  // the root watch went away: check and rebuild
+                    // The root watch went away (deleted, moved, unmounted): check the folder and rebuild.
+                    if FileManager.default.fileExists(atPath: folder) { resetWatches() }
                     continue
                 }
                 if Date().timeIntervalSince(lastRescan) >= safetyRescanInterval {

@@ -40,15 +40,20 @@ import Testing
 @Suite struct LatencyTrackerTests {
     @Test func percentilesOverBudgetCountAndSustainedOverrun() {
         var t = LatencyTracker(budgetMs: 100, window: 10)
-        for ms in stride(from: 10.0, through: 100, by: 10) { #expect(!t.record(ms)) }
+        for ms in stride(from: 10.0, through: 100, by: 10) {
+            let changed = t.record(ms)
+            #expect(!changed)
+        }
         #expect(t.percentile(50) == 60 && t.percentile(99) == 100 && t.overBudget == 0)
-        #expect(!t.record(500), "one slow slice is not sustained")
+        let slow = t.record(500)
+        #expect(!slow, "one slow slice is not sustained")
         var changed = false
         for _ in 0..<5 { changed = t.record(300) || changed }
         #expect(changed && t.degraded && t.overBudget == 6)
         for _ in 0..<4 { _ = t.record(20) }
         #expect(t.degraded, "clears only after window/2 slices within budget")
-        #expect(t.record(20) && !t.degraded)
+        let cleared = t.record(20)
+        #expect(cleared && !t.degraded)
     }
 }
 
@@ -56,9 +61,9 @@ import Testing
     @Test func archiveLayoutAndNamesThatAreNeverOverwritten() throws {
         let dir = TemporaryDirectory()
         let mover = FileMover(archiveFolder: dir.file("archive"), quarantineFolder: dir.file("q"))
-        let day = Date(timeIntervalSince1970: 1_796_000_000)  // 2026-11-29 UTC
+        let day = Date(timeIntervalSince1970: 1_796_000_000)  // 2026-11-30 UTC
         let d = mover.archiveDestination(study: "1.2.3", series: "1.2.3.4", name: "CT.1", at: day)
-        #expect(d == dir.file("archive") + "/2026-11-29/1.2.3/1.2.3.4/CT.1")
+        #expect(d == dir.file("archive") + "/2026-11-30/1.2.3/1.2.3.4/CT.1")
         #expect(mover.archiveDestination(study: "../../etc", series: "a/b", name: "x", at: day).hasSuffix("/.._.._etc/a_b/x"),
                 "a hostile UID cannot leave the archive")
         for i in 0..<3 {

@@ -14,12 +14,16 @@ import Testing
 
     @Test func kAdjacentPositiveSlicesCompleteTheEvidenceAtTheSliceThatCompletesIt() {
         var e = Self.evidence(2)
-        #expect(!e.add(Self.score(0.1), key: 0, instance: 1))
-        #expect(!e.add(Self.score(0.9), key: 5, instance: 2), "one positive slice is not enough for k = 2")
+        let r1 = e.add(Self.score(0.1), key: 0, instance: 1)
+        #expect(!r1)
+        let r2 = e.add(Self.score(0.9), key: 5, instance: 2)
+        #expect(!r2, "one positive slice is not enough for k = 2")
         #expect(!e.isUrgent)
-        #expect(e.add(Self.score(0.7), key: 10, instance: 3), "the second adjacent positive completes it")
+        let r3 = e.add(Self.score(0.7), key: 10, instance: 3)
+        #expect(r3, "the second adjacent positive completes it")
         #expect(e.isUrgent && e.completedBy?.instance == 3)
-        #expect(!e.add(Self.score(0.95), key: 15, instance: 4), "completed once only")
+        let r4 = e.add(Self.score(0.95), key: 15, instance: 4)
+        #expect(!r4, "completed once only")
         #expect(e.finding.slicesScored == 4 && e.finding.maxProbabilities[0] == 0.95)
     }
 
@@ -28,10 +32,13 @@ import Testing
         // Positives at 0 and 10 mm with a negative at 5 between: not adjacent.
         _ = e.add(Self.score(0.9), key: 0, instance: 1)
         _ = e.add(Self.score(0.2), key: 5, instance: 2)
-        #expect(!e.add(Self.score(0.9), key: 10, instance: 3))
+        let r5 = e.add(Self.score(0.9), key: 10, instance: 3)
+        #expect(!r5)
         // Slices arriving out of order: 25 then 20 are neighbours once the spacing (5 mm) is known.
-        #expect(!e.add(Self.score(0.8), key: 25, instance: 6))
-        #expect(e.add(Self.score(0.8), key: 20, instance: 5), "20 and 25 are adjacent")
+        let r6 = e.add(Self.score(0.8), key: 25, instance: 6)
+        #expect(!r6)
+        let r7 = e.add(Self.score(0.8), key: 20, instance: 5)
+        #expect(r7, "20 and 25 are adjacent")
         #expect(e.completedBy?.key == 20)
     }
 
@@ -40,19 +47,24 @@ import Testing
         _ = e.add(Self.score(0.1), key: 0, instance: 1)
         _ = e.add(Self.score(0.1), key: 5, instance: 2)
         _ = e.add(Self.score(0.9), key: 10, instance: 3)
-        #expect(!e.add(Self.score(0.9), key: 30, instance: 7), "neighbours in the order, but 20 mm apart at 5 mm spacing")
-        #expect(e.add(Self.score(0.9), key: 15, instance: 4))
+        let r8 = e.add(Self.score(0.9), key: 30, instance: 7)
+        #expect(!r8, "neighbours in the order, but 20 mm apart at 5 mm spacing")
+        let r9 = e.add(Self.score(0.9), key: 15, instance: 4)
+        #expect(r9)
     }
 
     @Test func skippedSlicesKeepTheirPlaceAndKOneAlarmsOnTheFirstPositive() {
         var e = Self.evidence(2)
         _ = e.add(Self.score(0.9), key: 0, instance: 1)
         e.addSkipped(key: 5, instance: 2)
-        #expect(!e.add(Self.score(0.9), key: 10, instance: 3), "a skipped slice between breaks the run")
+        let r10 = e.add(Self.score(0.9), key: 10, instance: 3)
+        #expect(!r10, "a skipped slice between breaks the run")
         #expect(e.skipped == 1 && e.finding.slicesScored == 2)
         var one = Self.evidence(1)
-        #expect(!one.add(Self.score(0.4), key: 0, instance: 1))
-        #expect(one.add(Self.score(0.5), key: 5, instance: 2), "at the threshold counts, k = 1 needs one slice")
+        let r11 = one.add(Self.score(0.4), key: 0, instance: 1)
+        #expect(!r11)
+        let r12 = one.add(Self.score(0.5), key: 5, instance: 2)
+        #expect(r12, "at the threshold counts, k = 1 needs one slice")
     }
 
     @Test func keysPreferPositionThenInstanceNumber() {

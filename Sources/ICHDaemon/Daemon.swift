@@ -654,7 +654,7 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func isIdle(_ now: Date, for seconds: TimeInterval) -> Bool {
-        guard series.isEmpty, retries.isEmpty, intake.count == 0, finishQueue.isEmpty else { return false }
+        guard series.isEmpty, retries.isEmpty, intake.count == 0, finishQueue.isEmpty, !watcher.isSettling else { return false }
         return stateLock.withLock { now.timeIntervalSince(lastAnyArrival) >= seconds }
     }
 

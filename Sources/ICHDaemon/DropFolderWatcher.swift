@@ -150,13 +150,23 @@ public final class DropFolderWatcher: @unchecked Sendable {
     // MARK: - Scans
 
     /// Every complete candidate under the drop folder, as arrivals with their modification time.
-    public func rescan() { report(Self.candidates(under: folder)) }
+    public func rescan() {
+        report(Self.candidates(under: folder))
+        stopping.withLock { scanned = true }
+    }
 
     /// A scan cannot tell a finished file from one a producer is still writing (storescp writes in place).
     /// Files changed within `settleTime` are held back and reported once they have been still that long; the
     /// watch, added before any scan, also reports them when their writer closes them.
     public static let settleTime: TimeInterval = 2
-    private var young: [String: Double] = [:]
+    private var young: [String: Double] = [:] {
+        didSet { let n = young.count; stopping.withLock { heldBack = n } }
+    }
+    private var heldBack = 0
+    private var scanned = false
+
+    /// Files seen but not reported yet (still settling), or the first scan not done: not idle.
+    public var isSettling: Bool { stopping.withLock { heldBack > 0 || !scanned } }
 
     private func report(_ found: [(String, Double)]) {
         let now = Date().timeIntervalSince1970

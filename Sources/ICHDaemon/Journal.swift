@@ -172,10 +172,13 @@ public final class Journal: @unchecked Sendable {
                     try db.execute(sql: "INSERT INTO scorings (sop_uid, frame, at) VALUES (?, ?, ?)", arguments: [o.sopUID, s.frame, now])
                 }
             }
-            try db.execute(sql: """
+            // A file that names no series (not DICOM) belongs to none.
+            if !o.seriesUID.isEmpty {
+                try db.execute(sql: """
                 INSERT INTO series (series_uid, study_uid, rejected, final) VALUES (?, ?, ?, 0)
                 ON CONFLICT(series_uid) DO UPDATE SET final = 0, rejected = rejected + excluded.rejected
                 """, arguments: [o.seriesUID, o.studyUID, o.outcome == "rejected" ? 1 : 0])
+            }
             guard let a = alert else { return false }
             try db.execute(sql: """
                 INSERT OR IGNORE INTO alerts (id, series_uid, study_uid, slice, probabilities, latency_ms, raised_at, accession)
@@ -216,7 +219,7 @@ public final class Journal: @unchecked Sendable {
     /// Series not yet final, with their slices, for rebuilding the evidence after a restart.
     public func openSeries() throws -> [SeriesRecord] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT series_uid, study_uid, rejected FROM series WHERE final = 0").map { row in
+            try Row.fetchAll(db, sql: "SELECT series_uid, study_uid, rejected FROM series WHERE final = 0 AND series_uid != ''").map { row in
                 let uid: String = row[0]
                 let slices = try Row.fetchAll(db, sql: """
                     SELECT frame, sort_key, instance, probabilities, latency_ms FROM slices WHERE series_uid = ? ORDER BY sort_key

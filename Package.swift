@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "ICHEvaluationTests", dependencies: ["ICHEvaluation", "ICHDecision", "ICHEngine", "ICHTestSupport"]),
         .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),
         .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
-        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHDaemon", "ICHTestSupport"]),
+        .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHDaemon", "ICHAlerts", "ICHTestSupport"]),
     ],
     cxxLanguageStandard: .cxx17
 )

@@ -1,0 +1,161 @@
+import Foundation
+import Glibc
+import ICHAlerts
+import ICHDaemon
+import ICHPhantom
+import ICHTestSupport
+import Testing
+
+/// The integrator's end of the serial cable, in the test process: the far end of the daemon's pseudo-terminal
+/// (the `pty:` link), read on a thread, every line checked by the protocol's own decoder.
+final class SerialReader: @unchecked Sendable {
+    let lock = NSLock()
+    private var lines: [InspectedLine] = []
+    private var port: SerialPort?
+    private var stopped = false
+
+    init(link: String) throws {
+        let deadline = Date().addingTimeInterval(30)
+        while port == nil, Date() < deadline {
+            port = try? SerialPort.open(SerialDevice(link), baud: 115_200, rtscts: false)
+            if port == nil { usleep(50_000) }
+        }
+        guard port != nil else { throw SerialError(operation: "open \(link)", code: ENOENT) }
+        let t = Thread { [self] in run() }
+        t.start()
+    }
+
+    private func run() {
+        var assembler = LineAssembler()
+        while !lock.withLock({ stopped }) {
+            guard let port = lock.withLock({ port }) else { return }
+            var pfd = pollfd(fd: port.fd, events: Int16(POLLIN), revents: 0)
+            _ = poll(&pfd, 1, 50)
+            var buffer: [UInt8] = []
+            if case .gone = port.read(into: &buffer) {
+                usleep(50_000)
+                continue
+            }
+            for line in assembler.append(buffer) {
+                guard let line else { continue }
+                let inspected = LineDecoder.inspect(line)
+                lock.withLock { lines.append(inspected) }
+            }
+        }
+    }
+
+    var received: [InspectedLine] { lock.withLock { lines } }
+    func of(_ type: String) -> [ProtocolLine] { received.compactMap(\.line).filter { $0.type == type } }
+
+    func send(_ line: ProtocolLine) throws {
+        let bytes = Array(line.framed.utf8)
+        _ = try lock.withLock { port }!.write(bytes[...])
+    }
+
+    @discardableResult
+    func waitFor(_ seconds: Double = 60, _ condition: () -> Bool) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if condition() { return true }
+            usleep(50_000)
+        }
+        return condition()
+    }
+
+    func stop() {
+        lock.withLock { stopped = true }
+        usleep(100_000)
+        lock.withLock { port?.close(); port = nil }
+    }
+}
+
+@Suite(.serialized) struct AlertPathTests {
+    static func board(_ dir: TemporaryDirectory) throws -> String {
+        let config = dir.file("ichd.toml")
+        try """
+            board = "e2e"
+            [folders]
+            drop = "drop"
+            archive = "archive"
+            quarantine = "quarantine"
+            state = "state"
+            [model]
+            path = "\(DaemonCLITests.model)"
+            threads = 2
+            [decision]
+            adjacent_slices = 2
+            series_quiet_s = 1
+            [serial]
+            device = "pty:state/ttyICHD"
+            heartbeat_s = 1
+            resend_s = 1
+            [lamp]
+            backend = "sim"
+            alert_line = 17
+            ready_line = 27
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        return config
+    }
+
+    /// A positive phantom series gives exactly one ALERT id (resent until acknowledged) and a POS RESULT, a
+    /// negative one a NEG RESULT and no ALERT; ACK clears it (CLEAR by=serial, lamp OFF in the next HB);
+    /// after kill -9 and a restart an unacknowledged alert is announced again with its id, an acknowledged one
+    /// is not.
+    @Test func alertsResultsAcknowledgementAndRestartOverARealPseudoTerminal() throws {
+        let dir = TemporaryDirectory("ichd-e2e")
+        let config = try Self.board(dir)
+        let source = TemporaryDirectory("ichd-series")
+        _ = try PhantomSeries(seed: 900_001, positive: true).write(to: source.file("pos"))
+        _ = try PhantomSeries(seed: 900_002, positive: false).write(to: source.file("neg"))
+        _ = try PhantomSeries(seed: 42, positive: true).write(to: source.file("pos2"))
+
+        var daemon = try DaemonCLITests.start(["run", "--config", config])
+        var reader = try SerialReader(link: dir.file("state/ttyICHD"))
+        #expect(reader.waitFor(20) { !reader.of("HELLO").isEmpty }, "HELLO at start")
+        let hello = try #require(reader.of("HELLO").first)
+        #expect(hello.seq == 1 && hello["board"] == "e2e" && hello["model"] == "ichd-phantom-resnet18" && hello["model_sha"]?.count == 12)
+
+        try DaemonCLITests.copyTree(source.file("pos"), dir.file("drop/pos"))
+        try DaemonCLITests.copyTree(source.file("neg"), dir.file("drop/neg"))
+        #expect(reader.waitFor { reader.of("RESULT").count == 2 }, "both series finish: \(reader.received.map(\.raw))")
+        let alerts = reader.of("ALERT")
+        let ids = Set(alerts.compactMap { $0["id"] })
+        #expect(ids.count == 1, "one alert id for the positive series: \(ids)")
+        let id = try #require(ids.first)
+        #expect(reader.waitFor(10) { reader.of("ALERT").count >= 2 }, "resent every resend_s with the same id")
+        let results = reader.of("RESULT")
+        let pos = try #require(results.first { $0["result"] == "POS" })
+        let neg = try #require(results.first { $0["result"] == "NEG" })
+        #expect(pos["alert"] == id && neg["alert"] == "-" && pos["series"] == alerts.first?["series"])
+        #expect(Int(pos["scored"] ?? "") ?? 0 >= 20)
+        let invalid = reader.received.filter { !$0.isValid }.map(\.raw)
+        #expect(invalid.isEmpty, "every line valid: \(invalid)")
+        let seqs = reader.received.compactMap(\.seq)
+        #expect(seqs == Array(1...seqs.count), "SEQ +1 per line from the HELLO")
+        #expect(reader.of("HB").last?["lamp"] == "ON" && reader.of("HB").last?["pending"] == "1")
+
+        // The integrator acknowledges: CLEAR by=serial, nothing pending, the lamp off.
+        try reader.send(ProtocolLine(seq: 1, type: "ACK", fields: [ProtocolField("id", id)]))
+        #expect(reader.waitFor(10) { reader.of("CLEAR").contains { $0["id"] == id && $0["by"] == "serial" } })
+        #expect(reader.waitFor(10) { reader.of("HB").last.map { $0["pending"] == "0" && $0["lamp"] == "OFF" } ?? false })
+
+        // A second positive series, left unacknowledged, then kill -9 and a restart.
+        try DaemonCLITests.copyTree(source.file("pos2"), dir.file("drop/pos2"))
+        #expect(reader.waitFor { reader.of("ALERT").contains { $0["id"] != id } }, "the second series alerts")
+        let second = try #require(reader.of("ALERT").first { $0["id"] != id }?["id"])
+        kill(daemon.processIdentifier, SIGKILL)
+        daemon.waitUntilExit()
+        reader.stop()
+        daemon = try DaemonCLITests.start(["run", "--config", config])
+        defer {
+            daemon.terminate()
+            daemon.waitUntilExit()
+        }
+        reader = try SerialReader(link: dir.file("state/ttyICHD"))
+        #expect(reader.waitFor(30) { reader.of("ALERT").contains { $0["id"] == second } }, "the unacknowledged alert again, same id")
+        usleep(1_500_000)
+        #expect(!reader.of("ALERT").contains { $0["id"] == id }, "the acknowledged alert stays acknowledged")
+        #expect(reader.of("HELLO").count == 1 && reader.received.first?.line?.type == "HELLO")
+        reader.stop()
+    }
+}

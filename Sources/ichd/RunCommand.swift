@@ -96,7 +96,10 @@ struct ReceiveCommand: ParsableCommand {
         }
         // One object per file at its final name, written straight into the watched folder (the daemon acts on
         // close-after-write); --fork is not used so that systemd supervises one process.
-        let arguments = [storescp, "--aetitle", settings.aeTitle, "--output-directory", settings.dropFolder, "\(settings.receiverPort)"]
+        // +xa: accept every transfer syntax DCMTK supports (scanners and PACS send JPEG lossless, JPEG-LS, RLE;
+        // storescp's default accepts uncompressed only and the association would fail). Files stay as sent;
+        // ingest decodes them.
+        let arguments = [storescp, "+xa", "--aetitle", settings.aeTitle, "--output-directory", settings.dropFolder, "\(settings.receiverPort)"]
         if dryRun {
             print(arguments.joined(separator: " "))
             return

@@ -159,3 +159,68 @@ final class SerialReader: @unchecked Sendable {
         reader.stop()
     }
 }
+
+/// A scanner's DICOM send: DCMTK's storescu over loopback to storescp (run by `ichd receive` from the same
+/// config), into the drop folder the daemon watches.
+@Suite(.serialized) struct NetworkReceiveTests {
+    static func which(_ tool: String) -> String? {
+        for dir in ["/usr/bin", "/usr/local/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: dir + "/" + tool) {
+            return dir + "/" + tool
+        }
+        return nil
+    }
+
+    @Test func seriesSentWithStorescuAreReceivedByStorescpAndScored() throws {
+        guard let storescu = Self.which("storescu"), Self.which("storescp") != nil else {
+            Issue.record("DCMTK's storescp/storescu are missing (Debian package dcmtk; make deps installs it)")
+            return
+        }
+        let dir = TemporaryDirectory("ichd-net")
+        let port = Int.random(in: 20_000...40_000)
+        let config = dir.file("ichd.toml")
+        try """
+            board = "net"
+            [model]
+            path = "\(DaemonCLITests.model)"
+            threads = 2
+            [decision]
+            series_quiet_s = 1
+            [receiver]
+            ae_title = "ICHDTEST"
+            port = \(port)
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let dry = try runICHD(["receive", "--config", config, "--dry-run"])
+        #expect(dry.stdout.contains("storescp +xa --aetitle ICHDTEST") && dry.stdout.contains("--output-directory \(dir.url.standardizedFileURL.path)/drop \(port)"))
+
+        let receiver = try DaemonCLITests.start(["receive", "--config", config])
+        // storescp does not stop on SIGTERM (DCMTK 3.6.7, measured): the unit's TimeoutStopSec kills it, so does this.
+        defer { kill(receiver.processIdentifier, SIGKILL); receiver.waitUntilExit() }
+        let daemon = try DaemonCLITests.start(["run", "--config", config])
+        defer { daemon.terminate(); daemon.waitUntilExit() }
+        let source = TemporaryDirectory("ichd-series")
+        // Stored as the scanner's own native objects (explicit little endian) so that storescu needs no
+        // compressed presentation context; ichd receive's storescp accepts compressed ones too (+xa).
+        let slices = try PhantomSeries(seed: 900_001, positive: true).write(to: source.file("pos"), storage: CTStorage())
+        let files = try FileManager.default.contentsOfDirectory(atPath: source.file("pos")).filter { $0.hasSuffix(".dcm") }.sorted()
+            .map { source.file("pos/" + $0) }
+        usleep(500_000)  // storescp listening
+        let send = Process()
+        send.executableURL = URL(fileURLWithPath: storescu)
+        send.arguments = ["-aec", "ICHDTEST", "localhost", "\(port)"] + files
+        send.standardOutput = FileHandle.nullDevice
+        send.standardError = FileHandle.nullDevice
+        try send.run()
+        send.waitUntilExit()
+        #expect(send.terminationStatus == 0, "storescu sent every slice")
+
+        let journal = try Journal(folder: dir.file("state"))
+        let end = Date().addingTimeInterval(60)
+        while Date() < end, (try journal.counts()).seriesFinal < 1 { usleep(100_000) }
+        let c = try journal.counts()
+        #expect(c.instances == slices.count && c.seriesFinal == 1 && c.alerts == 1, "\(c)")
+        #expect(c.scorings == c.scoredSlices)
+        let archived = FileManager.default.enumerator(atPath: dir.file("archive"))?.allObjects as? [String] ?? []
+        #expect(archived.filter { ($0 as NSString).lastPathComponent.hasPrefix("CT.") }.count == slices.count,
+                "storescp's CT.<SOPInstanceUID> files, archived")
+    }
+}

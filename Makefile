@@ -37,18 +37,10 @@ deps:
 build: deps
 	$(SWIFT) build -c release --static-swift-stdlib $(ARCH_FLAGS)
 
-# The main job as far as it is built: synthetic series dropped into a local folder, ingested and
-# preprocessed by the appliance's own code. Scoring, the lamp and the serial alert join in later issues.
+# The main job: the daemon on the simulated board (scripts/demo.sh): phantom series land in a copy of board/sim's
+# drop folder, the daemon scores them, the lamp lights on the console, `ichd listen` prints the serial line.
 demo: build
-	@rm -rf $(DEMO) && mkdir -p $(DEMO)/out
-	$(ICHD) phantom --out $(DEMO)/drop --series 4 --seed 1 --positive-rate 0.5
-	$(ICHD) inspect --brief $(DEMO)/drop/series-*/*.dcm
-	$(ICHD) preprocess $(DEMO)/drop/series-001/015.dcm --out $(DEMO)/out/series-001-015.jpg --tensor $(DEMO)/out/series-001-015.f32
-	$(ICHD) eval --model $(MODEL).ichm --images $(DEMO)/drop --labels $(DEMO)/drop/labels.csv --threads 2 --plot $(DEMO)/roc.png
-	$(ICHD) selftest --model $(MODEL).ichm --work $(DEMO)/selftest
-	$(ICHD) bench --stage preprocess
-	$(ICHD) bench --model $(MODEL).ichm --threads 1 --runs 20
-	@echo "demo: slices in $(DEMO)/drop, model input preview and tensor in $(DEMO)/out, ROC curves in $(DEMO)/roc.png"
+	bash scripts/demo.sh
 
 test-data:
 	bash scripts/fetch-test-data.sh

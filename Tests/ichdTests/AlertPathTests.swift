@@ -224,3 +224,79 @@ final class SerialReader: @unchecked Sendable {
                 "storescp's CT.<SOPInstanceUID> files, archived")
     }
 }
+
+/// Running as firmware: signals, and a board whose GPIO chip is missing.
+@Suite(.serialized) struct FirmwareBehaviourTests {
+    static func start(_ arguments: [String], log: String) throws -> Process {
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let p = Process()
+        p.executableURL = ichdBinary
+        p.arguments = arguments
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        return p
+    }
+
+    static func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if condition() { return true }
+            usleep(50_000)
+        }
+        return condition()
+    }
+
+    @Test func sighupRefusesABadModelAndKeepsRunningSigtermStopsWithTheLampOff() throws {
+        let dir = TemporaryDirectory("ichd-signals")
+        let config = try AlertPathTests.board(dir)
+        let log = dir.file("daemon.log")
+        let daemon = try Self.start(["run", "--config", config], log: log)
+        func text() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+        #expect(Self.waitFor(30) { text().contains("watching") })
+        let source = TemporaryDirectory("ichd-series")
+        _ = try PhantomSeries(seed: 900_001, positive: true).write(to: source.file("pos"))
+        try DaemonCLITests.copyTree(source.file("pos"), dir.file("drop/pos"))
+        #expect(Self.waitFor(60) { text().contains("lamp: ON") }, "the simulated lamp lights on the console")
+
+        // A broken model in place of the configured one: the reload is refused, the old model keeps scoring.
+        let broken = dir.file("broken.ichm")
+        try Data("not a model".utf8).write(to: URL(fileURLWithPath: broken))
+        try (try String(contentsOfFile: config, encoding: .utf8)).replacingOccurrences(of: DaemonCLITests.model, with: broken)
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        kill(daemon.processIdentifier, SIGHUP)
+        #expect(Self.waitFor(10) { text().contains("reload refused") }, "\(text())")
+        _ = try PhantomSeries(seed: 900_002, positive: false).write(to: source.file("neg"))
+        try DaemonCLITests.copyTree(source.file("neg"), dir.file("drop/neg"))
+        let journal = try Journal(folder: dir.file("state"))
+        #expect(Self.waitFor(60) { ((try? journal.counts())?.seriesFinal ?? 0) == 2 }, "still scoring after the refused reload")
+
+        kill(daemon.processIdentifier, SIGTERM)
+        daemon.waitUntilExit()
+        #expect(daemon.terminationReason == .exit && daemon.terminationStatus == 0)
+        let lines = text().split(separator: "\n").filter { $0.hasPrefix("lamp:") }
+        #expect(lines.last == "lamp: OFF", "the lamp line driven to its off state on exit: \(lines)")
+        #expect(text().contains("stopped"))
+        #expect(!text().lowercased().contains("patient"))
+    }
+
+    @Test func withoutAGPIOChipTheDaemonReportsAGPIOFaultAndKeepsScoringAndAlerting() throws {
+        let dir = TemporaryDirectory("ichd-nogpio")
+        let config = try AlertPathTests.board(dir)
+        try (try String(contentsOfFile: config, encoding: .utf8))
+            .replacingOccurrences(of: "backend = \"sim\"", with: "backend = \"gpiod\"\nchip = \"ichd-no-such-chip\"")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonCLITests.start(["run", "--config", config])
+        defer { daemon.terminate(); daemon.waitUntilExit() }
+        let reader = try SerialReader(link: dir.file("state/ttyICHD"))
+        defer { reader.stop() }
+        #expect(reader.waitFor(20) { reader.of("FAULT").contains { $0["code"] == "GPIO" } }, "\(reader.received.map(\.raw))")
+        #expect(reader.waitFor(10) { reader.of("HB").last?["state"] == "FAULT" })
+        let source = TemporaryDirectory("ichd-series")
+        _ = try PhantomSeries(seed: 900_001, positive: true).write(to: source.file("pos"))
+        try DaemonCLITests.copyTree(source.file("pos"), dir.file("drop/pos"))
+        #expect(reader.waitFor { reader.of("RESULT").first?["result"] == "POS" }, "scoring and the serial alert go on")
+        #expect(reader.of("ALERT").count >= 1)
+    }
+}

@@ -483,10 +483,7 @@ public final class Daemon: @unchecked Sendable {
             isNewAlert = try journal.commit(outcome, alert: alertRecord)
         } catch {
             // Nothing was recorded: the file stays and is tried again (scored again, for the first time).
-            setFault(.disk, "journal: \(error)")
-            release(work.identity.key)
-            intake.finished(work.arrival.path)
-            retries.append((work.arrival, id.series, Date().addingTimeInterval(5)))
+            giveBack(work, fault: "journal: \(error)")
             return
         }
         if let a = alertRecord, isNewAlert {
@@ -524,10 +521,7 @@ public final class Daemon: @unchecked Sendable {
         do {
             try FileMover.writeDurably(reason, to: destination + ".reason.txt")
         } catch {
-            setFault(.disk, "quarantine: \(error.description)")
-            release(id.key)
-            intake.finished(work.arrival.path)
-            retries.append((work.arrival, id.series, Date().addingTimeInterval(5)))
+            giveBack(work, fault: "quarantine: \(error.description)")
             return
         }
         let outcome = Journal.InstanceOutcome(sopUID: id.key, studyUID: id.study, seriesUID: id.series, source: relative(work.arrival.path),
@@ -536,10 +530,7 @@ public final class Daemon: @unchecked Sendable {
         do {
             try journal.commit(outcome)
         } catch {
-            setFault(.disk, "journal: \(error)")
-            release(id.key)
-            intake.finished(work.arrival.path)
-            retries.append((work.arrival, id.series, Date().addingTimeInterval(5)))
+            giveBack(work, fault: "journal: \(error)")
             return
         }
         if !id.series.isEmpty {
@@ -602,6 +593,15 @@ public final class Daemon: @unchecked Sendable {
         intake.finished(source)
     }
 
+    /// A DISK fault stopped `work` before anything was recorded: the file stays in the drop folder and is
+    /// tried again in 5 s.
+    private func giveBack(_ work: FileWork, fault: String) {
+        setFault(.disk, fault)
+        release(work.identity.key)
+        intake.finished(work.arrival.path)
+        retries.append((work.arrival, work.identity.series, Date().addingTimeInterval(5)))
+    }
+
     private func release(_ key: String) { stateLock.withLock { _ = inFlightSOPs.remove(key) } }
 
     private func notice(_ a: Journal.AlertRecord) -> AlertNotice {
@@ -631,6 +631,8 @@ public final class Daemon: @unchecked Sendable {
 
     private func finalizeQuietSeries(_ now: Date) {
         let quiet = currentConfig.seriesQuietSeconds
+        // Files a scan found still being written belong to some series not yet known: wait for them.
+        guard !watcher.isSettling else { return }
         for (uid, state) in series {
             let last = max(state.lastDone, stateLock.withLock { lastArrival[uid] ?? .distantPast })
             guard now.timeIntervalSince(last) >= quiet, intake.activeCount(series: uid) == 0 else { continue }

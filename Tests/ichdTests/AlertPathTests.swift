@@ -72,28 +72,8 @@ final class SerialReader: @unchecked Sendable {
 @Suite(.serialized) struct AlertPathTests {
     static func board(_ dir: TemporaryDirectory) throws -> String {
         let config = dir.file("ichd.toml")
-        try """
-            board = "e2e"
-            [folders]
-            drop = "drop"
-            archive = "archive"
-            quarantine = "quarantine"
-            state = "state"
-            [model]
-            path = "\(DaemonCLITests.model)"
-            threads = 2
-            [decision]
-            adjacent_slices = 2
-            series_quiet_s = 1
-            [serial]
-            device = "pty:state/ttyICHD"
-            heartbeat_s = 1
-            resend_s = 1
-            [lamp]
-            backend = "sim"
-            alert_line = 17
-            ready_line = 27
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        try DaemonCLITests.configText(quiet: 3, threads: 2, serial: true).replacingOccurrences(of: "board = \"test\"", with: "board = \"e2e\"")
+            .write(toFile: config, atomically: true, encoding: .utf8)
         return config
     }
 
@@ -117,7 +97,8 @@ final class SerialReader: @unchecked Sendable {
 
         try DaemonCLITests.copyTree(source.file("pos"), dir.file("drop/pos"))
         try DaemonCLITests.copyTree(source.file("neg"), dir.file("drop/neg"))
-        #expect(reader.waitFor { reader.of("RESULT").count == 2 }, "both series finish: \(reader.received.map(\.raw))")
+        #expect(reader.waitFor(90) { Set(reader.of("RESULT").compactMap { $0["result"] }) == ["POS", "NEG"] },
+                "both series finish: \(reader.received.map(\.raw))")
         let alerts = reader.of("ALERT")
         let ids = Set(alerts.compactMap { $0["id"] })
         #expect(ids.count == 1, "one alert id for the positive series: \(ids)")
@@ -178,17 +159,8 @@ final class SerialReader: @unchecked Sendable {
         let dir = TemporaryDirectory("ichd-net")
         let port = Int.random(in: 20_000...40_000)
         let config = dir.file("ichd.toml")
-        try """
-            board = "net"
-            [model]
-            path = "\(DaemonCLITests.model)"
-            threads = 2
-            [decision]
-            series_quiet_s = 1
-            [receiver]
-            ae_title = "ICHDTEST"
-            port = \(port)
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        try DaemonCLITests.configText(quiet: 1, threads: 2, extra: "[receiver]\nae_title = \"ICHDTEST\"\nport = \(port)")
+            .write(toFile: config, atomically: true, encoding: .utf8)
         let dry = try runICHD(["receive", "--config", config, "--dry-run"])
         #expect(dry.stdout.contains("storescp +xa --aetitle ICHDTEST") && dry.stdout.contains("--output-directory \(dir.url.standardizedFileURL.path)/drop \(port)"))
 

@@ -16,25 +16,7 @@ import Testing
         var drop: String { dir.file("drop") }
 
         init(quiet: Double = 1, extra: String = "") throws {
-            try """
-                board = "test"
-                [folders]
-                drop = "drop"
-                archive = "archive"
-                quarantine = "quarantine"
-                state = "state"
-                [model]
-                path = "\(DaemonCLITests.model)"
-                threads = 1
-                [budget]
-                slice_ms = 5000
-                [decision]
-                adjacent_slices = 2
-                series_quiet_s = \(quiet)
-                [lamp]
-                backend = "sim"
-                \(extra)
-                """.write(toFile: config, atomically: true, encoding: .utf8)
+            try DaemonCLITests.configText(quiet: quiet, extra: extra).write(toFile: config, atomically: true, encoding: .utf8)
         }
 
         func journal() throws -> Journal { try Journal(folder: dir.file("state")) }
@@ -47,6 +29,32 @@ import Testing
                 return FileManager.default.fileExists(atPath: root + "/" + $0, isDirectory: &isDirectory) && !isDirectory.boolValue
             }.sorted()
         }
+    }
+
+    /// A board's ichd.toml: local folders, the bundled model, the sim lamp; `serial` adds a pseudo-terminal
+    /// at state/ttyICHD with 1 s heartbeats and resends; `extra` is appended (keys of [lamp], or more tables).
+    static func configText(quiet: Double, threads: Int = 1, serial: Bool = false, extra: String = "") -> String {
+        """
+        board = "test"
+        [folders]
+        drop = "drop"
+        archive = "archive"
+        quarantine = "quarantine"
+        state = "state"
+        [model]
+        path = "\(model)"
+        threads = \(threads)
+        [budget]
+        slice_ms = 5000
+        [decision]
+        adjacent_slices = 2
+        series_quiet_s = \(quiet)
+        """ + (serial ? "\n[serial]\ndevice = \"pty:state/ttyICHD\"\nheartbeat_s = 1\nresend_s = 1" : "") + """
+
+        [lamp]
+        backend = "sim"
+        \(extra)
+        """
     }
 
     /// Phantom series written once per test run (DCMTK), copied into drop folders as needed.

@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "ichd-phantom-resnet18.ichm")
 
 
-def config(board, threads, quiet=1.0, budget=1000):
+def config(board, threads, scorers=1, quiet=1.0, budget=1000):
     text = f"""board = "bench"
 [folders]
 drop = "drop"
@@ -40,6 +40,7 @@ state = "state"
 [model]
 path = "{MODEL}"
 threads = {threads}
+scorers = {scorers}
 [budget]
 slice_ms = {budget}
 [decision]
@@ -83,10 +84,10 @@ def start_daemon(ichd, cfg, until_idle=None):
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def idle_latency(ichd, work, threads, count):
+def idle_latency(ichd, work, threads, scorers, count):
     board = os.path.join(work, "idle")
     os.makedirs(board)
-    cfg = config(board, threads)
+    cfg = config(board, threads, scorers)
     src = os.path.join(work, "idle-src")
     subprocess.run([ichd, "phantom", "--out", src, "--series", "2", "--seed", "77", "--positive-rate", "0.5"],
                    check=True, capture_output=True)
@@ -113,11 +114,11 @@ def idle_latency(ichd, work, threads, count):
             "alert_lat_ms": alerts}
 
 
-def burst(ichd, work, threads, n):
+def burst(ichd, work, threads, scorers, n):
     board = os.path.join(work, "burst")
     os.makedirs(board)
-    cfg = config(board, threads, quiet=2, budget=600000)
-    series = max(1, (n + 27) // 28)
+    cfg = config(board, threads, scorers, quiet=2, budget=600000)
+    series = max(1, (n + 24) // 25)  # a phantom series has 25-28 slices
     src = os.path.join(board, "drop")
     subprocess.run([ichd, "phantom", "--out", src, "--series", str(series), "--seed", "5000", "--positive-rate", "0.3"],
                    check=True, capture_output=True)
@@ -163,7 +164,8 @@ def main():
     ap.add_argument("--ichd", default=os.path.join(ROOT, ".build", "release", "ichd"))
     ap.add_argument("--slices", type=int, default=2000)
     ap.add_argument("--idle-slices", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="model.threads")
+    ap.add_argument("--scorers", type=int, default=2, help="model.scorers")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cores = os.cpu_count()
@@ -173,13 +175,13 @@ def main():
         engine_n = ichd_json(args.ichd, "bench", "--model", MODEL, "--threads", str(args.threads), "--runs", "30")
         engine_1 = ichd_json(args.ichd, "bench", "--model", MODEL, "--threads", "1", "--runs", "30")
         pre = ichd_json(args.ichd, "bench", "--stage", "preprocess", "--runs", "100")
-        idle = idle_latency(args.ichd, work, args.threads, args.idle_slices)
-        b = burst(args.ichd, work, args.threads, args.slices)
+        idle = idle_latency(args.ichd, work, args.threads, args.scorers, args.idle_slices)
+        b = burst(args.ichd, work, args.threads, args.scorers, args.slices)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     bound = cores / ((engine_1["median_ms"] + pre["median_ms"]) / 1000)
     report = {
-        "cpu": cpu, "cores": cores, "threads": args.threads,
+        "cpu": cpu, "cores": cores, "threads": args.threads, "scorers": args.scorers,
         "engine_median_ms": engine_n["median_ms"], "engine_1thread_median_ms": engine_1["median_ms"],
         "decode_preprocess_median_ms": pre["median_ms"],
         "idle": idle, "idle_target_ms": engine_n["median_ms"] + 20,
@@ -188,6 +190,7 @@ def main():
     if args.json:
         print(json.dumps(report, indent=1))
         return
+    print(f"model.threads {args.threads}, model.scorers {args.scorers}")
     print(f"CPU {cpu}, {cores} cores; engine {engine_n['median_ms']:.1f} ms at {args.threads} threads, "
           f"{engine_1['median_ms']:.1f} ms at 1; decode+preprocess {pre['median_ms']:.1f} ms")
     print(f"idle: {idle['slices']} slices, file close to score median {idle['median_ms']:.1f} ms, p95 {idle['p95_ms']:.1f} ms "

@@ -29,7 +29,7 @@ public final class Daemon: @unchecked Sendable {
     let journal: Journal
     let mover: FileMover
     let intake = IntakeQueue()
-    let scoreQueue = BoundedQueue<ScoreItem>(capacity: 2)
+    let scoreQueue: BoundedQueue<ScoreItem>
     let finishQueue = BoundedQueue<FinishItem>(capacity: Int.max)
     let notifier = SystemdNotifier()
     public let alerts: AlertCenter
@@ -40,7 +40,9 @@ public final class Daemon: @unchecked Sendable {
 
     /// Read by the scorer, replaced by a reload between two slices.
     private let scorerLock = NSLock()
-    private var currentScorer: SliceScorer
+    /// One engine per scorer thread (`model.scorers`); the first also serves the decoder (preprocessing spec).
+    private var currentScorers: [SliceScorer]
+    private var currentScorer: SliceScorer { currentScorers[0] }
     private var currentConfig: DaemonConfig
 
     // State shared between threads (under `stateLock`).
@@ -75,13 +77,13 @@ public final class Daemon: @unchecked Sendable {
         currentConfig = config
         self.logger = logger
         self.untilIdle = untilIdle
-        let scorer: SliceScorer
+        // One prepared slice ahead of each scorer: enough to keep them fed, little memory (0.8 MB a slice).
+        scoreQueue = BoundedQueue<ScoreItem>(capacity: config.scorers + 1)
         do {
-            scorer = try SliceScorer(path: config.modelPath, threads: config.threads)
+            currentScorers = try (0..<config.scorers).map { _ in try SliceScorer(path: config.modelPath, threads: config.threads) }
         } catch {
-            throw ConfigError(key: "model.path", value: "\"\(config.modelPath)\"", reason: "cannot load the model: \(error.description)")
+            throw ConfigError(key: "model.path", value: "\"\(config.modelPath)\"", reason: "cannot load the model: \(error)")
         }
-        currentScorer = scorer
         modelSHA = Self.fileSHA256(config.modelPath).map { String($0.prefix(12)) } ?? "unknown"
         modelID = Self.modelID(path: config.modelPath)
         do {
@@ -184,7 +186,7 @@ public final class Daemon: @unchecked Sendable {
     /// Runs until SIGTERM/SIGINT (or `untilIdle`); returns the exit status.
     public func run() -> Int32 {
         logger.info("starting", metadata: ["board": "\(config.board)", "model": "\(modelID)", "model_sha": "\(modelSHA)",
-                                           "threads": "\(config.threads)", "drop": "\(config.dropFolder)"])
+                                           "threads": "\(config.threads)", "scorers": "\(config.scorers)", "drop": "\(config.dropFolder)"])
         recoverFromJournal()
         let pending = (try? journal.pendingAlerts()) ?? []
         alerts.start(pending: pending.map(notice))
@@ -196,7 +198,7 @@ public final class Daemon: @unchecked Sendable {
         watcher.start()
         logger.info("watching", metadata: ["mode": "\(watcher.mode.rawValue)"])
         startThread("ichd-decode") { [self] in decodeLoop() }
-        startThread("ichd-score") { [self] in scoreLoop() }
+        for i in 0..<currentScorers.count { startThread("ichd-score-\(i)") { [self] in scoreLoop(i) } }
         // Ready: the model is loaded, the journal recovered, the folder watched (its start-up scan queued).
         notifier.notify("READY=1\nSTATUS=watching \(config.dropFolder)")
 
@@ -374,7 +376,9 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: - Scorer thread
 
-    private func scoreLoop() {
+    /// Scorer thread `index` with its own engine: with several, slices of a backlog are scored side by side
+    /// (each engine single-threaded keeps every core busy without the workers' wake-up cost; docs/daemon.md).
+    private func scoreLoop(_ index: Int) {
         while true {
             stateLock.withLock { scorerAliveAt = Date() }
             alerts.scoringLoopAlive()
@@ -383,11 +387,13 @@ public final class Daemon: @unchecked Sendable {
                 continue
             }
             if isStopping { continue }  // not started: the file stays in the drop folder
-            let scorer = scorerLock.withLock { currentScorer }
+            let scorer = scorerLock.withLock { currentScorers[index % currentScorers.count] }
             var score: SliceScore?
+            let started = Date()
             if let input = item.input, !item.work.isRejected { score = scorer.score(input) }
             let done = item.work.add(FrameResult(frame: item.frame, key: item.key, instance: item.instance, score: score,
-                                                 scoredAt: Date(), classNames: scorer.classNames, thresholds: scorer.thresholds))
+                                                 scoredAt: Date(), preparedAt: item.preparedAt, scoreStartedAt: started,
+                                                 classNames: scorer.classNames, thresholds: scorer.thresholds))
             if done { finishQueue.push(.processed(item.work)) }
         }
     }
@@ -503,7 +509,12 @@ public final class Daemon: @unchecked Sendable {
         logger.info(anyScored ? "scored" : "skipped", metadata: [
             "file": "\(relative(work.arrival.path))", "series": "\(id.series)",
             "any": "\(frames.compactMap { $0.score?.probabilities.first }.map { String(format: "%.3f", $0) }.joined(separator: ","))",
-            "lat_ms": "\(latencies.map { String(Int($0.rounded())) }.joined(separator: ","))"])
+            "lat_ms": "\(latencies.map { String(Int($0.rounded())) }.joined(separator: ","))",
+            // Where the latency went: intake and decoding (file close to prepared), waiting for the scorer,
+            // scoring; for the first frame.
+            "prep_ms": "\(Int((first.preparedAt.timeIntervalSince(work.arrival.closedAt) * 1000).rounded()))",
+            "wait_ms": "\(Int((first.scoreStartedAt.timeIntervalSince(first.preparedAt) * 1000).rounded()))",
+            "score_ms": "\(Int((first.scoredAt.timeIntervalSince(first.scoreStartedAt) * 1000).rounded()))"])
         moveAndConfirm(work.arrival.path, to: destination, key: id.key)
     }
 
@@ -708,14 +719,15 @@ public final class Daemon: @unchecked Sendable {
         do {
             fresh = try DaemonConfig.load(path: config.sourcePath)
         } catch {
-            logger.error("reload refused: the running configuration stays", metadata: ["reason": "\(error.description)"])
+            logger.error("reload refused: the running configuration stays", metadata: ["reason": "\(error)"])
             return
         }
         do {
-            let scorer = try SliceScorer(path: fresh.modelPath, threads: fresh.threads)
-            scorerLock.withLock { currentScorer = scorer }
+            let count = scorerLock.withLock { currentScorers.count }
+            let scorers = try (0..<count).map { _ in try SliceScorer(path: fresh.modelPath, threads: fresh.threads) }
+            scorerLock.withLock { currentScorers = scorers }
         } catch {
-            logger.error("reload refused: the new model cannot be loaded; the old one keeps running", metadata: ["reason": "\(error.description)"])
+            logger.error("reload refused: the new model cannot be loaded; the old one keeps running", metadata: ["reason": "\(error)"])
             setFault(.model, nil)
             return
         }
@@ -724,6 +736,7 @@ public final class Daemon: @unchecked Sendable {
             || fresh.stateFolder != config.stateFolder { restartOnly.append("folders") }
         if fresh.serial != config.serial { restartOnly.append("serial") }
         if fresh.lamp != config.lamp { restartOnly.append("lamp") }
+        if fresh.scorers != config.scorers { restartOnly.append("model.scorers") }
         currentConfig = fresh
         stateLock.withLock { latency = LatencyTracker(budgetMs: fresh.sliceBudgetMs) }
         logger.notice("reloaded", metadata: ["model": "\(Self.modelID(path: fresh.modelPath))", "model_sha": "\(Self.fileSHA256(fresh.modelPath).map { String($0.prefix(12)) } ?? "?")",
@@ -805,12 +818,16 @@ struct FrameResult: Sendable {
     /// Nil when skipped (too little brain) or when the file was refused.
     var score: SliceScore?
     var scoredAt: Date
+    var preparedAt: Date
+    var scoreStartedAt: Date
     var classNames: [String]
     var thresholds: [Float]
 }
 
 struct ScoreItem: Sendable {
     var work: FileWork
+    /// When decoding and preprocessing of this slice ended (the time spent waiting for the scorer starts).
+    var preparedAt = Date()
     var frame: Int
     var key: Double
     var instance: Int?

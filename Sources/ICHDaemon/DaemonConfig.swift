@@ -39,6 +39,8 @@ public struct DaemonConfig: Sendable, Equatable {
     // [model]
     public var modelPath: String
     public var threads = 1
+    /// Engines scoring side by side (each with `threads` workers); slices of a backlog go to whichever is free.
+    public var scorers = 1
     // [budget]
     public var sliceBudgetMs = 1000
     // [decision]
@@ -59,7 +61,7 @@ public struct DaemonConfig: Sendable, Equatable {
     static let knownKeys: [String: Set<String>] = [
         "": ["board", "folders", "model", "budget", "decision", "serial", "lamp", "receiver"],
         "folders": ["drop", "archive", "quarantine", "state", "retention_days", "watch", "poll_ms"],
-        "model": ["path", "threads"],
+        "model": ["path", "threads", "scorers"],
         "budget": ["slice_ms"],
         "decision": ["adjacent_slices", "series_quiet_s"],
         "serial": ["device", "baud", "rtscts", "heartbeat_s", "resend_s", "send_accession"],
@@ -109,6 +111,7 @@ public struct DaemonConfig: Sendable, Equatable {
         c.watch = WatchMode(rawValue: watch)!
         c.pollIntervalMs = try r.int("folders", "poll_ms", default: 1000, range: 50...60000)
         c.threads = try r.int("model", "threads", default: 1, range: 1...64)
+        c.scorers = try r.int("model", "scorers", default: 1, range: 1...16)
         c.sliceBudgetMs = try r.int("budget", "slice_ms", default: 1000, range: 1...600_000)
         c.adjacentSlices = try r.int("decision", "adjacent_slices", default: 2, range: 1...64)
         c.seriesQuietSeconds = try r.double("decision", "series_quiet_s", default: 10, range: 0.1...86400)

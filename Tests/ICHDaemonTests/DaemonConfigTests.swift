@@ -22,6 +22,7 @@ import Testing
             [model]
             path = "\(Self.model)"
             threads = 2
+            scorers = 3
             [budget]
             slice_ms = 1000
             [decision]
@@ -44,7 +45,7 @@ import Testing
         let base = dir.url.standardizedFileURL.path
         #expect(c.dropFolder == base + "/drop" && c.stateFolder == base + "/state")
         #expect(FileManager.default.fileExists(atPath: base + "/archive"), "missing folders are created")
-        #expect(c.threads == 2 && c.adjacentSlices == 2 && c.seriesQuietSeconds == 10 && c.sliceBudgetMs == 1000)
+        #expect(c.threads == 2 && c.scorers == 3 && c.adjacentSlices == 2 && c.seriesQuietSeconds == 10 && c.sliceBudgetMs == 1000)
         #expect(c.serial?.device == "pty:" + base + "/state/ttyICHD" && c.serial?.baud == 115200 && c.serial?.resendSeconds == 30)
         #expect(c.lamp.alertLine == 17 && c.lamp.readyLine == 27 && c.lamp.buttonLine == 22 && c.lamp.buzzerLine == nil)
     }

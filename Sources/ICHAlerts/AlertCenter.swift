@@ -298,7 +298,8 @@ public final class AlertCenter: @unchecked Sendable {
         updateLamp()
         let (count, faults) = lock.withLock { (_pending.count, _faults) }
         return HeartbeatFields(state: max(pipeline.state, faults.isEmpty ? .ok : .fault), queue: pipeline.queue,
-                               p99Ms: pipeline.p99Ms, lamp: lampState, pending: count, badInbound: badInbound)
+                               p99Ms: pipeline.p99Ms, lamp: lampState, pending: count, badInbound: badInbound,
+                               p50Ms: pipeline.p50Ms, p95Ms: pipeline.p95Ms, overBudget: pipeline.overBudget)
     }
 
     private func reannounce() -> [AlertNotice] {

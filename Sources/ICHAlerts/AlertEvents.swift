@@ -136,8 +136,15 @@ public struct PipelineStatus: Sendable, Equatable {
     public var state: HealthState
     public var queue: Int
     public var p99Ms: Int?
+    public var p50Ms: Int?
+    public var p95Ms: Int?
+    /// Slices over `budget.slice_ms` since start.
+    public var overBudget: Int
 
-    public init(state: HealthState, queue: Int, p99Ms: Int?) {
+    public init(state: HealthState, queue: Int, p99Ms: Int?, p50Ms: Int? = nil, p95Ms: Int? = nil, overBudget: Int = 0) {
+        self.p50Ms = p50Ms
+        self.p95Ms = p95Ms
+        self.overBudget = overBudget
         self.state = state
         self.queue = queue
         self.p99Ms = p99Ms

@@ -219,7 +219,8 @@ public enum LineDecoder {
                  ("boot", .text, false)],
         .heartbeat: [("state", .oneOf(HealthState.allCases.map(\.rawValue)), false), ("queue", .count, false),
                      ("p99_ms", .countOrNone, false), ("lamp", .oneOf(["OFF", "ON", "BLINK"]), false),
-                     ("pending", .count, false), ("bad_in", .count, false)],
+                     ("pending", .count, false), ("bad_in", .count, false),
+                     ("p50_ms", .countOrNone, true), ("p95_ms", .countOrNone, true), ("over", .count, true)],
         .alert: [("id", .text, false), ("t", .time, false), ("study", .text, false), ("series", .text, false),
                  ("slice", .countOrNone, false)] + classFields
             + [("top", .classKey, false), ("lat_ms", .count, false), ("acc", .text, true)],

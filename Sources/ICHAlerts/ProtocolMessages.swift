@@ -9,8 +9,16 @@ public struct HeartbeatFields: Sendable, Equatable {
     public var lamp: LampState
     public var pending: Int
     public var badInbound: Int
+    /// Latency median and 95th percentile (`-` while unknown), slices over the budget since start.
+    public var p50Ms: Int?
+    public var p95Ms: Int?
+    public var overBudget: Int
 
-    public init(state: HealthState, queue: Int, p99Ms: Int?, lamp: LampState, pending: Int, badInbound: Int) {
+    public init(state: HealthState, queue: Int, p99Ms: Int?, lamp: LampState, pending: Int, badInbound: Int,
+                p50Ms: Int? = nil, p95Ms: Int? = nil, overBudget: Int = 0) {
+        self.p50Ms = p50Ms
+        self.p95Ms = p95Ms
+        self.overBudget = overBudget
         self.state = state
         self.queue = queue
         self.p99Ms = p99Ms
@@ -55,7 +63,9 @@ public enum ApplianceMessage: Sendable, Equatable {
         case .heartbeat(let hb):
             f = [.init("state", hb.state.rawValue), .init("queue", count(hb.queue)),
                  .init("p99_ms", hb.p99Ms.map(count) ?? "-"), .init("lamp", hb.lamp.rawValue),
-                 .init("pending", count(hb.pending)), .init("bad_in", count(hb.badInbound))]
+                 .init("pending", count(hb.pending)), .init("bad_in", count(hb.badInbound)),
+                 .init("p50_ms", hb.p50Ms.map(count) ?? "-"), .init("p95_ms", hb.p95Ms.map(count) ?? "-"),
+                 .init("over", count(hb.overBudget))]
         case .alert(let a, let sendAccession):
             f = [.init("id", v(a.id)), .init("t", LineProtocol.timestamp(a.raisedAt)), .init("study", v(a.studyUID)),
                  .init("series", v(a.seriesUID)), .init("slice", a.slice.map(count) ?? "-")]

@@ -139,7 +139,8 @@ public final class Daemon: @unchecked Sendable {
     public func pipelineStatus() -> PipelineStatus {
         stateLock.withLock {
             let state: HealthState = faults.keys.contains(where: { $0 != .budget }) ? .fault : (latency.degraded ? .degraded : .ok)
-            return PipelineStatus(state: state, queue: intake.count, p99Ms: latency.percentile(99).map { Int($0.rounded()) })
+            func ms(_ p: Double) -> Int? { latency.percentile(p).map { Int($0.rounded()) } }
+            return PipelineStatus(state: state, queue: intake.count, p99Ms: ms(99), p50Ms: ms(50), p95Ms: ms(95), overBudget: latency.overBudget)
         }
     }
 

@@ -272,3 +272,60 @@ final class SerialReader: @unchecked Sendable {
         #expect(reader.of("ALERT").count >= 1)
     }
 }
+
+/// A full disk is a DISK fault, never a crash or a lost file: the archive on a small tmpfs, filled up.
+@Suite(.serialized) struct FullDiskTests {
+    static func run(_ tool: String, _ arguments: [String]) -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tool)
+        p.arguments = arguments
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return -1 }
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    @Test func aFullArchiveIsADiskFaultTheFilesWaitAndAreArchivedOnceThereIsRoom() throws {
+        let dir = TemporaryDirectory("ichd-full")
+        let archive = dir.file("archive")
+        try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: true)
+        guard getuid() == 0, Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", archive]) == 0 else {
+            print("FullDiskTests: skipped (mounting a small tmpfs needs root and a kernel that allows it)")
+            return
+        }
+        defer { _ = Self.run("/bin/umount", ["-l", archive]) }
+        // Fill the archive's filesystem.
+        let filler = archive + "/filler"
+        FileManager.default.createFile(atPath: filler, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: filler))
+        let block = Data(count: 64 * 1024)
+        while (try? handle.write(contentsOf: block)) != nil {}
+        try? handle.close()
+
+        let config = try AlertPathTests.board(dir)
+        let daemon = try DaemonCLITests.start(["run", "--config", config])
+        defer { daemon.terminate(); daemon.waitUntilExit() }
+        let reader = try SerialReader(link: dir.file("state/ttyICHD"))
+        defer { reader.stop() }
+        let source = TemporaryDirectory("ichd-series")
+        let slices = try PhantomSeries(seed: 900_001, positive: true).write(to: source.file("pos"))
+        try DaemonCLITests.copyTree(source.file("pos"), dir.file("drop/pos"))
+        #expect(reader.waitFor(60) { reader.of("FAULT").contains { $0["code"] == "DISK" } }, "\(reader.received.map(\.raw))")
+        #expect(reader.waitFor(10) { reader.of("HB").last?["state"] == "FAULT" })
+        #expect(reader.waitFor(30) { !reader.of("ALERT").isEmpty }, "the alert does not wait for the disk")
+        let waiting = (FileManager.default.enumerator(atPath: dir.file("drop"))?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".dcm") }
+        #expect(!waiting.isEmpty, "files that could not be archived stay in the drop folder")
+        #expect(daemon.isRunning)
+
+        try FileManager.default.removeItem(atPath: filler)
+        let journal = try Journal(folder: dir.file("state"))
+        #expect(reader.waitFor(60) {
+            let left = (FileManager.default.enumerator(atPath: dir.file("drop"))?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".dcm") }
+            return left.isEmpty && ((try? journal.counts())?.seriesFinal ?? 0) == 1
+        }, "archived once there is room")
+        let c = try journal.counts()
+        #expect(c.instances == slices.count && c.scorings == c.scoredSlices && c.alerts == 1)
+        #expect(reader.waitFor(10) { reader.of("HB").last?["state"] == "OK" }, "the fault clears")
+    }
+}

@@ -89,3 +89,22 @@ import Testing
         }
     }
 }
+
+@Suite struct BoardConfigTests {
+    /// Every shipped board config is accepted key for key by the daemon's parser (installers copy them as
+    /// they are). The box's absolute folders and model path are redirected into a temp folder.
+    @Test(arguments: ["sim", "raspberrypi4", "raspberrypi5"])
+    func theShippedBoardConfigParses(board: String) throws {
+        let dir = TemporaryDirectory()
+        let path = PublicDicomFiles.packageRoot.appendingPathComponent("board/\(board)/ichd.toml").path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+            .replacingOccurrences(of: "/usr/share/ichd/models/ichd-phantom-resnet18.ichm", with: DaemonConfigTests.model)
+            .replacingOccurrences(of: "../../models/ichd-phantom-resnet18.ichm", with: DaemonConfigTests.model)
+            .replacingOccurrences(of: "/var/lib/ichd", with: dir.path)
+        let c = try DaemonConfig.parse(text, baseFolder: dir.path)
+        #expect(c.board == board)
+        #expect(c.dropFolder.hasPrefix(dir.url.standardizedFileURL.path) || c.dropFolder.hasPrefix(dir.path))
+        #expect(c.lamp.backend == (board == "sim" ? "sim" : "gpiod"))
+        #expect(c.serial != nil)
+    }
+}

@@ -155,8 +155,9 @@ public final class Daemon: @unchecked Sendable {
 
     public func status() -> Status {
         let pipeline = pipelineStatus()
+        let alertLayer: HealthState = alerts.activeFaults.isEmpty ? .ok : .fault  // never under stateLock: the alert layer calls in
         return stateLock.withLock {
-            Status(pipeline: pipeline, health: max(pipeline.state, alerts.activeFaults.isEmpty ? .ok : .fault),
+            Status(pipeline: pipeline, health: max(pipeline.state, alertLayer),
                    p50Ms: latency.percentile(50), p95Ms: latency.percentile(95), p99Ms: latency.percentile(99),
                    slices: latency.count, overBudget: latency.overBudget,
                    faults: Dictionary(uniqueKeysWithValues: faults.map { ($0.key.rawValue, $0.value) }))

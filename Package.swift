@@ -56,7 +56,7 @@ let package = Package(
         // Calibration, quantisation and the accuracy report of `ichd convert`.
         .target(name: "ICHConverter", dependencies: ["ICHEngine", "ICHModel", "ICHPreprocessing", "ICHPhantom"]),
         // `ichd eval`: labelled slices through the real pipeline, RSNA metrics.
-        .target(name: "ICHDecision", dependencies: ["ICHEngine"]),
+        .target(name: "ICHDecision", dependencies: ["ICHEngine", "ICHPreprocessing"]),
         .target(name: "ICHEvaluation", dependencies: ["ICHEngine", "ICHDecision", "ICHPhantom", "ICHPreprocessing", "ICHIngest"]),
         // The appliance's voices: serial line protocol, GPIO lamp and button. Receives decisions only.
         .target(name: "ICHAlerts", dependencies: ["CGPIOD", .product(name: "Logging", package: "swift-log")]),

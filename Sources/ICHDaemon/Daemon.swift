@@ -121,14 +121,17 @@ public final class Daemon: @unchecked Sendable {
     }
 
     static func fileSHA256(_ path: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        FileManager.default.contents(atPath: path).map { hex(SHA256.hash(data: $0)) }
+    }
+
+    static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
+        bytes.map { String(format: "%02x", $0) }.joined()
     }
 
     /// The alert id of a series: stable (a restart, a second daemon on the same journal, a resend all give the
     /// same id) and unique per series.
     public static func alertID(series: String) -> String {
-        "A" + SHA256.hash(data: Data(series.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+        "A" + hex(SHA256.hash(data: Data(series.utf8)).prefix(6))
     }
 
     // MARK: - Control
@@ -139,17 +142,16 @@ public final class Daemon: @unchecked Sendable {
     public func pipelineStatus() -> PipelineStatus {
         stateLock.withLock {
             let state: HealthState = faults.keys.contains(where: { $0 != .budget }) ? .fault : (latency.degraded ? .degraded : .ok)
-            func ms(_ p: Double) -> Int? { latency.percentile(p).map { Int($0.rounded()) } }
-            return PipelineStatus(state: state, queue: intake.count, p99Ms: ms(99), p50Ms: ms(50), p95Ms: ms(95), overBudget: latency.overBudget)
+            let p = latency.percentiles([50, 95, 99]).map { $0.map { Int($0.rounded()) } }
+            return PipelineStatus(state: state, queue: intake.count, p99Ms: p[2], p50Ms: p[0], p95Ms: p[1], overBudget: latency.overBudget)
         }
     }
 
     public struct Status: Sendable {
+        /// Queue, latency percentiles and the over-budget count are the pipeline's.
         public var pipeline: PipelineStatus
         public var health: HealthState
-        public var p50Ms: Double?, p95Ms: Double?, p99Ms: Double?
         public var slices: Int
-        public var overBudget: Int
         public var faults: [String: String]
     }
 
@@ -157,9 +159,7 @@ public final class Daemon: @unchecked Sendable {
         let pipeline = pipelineStatus()
         let alertLayer: HealthState = alerts.activeFaults.isEmpty ? .ok : .fault  // never under stateLock: the alert layer calls in
         return stateLock.withLock {
-            Status(pipeline: pipeline, health: max(pipeline.state, alertLayer),
-                   p50Ms: latency.percentile(50), p95Ms: latency.percentile(95), p99Ms: latency.percentile(99),
-                   slices: latency.count, overBudget: latency.overBudget,
+            Status(pipeline: pipeline, health: max(pipeline.state, alertLayer), slices: latency.count,
                    faults: Dictionary(uniqueKeysWithValues: faults.map { ($0.key.rawValue, $0.value) }))
         }
     }
@@ -294,18 +294,14 @@ public final class Daemon: @unchecked Sendable {
         let work = FileWork(arrival: item.arrival, identity: identity, frameCount: frameCount)
         var index = 0
         pipeline.process(opened, path: path) { result in
-            let position = result.frameAttributes?.positionAlongNormal
-            let instance = result.header?.instanceNumber
-            let key = SeriesEvidence.key(position: position, instance: instance, arrival: index)
+            var input: ModelInput?
             switch result.outcome {
-            case .rejected(let rejection):
-                work.setRejection(rejection)
-                scoreQueue.push(ScoreItem(work: work, frame: result.frame ?? index, key: key, instance: instance, input: nil))
-            case .skipped:
-                scoreQueue.push(ScoreItem(work: work, frame: result.frame ?? index, key: key, instance: instance, input: nil))
-            case .ready(_, let input):
-                scoreQueue.push(ScoreItem(work: work, frame: result.frame ?? index, key: key, instance: instance, input: input))
+            case .rejected(let rejection): work.setRejection(rejection)
+            case .skipped: break
+            case .ready(_, let prepared): input = prepared
             }
+            scoreQueue.push(ScoreItem(work: work, frame: result.frame ?? index, key: SeriesEvidence.key(of: result, arrival: index),
+                                      instance: result.header?.instanceNumber, input: input))
             index += 1
         }
         if index < frameCount { work.setFrameCount(index) }
@@ -368,8 +364,8 @@ public final class Daemon: @unchecked Sendable {
     struct Vanished: Error {}
 
     private func contentKey(_ path: String) throws -> String {
-        guard let data = FileManager.default.contents(atPath: path) else { throw Vanished() }
-        return "sha256:" + SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        guard let sha = Self.fileSHA256(path) else { throw Vanished() }
+        return "sha256:" + sha
     }
 
     func relative(_ path: String) -> String {
@@ -453,15 +449,12 @@ public final class Daemon: @unchecked Sendable {
         let id = work.identity
         let frames = work.results.sorted { $0.frame < $1.frame }
         guard let first = frames.first else { return }
-        var state = series[id.series] ?? SeriesState(
-            study: id.study,
-            evidence: SeriesEvidence(classNames: first.classNames, thresholds: first.thresholds, adjacentSlices: currentConfig.adjacentSlices),
-            rejected: 0, alertID: (try? journal.alertID(series: id.series)) ?? nil, lastDone: Date())
+        var state = series[id.series] ?? newSeriesState(id)
         var completing: FrameResult?
         var sliceRecords: [Journal.SliceRecord] = []
         var latencies: [Double] = []
         for f in frames {
-            let ms = max(0, f.scoredAt.timeIntervalSince(work.arrival.closedAt) * 1000)
+            let ms = max(0, Self.ms(work.arrival.closedAt, f.scoredAt))
             if let score = f.score {
                 if state.evidence.add(score, key: f.key, instance: f.instance) { completing = f }
                 latencies.append(ms)
@@ -478,7 +471,7 @@ public final class Daemon: @unchecked Sendable {
             let decidedAt = Date()
             alertRecord = Journal.AlertRecord(
                 id: Self.alertID(series: id.series), seriesUID: id.series, studyUID: id.study, slice: c.instance,
-                probabilities: maxima.values, latencyMs: Int((decidedAt.timeIntervalSince(work.arrival.closedAt) * 1000).rounded()),
+                probabilities: maxima.values, latencyMs: Int(Self.ms(work.arrival.closedAt, decidedAt).rounded()),
                 raisedAt: decidedAt, accession: currentConfig.serial?.sendAccession == true ? id.accession : nil)
         }
         let name = (work.arrival.path as NSString).lastPathComponent
@@ -494,13 +487,13 @@ public final class Daemon: @unchecked Sendable {
             giveBack(work, fault: "journal: \(error)")
             return
         }
-        if let a = alertRecord, isNewAlert {
+        if let a = alertRecord {
             state.alertID = a.id
-            alerts.raise(notice(a))
-            logger.notice("ALERT", metadata: ["alert": "\(a.id)", "series": "\(id.series)", "slice": "\(a.slice.map(String.init) ?? "-")",
-                                              "lat_ms": "\(a.latencyMs)"])
-        } else if alertRecord != nil, state.alertID == nil {
-            state.alertID = try? journal.alertID(series: id.series)
+            if isNewAlert {
+                alerts.raise(notice(a))
+                logger.notice("ALERT", metadata: ["alert": "\(a.id)", "series": "\(id.series)", "slice": "\(a.slice.map(String.init) ?? "-")",
+                                                  "lat_ms": "\(a.latencyMs)"])
+            }
         }
         state.lastDone = Date()
         series[id.series] = state
@@ -514,11 +507,13 @@ public final class Daemon: @unchecked Sendable {
             "lat_ms": "\(latencies.map { String(Int($0.rounded())) }.joined(separator: ","))",
             // Where the latency went: intake and decoding (file close to prepared), waiting for the scorer,
             // scoring; for the first frame.
-            "prep_ms": "\(Int((first.preparedAt.timeIntervalSince(work.arrival.closedAt) * 1000).rounded()))",
-            "wait_ms": "\(Int((first.scoreStartedAt.timeIntervalSince(first.preparedAt) * 1000).rounded()))",
-            "score_ms": "\(Int((first.scoredAt.timeIntervalSince(first.scoreStartedAt) * 1000).rounded()))"])
+            "prep_ms": "\(Int(Self.ms(work.arrival.closedAt, first.preparedAt).rounded()))",
+            "wait_ms": "\(Int(Self.ms(first.preparedAt, first.scoreStartedAt).rounded()))",
+            "score_ms": "\(Int(Self.ms(first.scoreStartedAt, first.scoredAt).rounded()))"])
         moveAndConfirm(work.arrival.path, to: destination, key: id.key)
     }
+
+    static func ms(_ from: Date, _ to: Date) -> Double { to.timeIntervalSince(from) * 1000 }
 
     private func reject(_ work: FileWork, _ rejection: IngestRejection) {
         let id = work.identity
@@ -547,16 +542,21 @@ public final class Daemon: @unchecked Sendable {
             return
         }
         if !id.series.isEmpty {
-            var state = series[id.series] ?? SeriesState(
-                study: id.study, evidence: SeriesEvidence(classNames: currentScorer.classNames, thresholds: currentScorer.thresholds,
-                                                          adjacentSlices: currentConfig.adjacentSlices),
-                rejected: 0, alertID: nil, lastDone: Date())
+            var state = series[id.series] ?? newSeriesState(id)
             state.rejected += 1
             state.lastDone = Date()
             series[id.series] = state
         }
         logger.warning("rejected", metadata: ["file": "\(relative(work.arrival.path))", "code": "\(rejection.code)", "reason": "\(rejection.message)"])
         moveAndConfirm(work.arrival.path, to: destination, key: id.key)
+    }
+
+    /// A series the finisher has not seen since start: its alert id (if one was raised before) from the journal.
+    private func newSeriesState(_ id: FileIdentity) -> SeriesState {
+        SeriesState(study: id.study,
+                    evidence: SeriesEvidence(classNames: currentScorer.classNames, thresholds: currentScorer.thresholds,
+                                             adjacentSlices: currentConfig.adjacentSlices),
+                    rejected: 0, alertID: (try? journal.alertID(series: id.series)) ?? nil, lastDone: Date())
     }
 
     /// An instance the journal already knows: finish our own interrupted move, or archive a duplicate copy.
@@ -662,6 +662,7 @@ public final class Daemon: @unchecked Sendable {
                 continue
             }
             series[uid] = nil
+            stateLock.withLock { _ = lastArrival.removeValue(forKey: uid) }
             alerts.publish(result)
             logger.notice("RESULT", metadata: ["series": "\(uid)", "result": "\(result.positive ? "POS" : "NEG")", "scored": "\(result.scored)",
                                                "skipped": "\(result.skipped)", "rejected": "\(result.rejected)", "alert": "\(result.alertID ?? "-")"])
@@ -674,7 +675,7 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func budgetChanged() {
-        let (degraded, p95) = stateLock.withLock { (latency.degraded, latency.percentile(95) ?? 0) }
+        let (degraded, p95) = stateLock.withLock { (latency.degraded, latency.percentiles([95])[0] ?? 0) }
         setFault(.budget, degraded ? "slices over the \(currentConfig.sliceBudgetMs) ms budget (p95 \(Int(p95)) ms)" : nil)
     }
 
@@ -688,7 +689,7 @@ public final class Daemon: @unchecked Sendable {
         guard now.timeIntervalSince(lastWatchdog) >= interval else { return }
         lastWatchdog = now
         let s = status()
-        let summary = "\(s.health.rawValue) queue \(s.pipeline.queue) p99 \(s.p99Ms.map { "\(Int($0)) ms" } ?? "-") alerts pending \(alerts.pending.count)"
+        let summary = "\(s.health.rawValue) queue \(s.pipeline.queue) p99 \(s.pipeline.p99Ms.map { "\($0) ms" } ?? "-") alerts pending \(alerts.pending.count)"
         if scorerAlive && decoderAlive {
             notifier.notify("WATCHDOG=1\nSTATUS=\(summary)")
         } else {

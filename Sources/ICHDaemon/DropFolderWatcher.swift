@@ -1,4 +1,5 @@
 import Foundation
+import ICHIngest
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -168,9 +169,9 @@ public final class DropFolderWatcher: @unchecked Sendable {
     /// Files seen but not reported yet (still settling), or the first scan not done: not idle.
     public var isSettling: Bool { stopping.withLock { heldBack > 0 || !scanned } }
 
-    private func report(_ found: [(String, Double)]) {
+    private func report(_ found: [(path: String, mtime: Double, size: Int64)]) {
         let now = Date().timeIntervalSince1970
-        for (path, mtime) in found {
+        for (path, mtime, _) in found {
             if now - mtime < Self.settleTime {
                 young[path] = mtime
             } else {
@@ -198,8 +199,9 @@ public final class DropFolderWatcher: @unchecked Sendable {
         }
     }
 
-    static func candidates(under root: String) -> [(String, Double)] {
-        var out: [(String, Double)] = []
+    /// Every candidate file below `root`: path, modification time, size (one `lstat` each).
+    static func candidates(under root: String) -> [(path: String, mtime: Double, size: Int64)] {
+        var out: [(path: String, mtime: Double, size: Int64)] = []
         var stack = [root]
         while let dir = stack.popLast() {
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { continue }
@@ -210,26 +212,25 @@ public final class DropFolderWatcher: @unchecked Sendable {
                 if (st.st_mode & S_IFMT) == S_IFDIR {
                     stack.append(path)
                 } else if (st.st_mode & S_IFMT) == S_IFREG, !isSidecar(name) {
-                    out.append((path, Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9))
+                    out.append((path, Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9, Int64(st.st_size)))
                 }
             }
         }
         return out
     }
 
-    /// Label and note files that travel with research datasets are not slices; they stay where they are.
+    /// Label and note files that travel with research datasets are not slices (ingest's own list); they stay
+    /// where they are.
     static func isSidecar(_ name: String) -> Bool {
-        ["csv", "json", "txt", "md"].contains((name as NSString).pathExtension.lowercased())
+        SliceFile.sidecarExtensions.contains((name as NSString).pathExtension.lowercased())
     }
 
     private func pollOnce() {
         var present: Set<String> = []
         let now = Date().timeIntervalSince1970
-        for (path, mtime) in Self.candidates(under: folder) {
+        for (path, mtime, size) in Self.candidates(under: folder) {
             present.insert(path)
-            var st = stat()
-            guard stat(path, &st) == 0 else { continue }
-            let now2 = (size: Int64(st.st_size), mtime: mtime)
+            let now2 = (size: size, mtime: mtime)
             defer { pollSeen[path] = now2 }
             guard !pollReported.contains(path) else {
                 // A reported file that changed was rewritten (a duplicate sent again): report it again.

@@ -20,7 +20,7 @@ public final class IntakeQueue: @unchecked Sendable {
     private var bySeries: [String: [Item]] = [:]
     private var order: [String] = []   // round-robin order of series with waiting files
     private var waiting: [String: String] = [:]   // path -> series
-    private var inProcess: Set<String> = []
+    private var inProcess: [String: String] = [:] // path -> series, from `next` to `finished`
     private var again: [String: Item] = [:]
     private var closed = false
 
@@ -31,15 +31,13 @@ public final class IntakeQueue: @unchecked Sendable {
 
     /// Files waiting or in process, per series.
     public func activeCount(series: String) -> Int {
-        condition.withLock { (bySeries[series]?.count ?? 0) + inProcessSeries.values.filter { $0 == series }.count }
+        condition.withLock { (bySeries[series]?.count ?? 0) + inProcess.values.filter { $0 == series }.count }
     }
-
-    private var inProcessSeries: [String: String] = [:]  // path -> series
 
     public func add(_ item: Item) {
         condition.withLock {
             let path = item.arrival.path
-            if inProcess.contains(path) {
+            if inProcess[path] != nil {
                 again[path] = item
                 return
             }
@@ -68,8 +66,7 @@ public final class IntakeQueue: @unchecked Sendable {
             let item = list.removeFirst()
             if list.isEmpty { bySeries[series] = nil } else { bySeries[series] = list; order.append(series) }
             waiting[item.arrival.path] = nil
-            inProcess.insert(item.arrival.path)
-            inProcessSeries[item.arrival.path] = item.series
+            inProcess[item.arrival.path] = item.series
             return item
         }
     }
@@ -77,8 +74,7 @@ public final class IntakeQueue: @unchecked Sendable {
     /// Processing of `path` ended (moved, or left in place after a failure to be retried by a rescan).
     public func finished(_ path: String) {
         let requeue: Item? = condition.withLock {
-            inProcess.remove(path)
-            inProcessSeries[path] = nil
+            inProcess[path] = nil
             return again.removeValue(forKey: path)
         }
         if let requeue { add(requeue) }

@@ -64,23 +64,25 @@ public final class Journal: @unchecked Sendable {
         public var outcome: String
         public var destination: String
         public var moved: Bool
+
+        static let columns = "sop_uid, series_uid, source, outcome, destination, moved"
+
+        init(_ row: Row) {
+            (sopUID, seriesUID, source, outcome, destination, moved) = (row[0], row[1], row[2], row[3], row[4], row[5])
+        }
     }
 
     public func instance(_ sopUID: String) throws -> InstanceRecord? {
         try db.read { db in
-            try Row.fetchOne(db, sql: "SELECT sop_uid, series_uid, source, outcome, destination, moved FROM instances WHERE sop_uid = ?",
-                             arguments: [sopUID]).map {
-                InstanceRecord(sopUID: $0[0], seriesUID: $0[1], source: $0[2], outcome: $0[3], destination: $0[4], moved: $0[5])
-            }
+            try Row.fetchOne(db, sql: "SELECT \(InstanceRecord.columns) FROM instances WHERE sop_uid = ?", arguments: [sopUID])
+                .map(InstanceRecord.init)
         }
     }
 
     /// Moves recorded but not confirmed (a crash between commit and rename, or a failed move).
     public func unmovedInstances() throws -> [InstanceRecord] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT sop_uid, series_uid, source, outcome, destination, moved FROM instances WHERE moved = 0").map {
-                InstanceRecord(sopUID: $0[0], seriesUID: $0[1], source: $0[2], outcome: $0[3], destination: $0[4], moved: $0[5])
-            }
+            try Row.fetchAll(db, sql: "SELECT \(InstanceRecord.columns) FROM instances WHERE moved = 0").map(InstanceRecord.init)
         }
     }
 

@@ -38,10 +38,15 @@ public struct LatencyTracker: Sendable {
     }
 
     /// Percentile (0...100) over the recent window, nil before the first slice.
-    public func percentile(_ p: Double) -> Double? {
-        guard !recent.isEmpty else { return nil }
+    public func percentile(_ p: Double) -> Double? { percentiles([p])[0] }
+
+    /// Several percentiles from one sort of the window.
+    public func percentiles(_ ps: [Double]) -> [Double?] {
+        guard !recent.isEmpty else { return ps.map { _ in nil } }
         let sorted = recent.sorted()
-        let rank = Int((p / 100 * Double(sorted.count - 1)).rounded())
-        return sorted[min(max(rank, 0), sorted.count - 1)]
+        return ps.map { p in
+            let rank = Int((p / 100 * Double(sorted.count - 1)).rounded())
+            return sorted[min(max(rank, 0), sorted.count - 1)]
+        }
     }
 }

@@ -1,4 +1,5 @@
 import ICHEngine
+import ICHPreprocessing
 
 /// The appliance's urgent rule over one series while its slices arrive, in any order: the alarm is raised as
 /// soon as `adjacentSlices` (k) spatially adjacent scored slices reach the alarm class's threshold, without
@@ -38,6 +39,11 @@ public struct SeriesEvidence: Sendable {
     /// order of arrival (after everything else).
     public static func key(position: Double?, instance: Int?, arrival: Int) -> Double {
         position ?? instance.map(Double.init) ?? Double(1_000_000 + arrival)
+    }
+
+    /// The sort key of a slice as the pipeline saw it (`arrival`: its order in the file or series).
+    public static func key(of result: SliceResult, arrival: Int) -> Double {
+        key(position: result.frameAttributes?.positionAlongNormal, instance: result.header?.instanceNumber, arrival: arrival)
     }
 
     /// Adds one scored slice. Returns true when this slice completes the evidence for the first time.

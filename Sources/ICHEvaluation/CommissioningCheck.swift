@@ -46,7 +46,7 @@ public enum CommissioningCheck {
             var arrival = 0
             func key(_ r: SliceResult) -> Double {
                 arrival += 1
-                return SeriesEvidence.key(position: r.frameAttributes?.positionAlongNormal, instance: r.header?.instanceNumber, arrival: arrival)
+                return SeriesEvidence.key(of: r, arrival: arrival)
             }
             var outcome = SeriesOutcome(expectedUrgent: positive,
                                         evidence: SeriesEvidence(classNames: scorer.classNames, thresholds: scorer.thresholds,

@@ -20,6 +20,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // C++ shim over DCMTK with a plain C ABI (Swift's C++ interop does not import DCMTK cleanly).
@@ -66,12 +71,22 @@ let package = Package(
             "ICHIngest", "ICHPreprocessing", "ICHModel", "ICHEngine", "ICHDecision", "ICHAlerts",
             .product(name: "Logging", package: "swift-log"), .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
+        // The local web console (`[console]`, `ichd serve`): status, upload-and-score, acknowledge, /metrics.
+        // A view onto the daemon (or a scorer of its own for `ichd serve`); the daemon knows nothing of HTTP.
+        .target(name: "ICHConsole", dependencies: [
+            "ICHIngest", "ICHPreprocessing", "ICHEngine", "ICHDecision", "ICHAlerts", "ICHDaemon",
+            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "MultipartKit", package: "multipart-kit"), .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CoreMetrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
         ]),
         .executableTarget(
             name: "ichd",
             dependencies: [
                 "ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHAlerts", "ICHModel", "ICHKernels", "ICHEngine", "ICHConverter", "ICHDecision", "ICHEvaluation",
-                "ICHDaemon", "CMalloc", .product(name: "Logging", package: "swift-log"), .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "ICHDaemon", "ICHConsole", "CMalloc", .product(name: "Logging", package: "swift-log"), .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Shared by the test targets only: temp folders, fixture files, the public test-file cache.
@@ -84,6 +99,10 @@ let package = Package(
         .testTarget(name: "ICHEvaluationTests", dependencies: ["ICHEvaluation", "ICHDecision", "ICHEngine", "ICHTestSupport"]),
         .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),
         .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
+        .testTarget(name: "ICHConsoleTests", dependencies: [
+            "ICHConsole", "ICHDaemon", "ICHAlerts", "ICHEngine", "ICHIngest", "ICHPhantom", "ICHTestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHDaemon", "ICHAlerts", "ICHTestSupport"]),
     ],
     cxxLanguageStandard: .cxx17

@@ -36,6 +36,7 @@ public final class Daemon: @unchecked Sendable {
     public let bootID: String
     public let modelSHA: String
     public let modelID: String
+    public let metrics: ApplianceMetrics
     private var watcher: DropFolderWatcher!
 
     /// Read by the scorer, replaced by a reload between two slices.
@@ -56,6 +57,9 @@ public final class Daemon: @unchecked Sendable {
     private var decoderBusySince: Date?
     private var stopRequested = false
     private var reloadRequested = false
+    private var recentResults: [SeriesResultRecord] = []   // newest last, at most `recentResultsKept`
+    private var uploadCounter = 0
+    private var currentModel: (id: String, sha: String)
 
     // Finisher-only state.
     private var series: [String: SeriesState] = [:]
@@ -72,8 +76,10 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Loads the model and opens the journal; a model that cannot be loaded is a configuration error.
-    public init(config: DaemonConfig, logger: Logger, untilIdle: TimeInterval? = nil, chip: (any GPIOChip)? = nil) throws(ConfigError) {
+    public init(config: DaemonConfig, logger: Logger, untilIdle: TimeInterval? = nil, chip: (any GPIOChip)? = nil,
+                metrics: ApplianceMetrics = ApplianceMetrics()) throws(ConfigError) {
         self.config = config
+        self.metrics = metrics
         currentConfig = config
         self.logger = logger
         self.untilIdle = untilIdle
@@ -84,8 +90,9 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             throw ConfigError(key: "model.path", value: "\"\(config.modelPath)\"", reason: "cannot load the model: \(error)")
         }
-        modelSHA = Self.fileSHA256(config.modelPath).map { String($0.prefix(12)) } ?? "unknown"
+        modelSHA = Self.modelSHA(path: config.modelPath)
         modelID = Self.modelID(path: config.modelPath)
+        currentModel = (modelID, modelSHA)
         do {
             journal = try Journal(folder: config.stateFolder)
         } catch {
@@ -98,12 +105,12 @@ public final class Daemon: @unchecked Sendable {
         // The alert layer asks for the pipeline's state on every heartbeat; acknowledgements from every path
         // (button, serial, console) land in the journal through this one closure.
         let box = WeakDaemon()
-        let journal = self.journal, log = logger
+        let journal = self.journal, log = logger, counters = metrics
         alerts = AlertCenter(identity: identity, serial: config.serial, lamp: config.lamp, chip: chip, logger: logger,
                              status: { box.daemon?.pipelineStatus() ?? PipelineStatus(state: .ok, queue: 0, p99Ms: nil) },
                              onAcknowledge: { id, by in
                                  do {
-                                     try journal.acknowledge(id, by: by.rawValue)
+                                     if try journal.acknowledge(id, by: by.rawValue) { counters.alertAcknowledged(by: by.rawValue) }
                                      log.info("alert acknowledged", metadata: ["alert": "\(id)", "by": "\(by.rawValue)"])
                                  } catch {
                                      log.error("could not record an acknowledgement", metadata: ["alert": "\(id)", "error": "\(error)"])
@@ -114,11 +121,15 @@ public final class Daemon: @unchecked Sendable {
 
     final class WeakDaemon: @unchecked Sendable { weak var daemon: Daemon? }
 
-    static func modelID(path: String) -> String {
+    /// The model's name as the protocol and console show it (its file's stem, protocol-safe).
+    public static func modelID(path: String) -> String {
         let stem = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
         let safe = String(stem.map { DaemonConfig.isProtocolSafe($0) ? $0 : "_" })
         return safe.isEmpty ? "model" : safe
     }
+
+    /// The first 12 hex digits of the model file's SHA-256 (HELLO `model_sha`, the console).
+    public static func modelSHA(path: String) -> String { fileSHA256(path).map { String($0.prefix(12)) } ?? "unknown" }
 
     static func fileSHA256(_ path: String) -> String? {
         FileManager.default.contents(atPath: path).map { hex(SHA256.hash(data: $0)) }
@@ -153,6 +164,35 @@ public final class Daemon: @unchecked Sendable {
         public var health: HealthState
         public var slices: Int
         public var faults: [String: String]
+    }
+
+    /// A finished series as the console lists it.
+    public struct SeriesResultRecord: Sendable {
+        public var result: SeriesResultNotice
+        public var finishedAt: Date
+    }
+
+    static let recentResultsKept = 20
+
+    /// The last finished series, newest first.
+    public var recentSeriesResults: [SeriesResultRecord] { stateLock.withLock { recentResults.reversed() } }
+
+    /// The budget, series rule and model the daemon runs with now (a reload may change them).
+    public struct Settings: Sendable {
+        public var sliceBudgetMs: Int
+        public var adjacentSlices: Int
+        public var modelID: String
+        public var modelSHA: String
+        public var engine: String
+        public var classNames: [String]
+        public var thresholds: [Float]
+    }
+
+    public var currentSettings: Settings {
+        let (c, model) = stateLock.withLock { (currentConfig, currentModel) }
+        let s = scorerLock.withLock { currentScorer }
+        return Settings(sliceBudgetMs: c.sliceBudgetMs, adjacentSlices: c.adjacentSlices, modelID: model.id, modelSHA: model.sha,
+                        engine: s.engineName, classNames: s.classNames, thresholds: s.thresholds)
     }
 
     public func status() -> Status {
@@ -259,6 +299,7 @@ public final class Daemon: @unchecked Sendable {
     private var isStopping: Bool { stateLock.withLock { stopRequested } }
 
     private func decode(_ item: IntakeQueue.Item) {
+        if let ticket = item.upload { return decodeUpload(item.arrival.path, ticket) }
         let path = item.arrival.path
         guard FileManager.default.fileExists(atPath: path) else {
             // storescp deletes a failed transfer; a rescan may name a file already moved. Nothing to do.
@@ -300,7 +341,7 @@ public final class Daemon: @unchecked Sendable {
             case .skipped: break
             case .ready(_, let prepared): input = prepared
             }
-            scoreQueue.push(ScoreItem(work: work, frame: result.frame ?? index, key: SeriesEvidence.key(of: result, arrival: index),
+            scoreQueue.push(ScoreItem(target: .file(work), frame: result.frame ?? index, key: SeriesEvidence.key(of: result, arrival: index),
                                       instance: result.header?.instanceNumber, input: input))
             index += 1
         }
@@ -372,6 +413,57 @@ public final class Daemon: @unchecked Sendable {
         path.hasPrefix(config.dropFolder + "/") ? String(path.dropFirst(config.dropFolder.count + 1)) : path
     }
 
+    // MARK: - Console uploads
+
+    /// Scores uploaded files (the console's) with the daemon's own engines and calls `completion` with every
+    /// slice's report once all are done. The files queue in the intake as a series of their own: the
+    /// round-robin policy gives them a turn beside the drop folder's series, so an upload neither starves a
+    /// scan nor waits behind a whole backlog. Nothing is journalled, archived, alarmed or counted against the
+    /// drop folder's latency budget; the caller owns the files and deletes them afterwards.
+    public func scoreUploads(_ files: [(path: String, name: String)], completion: @escaping @Sendable ([SliceReport]) -> Void) {
+        let number = stateLock.withLock { () -> Int in
+            uploadCounter += 1
+            return uploadCounter
+        }
+        let counters = metrics
+        let ticket = UploadTicket(names: Dictionary(files.map { ($0.path, $0.name) }, uniquingKeysWith: { a, _ in a })) { reports in
+            for r in reports {
+                switch r.outcome {
+                case .scored: counters.slice(.scored, source: "console", latencyMs: r.milliseconds)
+                case .skipped: counters.slice(.skipped, source: "console")
+                case .rejected: counters.slice(.rejected, source: "console")
+                }
+            }
+            completion(reports)
+        }
+        for f in files {
+            intake.add(IntakeQueue.Item(arrival: Arrival(path: f.path, closedAt: Date()), series: "console:\(number)", upload: ticket))
+        }
+    }
+
+    /// An upload's file on the decoder thread: refused files and skipped slices are reported at once, the
+    /// rest go to the scorers like any slice.
+    private func decodeUpload(_ path: String, _ ticket: UploadTicket) {
+        defer {
+            intake.finished(path)
+            ticket.decoded()
+        }
+        let scorer = scorerLock.withLock { currentScorer }
+        let name = ticket.names[path] ?? "upload"
+        let opened: SliceFile
+        do {
+            opened = try SliceFile.open(path: path)
+        } catch {
+            return ticket.add(.refused(file: name, error))
+        }
+        SlicePipeline(preprocessing: scorer.preprocessing).process(opened, path: path) { result in
+            let (draft, input) = SliceReport.draft(result, file: name, arrival: ticket.nextArrival(), preprocessing: scorer.preprocessing)
+            guard let input else { return ticket.add(draft) }
+            ticket.expect()
+            scoreQueue.push(ScoreItem(target: .upload(ticket, draft), frame: draft.frame ?? 0, key: draft.sortKey, instance: draft.instance, input: input))
+        }
+    }
+
     // MARK: - Scorer thread
 
     /// Scorer thread `index` with its own engine: with several, slices of a backlog are scored side by side
@@ -384,15 +476,27 @@ public final class Daemon: @unchecked Sendable {
                 if scoreQueue.isClosed { return }
                 continue
             }
-            if isStopping { continue }  // not started: the file stays in the drop folder
             let scorer = scorerLock.withLock { currentScorers[index % currentScorers.count] }
+            guard case .file(let work) = item.target else {
+                if case .upload(let ticket, var report) = item.target, let input = item.input {
+                    if isStopping {
+                        report.outcome = .rejected(code: "stopping", message: "the appliance is stopping; ask again after it restarts")
+                    } else {
+                        report.outcome = .scored(scorer.score(input, heatmaps: SliceReport.heatmapClasses))
+                    }
+                    report.milliseconds = Self.ms(ticket.startedAt, Date())
+                    ticket.add(report, fromScorer: true)
+                }
+                continue
+            }
+            if isStopping { continue }  // not started: the file stays in the drop folder
             var score: SliceScore?
             let started = Date()
-            if let input = item.input, !item.work.isRejected { score = scorer.score(input) }
-            let done = item.work.add(FrameResult(frame: item.frame, key: item.key, instance: item.instance, score: score,
+            if let input = item.input, !work.isRejected { score = scorer.score(input) }
+            let done = work.add(FrameResult(frame: item.frame, key: item.key, instance: item.instance, score: score,
                                                  scoredAt: Date(), preparedAt: item.preparedAt, scoreStartedAt: started,
                                                  classNames: scorer.classNames, thresholds: scorer.thresholds))
-            if done { finishQueue.push(.processed(item.work)) }
+            if done { finishQueue.push(.processed(work)) }
         }
     }
 
@@ -490,6 +594,7 @@ public final class Daemon: @unchecked Sendable {
         if let a = alertRecord {
             state.alertID = a.id
             if isNewAlert {
+                metrics.alertRaised()
                 alerts.raise(notice(a))
                 logger.notice("ALERT", metadata: ["alert": "\(a.id)", "series": "\(id.series)", "slice": "\(a.slice.map(String.init) ?? "-")",
                                                   "lat_ms": "\(a.latencyMs)"])
@@ -500,7 +605,9 @@ public final class Daemon: @unchecked Sendable {
         for ms in latencies {
             let changed = stateLock.withLock { latency.record(ms) }
             if changed { budgetChanged() }
+            metrics.slice(.scored, source: "drop", latencyMs: ms)
         }
+        for _ in 0..<(frames.count - latencies.count) { metrics.slice(.skipped, source: "drop") }
         logger.info(anyScored ? "scored" : "skipped", metadata: [
             "file": "\(relative(work.arrival.path))", "series": "\(id.series)",
             "any": "\(frames.compactMap { $0.score?.probabilities.first }.map { String(format: "%.3f", $0) }.joined(separator: ","))",
@@ -547,6 +654,7 @@ public final class Daemon: @unchecked Sendable {
             state.lastDone = Date()
             series[id.series] = state
         }
+        metrics.slice(.rejected, source: "drop")
         logger.warning("rejected", metadata: ["file": "\(relative(work.arrival.path))", "code": "\(rejection.code)", "reason": "\(rejection.message)"])
         moveAndConfirm(work.arrival.path, to: destination, key: id.key)
     }
@@ -662,7 +770,11 @@ public final class Daemon: @unchecked Sendable {
                 continue
             }
             series[uid] = nil
-            stateLock.withLock { _ = lastArrival.removeValue(forKey: uid) }
+            stateLock.withLock {
+                _ = lastArrival.removeValue(forKey: uid)
+                recentResults.append(SeriesResultRecord(result: result, finishedAt: now))
+                if recentResults.count > Self.recentResultsKept { recentResults.removeFirst(recentResults.count - Self.recentResultsKept) }
+            }
             alerts.publish(result)
             logger.notice("RESULT", metadata: ["series": "\(uid)", "result": "\(result.positive ? "POS" : "NEG")", "scored": "\(result.scored)",
                                                "skipped": "\(result.skipped)", "rejected": "\(result.rejected)", "alert": "\(result.alertID ?? "-")"])
@@ -740,9 +852,13 @@ public final class Daemon: @unchecked Sendable {
         if fresh.serial != config.serial { restartOnly.append("serial") }
         if fresh.lamp != config.lamp { restartOnly.append("lamp") }
         if fresh.scorers != config.scorers { restartOnly.append("model.scorers") }
-        currentConfig = fresh
-        stateLock.withLock { latency = LatencyTracker(budgetMs: fresh.sliceBudgetMs) }
-        logger.notice("reloaded", metadata: ["model": "\(Self.modelID(path: fresh.modelPath))", "model_sha": "\(Self.fileSHA256(fresh.modelPath).map { String($0.prefix(12)) } ?? "?")",
+        let sha = Self.modelSHA(path: fresh.modelPath)
+        stateLock.withLock {
+            currentConfig = fresh
+            currentModel = (Self.modelID(path: fresh.modelPath), sha)
+            latency = LatencyTracker(budgetMs: fresh.sliceBudgetMs)
+        }
+        logger.notice("reloaded", metadata: ["model": "\(Self.modelID(path: fresh.modelPath))", "model_sha": "\(sha)",
                                              "restart_needed_for": "\(restartOnly.isEmpty ? "-" : restartOnly.joined(separator: ","))"])
     }
 
@@ -828,7 +944,12 @@ struct FrameResult: Sendable {
 }
 
 struct ScoreItem: Sendable {
-    var work: FileWork
+    enum Target: Sendable {
+        case file(FileWork)
+        /// A console upload's slice, its report drafted by the decoder.
+        case upload(UploadTicket, SliceReport)
+    }
+    var target: Target
     /// When decoding and preprocessing of this slice ended (the time spent waiting for the scorer starts).
     var preparedAt = Date()
     var frame: Int
@@ -876,5 +997,53 @@ final class BoundedQueue<Element: Sendable>: @unchecked Sendable {
             closed = true
             condition.broadcast()
         }
+    }
+}
+
+/// One console upload on its way through the decoder and scorers: reports gather here; `completion` runs
+/// once, when every file is decoded and every slice sent to a scorer is back.
+final class UploadTicket: @unchecked Sendable, Equatable {
+    let names: [String: String]   // temp path -> the name the client gave
+    let startedAt = Date()
+    private let lock = NSLock()
+    private var reports: [SliceReport] = []
+    private var filesLeft: Int
+    private var scoring = 0
+    private var arrivals = 0
+    private var completion: (@Sendable ([SliceReport]) -> Void)?
+
+    init(names: [String: String], completion: @escaping @Sendable ([SliceReport]) -> Void) {
+        self.names = names
+        filesLeft = names.count
+        self.completion = completion
+        if names.isEmpty { finishIfDone() }
+    }
+
+    static func == (a: UploadTicket, b: UploadTicket) -> Bool { a === b }
+
+    func nextArrival() -> Int { lock.withLock { defer { arrivals += 1 }; return arrivals } }
+    func expect() { lock.withLock { scoring += 1 } }
+
+    /// A report; `fromScorer` for one that went to a scorer after `expect()`.
+    func add(_ report: SliceReport, fromScorer: Bool = false) {
+        lock.withLock {
+            reports.append(report)
+            if fromScorer { scoring -= 1 }
+        }
+        finishIfDone()
+    }
+
+    func decoded() {
+        lock.withLock { filesLeft -= 1 }
+        finishIfDone()
+    }
+
+    private func finishIfDone() {
+        let done: (@Sendable ([SliceReport]) -> Void, [SliceReport])? = lock.withLock {
+            guard filesLeft <= 0, scoring <= 0, let c = completion else { return nil }
+            completion = nil
+            return (c, reports)
+        }
+        if let (c, r) = done { c(r) }
     }
 }

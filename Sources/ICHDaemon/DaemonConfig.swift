@@ -53,13 +53,15 @@ public struct DaemonConfig: Sendable, Equatable {
     // [receiver]
     public var aeTitle = "ICHD"
     public var receiverPort = 11112
+    // [console]
+    public var console = ConsoleSettings()
     /// The file the configuration came from (for SIGHUP reloads).
     public var sourcePath: String
 
     /// Every key the daemon knows, by table ("" = top level). Anything else is refused: a typo must not
     /// silently fall back to a default on a box in a hospital.
     static let knownKeys: [String: Set<String>] = [
-        "": ["board", "folders", "model", "budget", "decision", "serial", "lamp", "receiver"],
+        "": ["board", "folders", "model", "budget", "decision", "serial", "lamp", "receiver", "console"],
         "folders": ["drop", "archive", "quarantine", "state", "retention_days", "watch", "poll_ms"],
         "model": ["path", "threads", "scorers"],
         "budget": ["slice_ms"],
@@ -67,6 +69,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "serial": ["device", "baud", "rtscts", "heartbeat_s", "resend_s", "send_accession"],
         "lamp": ["backend", "chip", "alert_line", "ready_line", "button_line", "buzzer_line", "active_low", "button_debounce_ms"],
         "receiver": ["ae_title", "port"],
+        "console": ["enabled", "bind", "port", "token_file", "max_upload_mb", "show_identifiers"],
     ]
 
     public static let baudRates: Set<Int> = [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600]
@@ -158,6 +161,21 @@ public struct DaemonConfig: Sendable, Equatable {
         }
         c.receiverPort = try r.int("receiver", "port", default: 11112, range: 1...65535)
 
+        c.console.enabled = try r.bool("console", "enabled", default: false)
+        c.console.bind = try r.string("console", "bind", default: "127.0.0.1") { $0.isEmpty ? "an address to listen on, e.g. 127.0.0.1" : nil }
+        c.console.port = try r.int("console", "port", default: 8080, range: 0...65535)  // 0: any free port (logged)
+        let tokenFile = try r.rawString("console", "token_file", default: "")
+        c.console.tokenFile = tokenFile.isEmpty ? nil : Reader.resolve(tokenFile, base: baseFolder)
+        c.console.maxUploadMB = try r.int("console", "max_upload_mb", default: 64, range: 1...4096)
+        c.console.showIdentifiers = try r.bool("console", "show_identifiers", default: false)
+        if c.console.enabled {
+            do {
+                _ = try c.console.accessToken()
+            } catch {
+                throw ConfigError(key: error.key.isEmpty ? "console" : "console.\(error.key)", value: error.value, reason: error.reason)
+            }
+        }
+
         // Folders: created when missing; a path that exists as a file, or cannot be created, is refused.
         for (key, folder) in [("folders.drop", c.dropFolder), ("folders.archive", c.archiveFolder),
                               ("folders.quarantine", c.quarantineFolder), ("folders.state", c.stateFolder)] {
@@ -217,7 +235,7 @@ public struct DaemonConfig: Sendable, Equatable {
         }
 
         func value(_ table: String, _ key: String) -> TOMLValueConvertible? {
-            table.isEmpty ? (["folders", "model", "budget", "decision", "serial", "lamp", "receiver"].contains(key) ? nil : root[key])
+            table.isEmpty ? (knownKeys.keys.contains(key) ? nil : root[key])
                           : root[table]?.table?[key]
         }
 
@@ -284,5 +302,56 @@ public struct DaemonConfig: Sendable, Equatable {
             guard v.type == .bool, let b = v.bool else { throw wrongType(table, key, v, "true or false") }
             return b
         }
+    }
+}
+
+/// `[console]`: the local web console (issue 19; docs/console.md). `ichd serve` takes the same values as flags.
+public struct ConsoleSettings: Sendable, Equatable {
+    public var enabled = false
+    /// 127.0.0.1 by default: only the box itself. Any other address needs `token_file`.
+    public var bind = "127.0.0.1"
+    public var port = 8080
+    public var tokenFile: String?
+    public var maxUploadMB = 64
+    /// Show the files' identifying values (UIDs, accession number) on the console; hidden by default.
+    public var showIdentifiers = false
+
+    public init(enabled: Bool = false, bind: String = "127.0.0.1", port: Int = 8080, tokenFile: String? = nil,
+                maxUploadMB: Int = 64, showIdentifiers: Bool = false) {
+        self.enabled = enabled
+        self.bind = bind
+        self.port = port
+        self.tokenFile = tokenFile
+        self.maxUploadMB = maxUploadMB
+        self.showIdentifiers = showIdentifiers
+    }
+
+    /// Addresses that only this machine can reach.
+    public var isLoopback: Bool { ["127.0.0.1", "::1", "localhost"].contains(bind) || bind.hasPrefix("127.") }
+
+    /// Shortest token accepted: a guessable token on a hospital network is worse than none on loopback.
+    public static let minimumTokenLength = 16
+
+    /// The access token (nil: none needed on loopback). Refuses a non-loopback address without a token, and a
+    /// token file that is unreadable, readable by others, or holds a short token. The error's key is relative
+    /// to `[console]` ("token_file", "bind").
+    public func accessToken() throws(ConfigError) -> String? {
+        guard let tokenFile else {
+            if isLoopback { return nil }
+            throw ConfigError(key: "bind", value: "\"\(bind)\"", reason: "an address other than loopback needs token_file (an access token)")
+        }
+        guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
+            throw ConfigError(key: "token_file", value: "\"\(tokenFile)\"", reason: "cannot read the token file")
+        }
+        var info = stat()
+        if stat(tokenFile, &info) == 0, info.st_mode & 0o077 != 0 {
+            throw ConfigError(key: "token_file", value: "\"\(tokenFile)\"", reason: "readable by other users (chmod 600 it)")
+        }
+        let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard token.count >= Self.minimumTokenLength, token.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+            throw ConfigError(key: "token_file", value: "\"\(tokenFile)\"",
+                              reason: "the token must be at least \(Self.minimumTokenLength) printable ASCII characters without spaces")
+        }
+        return token
     }
 }

@@ -12,8 +12,11 @@ import Foundation
 public final class IntakeQueue: @unchecked Sendable {
     public struct Item: Sendable, Equatable {
         public var arrival: Arrival
-        /// The series the file claims (from its header), "" when unknown (not DICOM, unreadable).
+        /// The series the file claims (from its header), "" when unknown (not DICOM, unreadable); for a
+        /// console upload, a series of its own.
         public var series: String
+        /// Set for a file uploaded to the console: scored for the one who asked, nothing else.
+        var upload: UploadTicket? = nil
     }
 
     private let condition = NSCondition()

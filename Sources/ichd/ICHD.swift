@@ -11,7 +11,7 @@ struct ICHD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ichd",
         abstract: "Intracranial-hemorrhage alert appliance (synthetic-phantom model; not for clinical use).",
-        subcommands: [InspectCommand.self, PreprocessCommand.self, InferCommand.self, ConvertCommand.self, EvalCommand.self, PhantomCommand.self, SelfTestCommand.self, BenchCommand.self, RunCommand.self, ReceiveCommand.self, ListenCommand.self])
+        subcommands: [InspectCommand.self, PreprocessCommand.self, InferCommand.self, ConvertCommand.self, EvalCommand.self, PhantomCommand.self, SelfTestCommand.self, BenchCommand.self, RunCommand.self, ReceiveCommand.self, ListenCommand.self, ServeCommand.self])
 
     static func main() {
         #if canImport(CMalloc)

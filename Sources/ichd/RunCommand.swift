@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import ICHConsole
 import ICHDaemon
 import Logging
 
@@ -27,15 +28,24 @@ struct RunCommand: ParsableCommand {
         let logger = Logger(label: "ichd")
         let settings: DaemonConfig
         let daemon: Daemon
+        let consoleMetrics = ConsoleMetrics()
+        var console: ConsoleServer?
         do {
             settings = try DaemonConfig.load(path: config)
-            daemon = try Daemon(config: settings, logger: logger, untilIdle: untilIdle)
+            daemon = try Daemon(config: settings, logger: logger, untilIdle: untilIdle, metrics: consoleMetrics.appliance)
+            if settings.console.enabled {
+                console = try ConsoleServer(settings: settings.console, backend: DaemonConsoleBackend(daemon: daemon, stateFolder: settings.stateFolder),
+                                            metrics: consoleMetrics, logger: logger)
+            }
         } catch {
             printError("ichd run: \(error.description)")
             throw ExitCode(2)
         }
         let signals = SignalHandlers(daemon: daemon)
+        // The console is an accessory: one that cannot listen is logged, and the lamp and serial line go on.
+        let runner = console.map { ConsoleRunner.start($0, logger: logger) }
         let status = daemon.run()
+        runner?.stop()
         withExtendedLifetime(signals) {}
         throw ExitCode(status)
     }

@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(name: "ICHModelTests", dependencies: ["ICHModel", "ICHTestSupport"]),
         .testTarget(name: "ICHEngineTests", dependencies: ["ICHEngine", "ICHModel", "ICHKernels", "ICHConverter", "ICHPreprocessing", "ICHPhantom", "ICHTestSupport"]),
         .testTarget(name: "ICHConsoleTests", dependencies: [
-            "ICHConsole", "ICHDaemon", "ICHAlerts", "ICHEngine", "ICHIngest", "ICHPhantom", "ICHTestSupport",
+            "ICHConsole", "ICHDaemon", "ICHDecision", "ICHAlerts", "ICHEngine", "ICHIngest", "ICHPhantom", "ICHTestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "ichdTests", dependencies: ["ICHIngest", "ICHPreprocessing", "ICHPhantom", "ICHModel", "ICHDaemon", "ICHAlerts", "ICHTestSupport"]),

@@ -4,8 +4,9 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Native libraries (DICOM, JPEG, GPIO), pkg-config for SwiftPM, python3 + pip + venv for the public test files
-# and the ONNX Runtime cross-check (dev and test only: the appliance never runs Python).
-APT_PACKAGES := libdcmtk-dev dcmtk libturbojpeg0-dev libgpiod-dev libsqlite3-dev zlib1g-dev pkg-config python3 python3-pip python3-venv
+# and the ONNX Runtime cross-check, chromium for the console's browser tests (dev and test only: the appliance
+# never runs Python or a browser).
+APT_PACKAGES := libdcmtk-dev dcmtk chromium libturbojpeg0-dev libgpiod-dev libsqlite3-dev zlib1g-dev pkg-config python3 python3-pip python3-venv
 ICHD := .build/release/ichd
 # CPU tuning for the kernels (scripts/arch-flags.sh: haswell on AVX2 x86, cortex-a76 on a Pi 5).
 ARCH_FLAGS := $(shell bash scripts/arch-flags.sh)

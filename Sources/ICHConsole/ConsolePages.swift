@@ -43,10 +43,10 @@ struct ConsolePages {
             <table class="facts">
             <tr><th>Model</th><td id="model">\(e(s.modelID)) <code>\(e(s.modelSHA))</code> (\(e(s.engine)))</td></tr>
             <tr><th>Queue</th><td id="queue">\(s.queue) file\(s.queue == 1 ? "" : "s")</td></tr>
-            <tr><th>Slices since start</th><td>\(s.slices) (\(s.overBudget) over budget of the last ones)</td></tr>
+            <tr><th>Scored since start</th><td id="slices">\(s.slices) slice\(s.slices == 1 ? "" : "s"), \(s.overBudget) over the \(s.budgetMs) ms budget</td></tr>
             </table>
-            <table class="latency"><tr><th></th><th>p50</th><th>p95</th><th>p99</th><th>budget</th></tr>
-            <tr><th>latency</th>\(lat)<td>\(s.budgetMs) ms</td></tr></table>
+            <table class="latency"><tr><th>file close to score</th><th>p50</th><th>p95</th><th>p99</th><th>budget</th></tr>
+            <tr><th>recent slices</th>\(lat)<td>\(s.budgetMs) ms</td></tr></table>
             <h2>Last series</h2>
             \(recentSeries(s))
             """

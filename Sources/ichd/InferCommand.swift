@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ICHDecision
 import ICHEngine
 import ICHIngest
 import ICHModel
@@ -82,11 +83,7 @@ struct InferCommand: ParsableCommand {
             input = FeatureMap(prepared)
             preview = prepared.previewImage(spec: scorer.preprocessing)
         }
-        let result = scorer.score(input) { score in
-            guard cam != nil else { return [] }
-            let positives = score.positives
-            return positives.isEmpty ? [score.probabilities.indices.max { score.probabilities[$0] < score.probabilities[$1] }!] : positives
-        }
+        let result = scorer.score(input) { cam == nil ? [] : SliceReport.heatmapClasses($0) }
         var camFiles: [String] = []
         if let cam, let preview {
             let base = (cam as NSString).deletingPathExtension, ext = (cam as NSString).pathExtension

@@ -60,6 +60,12 @@ import Testing
         ("[lamp]\nalert_line = 4\nready_line = 4", "lamp.ready_line", "the same line"),
         ("[decision]\nseries_quiet_s = true", "decision.series_quiet_s", "must be a number"),
         ("[folders]\narchive = \"drop/archive\"", "folders.archive", "inside the drop folder"),
+        ("[console]\nenabled = true\nbind = \"0.0.0.0\"", "console.bind", "needs token_file"),
+        ("[console]\nenabled = true\nbind = \"0.0.0.0\"\ntoken_file = \"none.token\"", "console.token_file", "cannot read"),
+        ("[console]\nport = 70000", "console.port", "out of range"),
+        ("[console]\nmax_upload_mb = 0", "console.max_upload_mb", "out of range"),
+        ("[console]\nshow_identifiers = 1", "console.show_identifiers", "must be true or false"),
+        ("[console]\ntoken = \"x\"", "console.token", "unknown key"),
     ])
     func everyBadValueNamesTheKeyAndTheReason(snippet: String, key: String, reason: String) {
         let dir = TemporaryDirectory()
@@ -106,5 +112,7 @@ import Testing
         #expect(c.dropFolder.hasPrefix(dir.url.standardizedFileURL.path) || c.dropFolder.hasPrefix(dir.path))
         #expect(c.lamp.backend == (board == "sim" ? "sim" : "gpiod"))
         #expect(c.serial != nil)
+        #expect(c.console.enabled && c.console.isLoopback && c.console.tokenFile == nil && c.console.port == 8080,
+                "the console ships on loopback, where it needs no token")
     }
 }

@@ -228,3 +228,15 @@ import Testing
         #expect(!SystemdNotifier(environment: [:]).notify("READY=1"), "silent without NOTIFY_SOCKET")
     }
 }
+
+@Suite struct ConsoleUploadTurnTests {
+    /// A console upload is a series of its own in the intake: a 40-file upload queued first still lets a scan's
+    /// slices through one per turn, so the scan's first k slices (its alert) wait behind k upload files, not 40.
+    @Test func anUploadTakesTurnsWithTheDropFoldersSeries() {
+        let q = IntakeQueue()
+        for i in 0..<40 { q.add(IntakeQueueTests.item("/u/\(i).dcm", "console:1", Double(i))) }
+        for i in 0..<3 { q.add(IntakeQueueTests.item("/drop/s/\(i).dcm", "1.2.3", 100 + Double(i))) }
+        let order = (0..<8).compactMap { _ in q.next(timeout: 0)?.series }
+        #expect(order == ["console:1", "1.2.3", "console:1", "1.2.3", "console:1", "1.2.3", "console:1", "console:1"])
+    }
+}

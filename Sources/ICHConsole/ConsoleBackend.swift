@@ -32,8 +32,9 @@ public struct ConsoleStatus: Sendable {
 /// Where the console's answers come from: the running daemon, or a scorer of its own.
 public protocol ConsoleBackend: Sendable {
     func status() -> ConsoleStatus
-    /// Scores uploaded files (written by the console to its private folder); every slice's report.
-    func score(_ files: [(path: String, name: String)]) async -> [SliceReport]
+    /// Scores uploaded files (written by the console to its private folder); every slice's report, with the
+    /// heatmaps of its positive classes when `heatmaps`.
+    func score(_ files: [(path: String, name: String)], heatmaps: Bool) async -> [SliceReport]
     /// Acknowledges a pending alert through the appliance's one acknowledge path; false when it is not pending.
     func acknowledge(_ id: String) -> Bool
     /// A private folder for uploads, never the drop folder or the archive.
@@ -67,9 +68,9 @@ public struct DaemonConsoleBackend: ConsoleBackend {
                              recentResults: daemon.recentSeriesResults, pendingAlerts: daemon.alerts.pending)
     }
 
-    public func score(_ files: [(path: String, name: String)]) async -> [SliceReport] {
+    public func score(_ files: [(path: String, name: String)], heatmaps: Bool) async -> [SliceReport] {
         await withCheckedContinuation { continuation in
-            daemon.scoreUploads(files) { continuation.resume(returning: $0) }
+            daemon.scoreUploads(files, heatmaps: heatmaps) { continuation.resume(returning: $0) }
         }
     }
 
@@ -112,13 +113,13 @@ public final class StandaloneConsoleBackend: ConsoleBackend, @unchecked Sendable
                              recentResults: [], pendingAlerts: [])
     }
 
-    public func score(_ files: [(path: String, name: String)]) async -> [SliceReport] {
+    public func score(_ files: [(path: String, name: String)], heatmaps: Bool) async -> [SliceReport] {
         lock.withLock { waiting += files.count }
         return await withCheckedContinuation { continuation in
             queue.async { [self] in
                 var reports: [SliceReport] = []
                 for f in files {
-                    let slices = reporter.report(path: f.path, name: f.name)
+                    let slices = reporter.report(path: f.path, name: f.name, heatmaps: heatmaps)
                     for r in slices {
                         switch r.outcome {
                         case .scored:

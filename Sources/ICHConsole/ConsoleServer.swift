@@ -61,7 +61,7 @@ public struct ConsoleServer: Sendable {
         router.get("/upload") { _, _ in html(pages.upload(status: backend.status(), reports: nil, error: nil)) }
         router.post("/upload") { request, _ in
             do {
-                let (reports, ms) = try await score(request)
+                let (reports, ms) = try await score(request, heatmaps: true)
                 return html(pages.upload(status: backend.status(), reports: (reports, ms), error: nil))
             } catch let e as ConsoleError {
                 return html(pages.upload(status: backend.status(), reports: nil, error: e.message), status: e.status)
@@ -91,8 +91,8 @@ public struct ConsoleServer: Sendable {
         router.get("/api/status") { _, _ in json(ConsoleJSON.status(backend.status(), showIdentifiers: settings.showIdentifiers)) }
         router.post("/api/score") { request, _ in
             do {
-                let (reports, ms) = try await score(request)
                 let images = request.uri.queryParameters.get("images").map { ["1", "true", "yes"].contains($0) } ?? false
+                let (reports, ms) = try await score(request, heatmaps: images)
                 return json(ConsoleJSON.score(reports, milliseconds: ms, status: backend.status(), images: images,
                                               showIdentifiers: settings.showIdentifiers))
             } catch let e as ConsoleError {
@@ -111,12 +111,12 @@ public struct ConsoleServer: Sendable {
     }
 
     /// Reads, checks and scores an upload; the files live in a private folder only while they are scored.
-    func score(_ request: Request) async throws -> ([SliceReport], Double) {
+    func score(_ request: Request, heatmaps: Bool) async throws -> ([SliceReport], Double) {
         let started = Date()
         let batch = try await uploads.receive(request)
         defer { batch.remove() }
         logger.info("console upload", metadata: ["files": "\(batch.files.count)", "bytes": "\(batch.bytes)"])
-        let reports = await backend.score(batch.files)
+        let reports = await backend.score(batch.files, heatmaps: heatmaps)
         return (reports, Date().timeIntervalSince(started) * 1000)
     }
 

@@ -420,13 +420,14 @@ public final class Daemon: @unchecked Sendable {
     /// round-robin policy gives them a turn beside the drop folder's series, so an upload neither starves a
     /// scan nor waits behind a whole backlog. Nothing is journalled, archived, alarmed or counted against the
     /// drop folder's latency budget; the caller owns the files and deletes them afterwards.
-    public func scoreUploads(_ files: [(path: String, name: String)], completion: @escaping @Sendable ([SliceReport]) -> Void) {
+    public func scoreUploads(_ files: [(path: String, name: String)], heatmaps: Bool = true,
+                             completion: @escaping @Sendable ([SliceReport]) -> Void) {
         let number = stateLock.withLock { () -> Int in
             uploadCounter += 1
             return uploadCounter
         }
         let counters = metrics
-        let ticket = UploadTicket(names: Dictionary(files.map { ($0.path, $0.name) }, uniquingKeysWith: { a, _ in a })) { reports in
+        let ticket = UploadTicket(names: Dictionary(files.map { ($0.path, $0.name) }, uniquingKeysWith: { a, _ in a }), heatmaps: heatmaps) { reports in
             for r in reports {
                 switch r.outcome {
                 case .scored: counters.slice(.scored, source: "console", latencyMs: r.milliseconds)
@@ -482,7 +483,7 @@ public final class Daemon: @unchecked Sendable {
                     if isStopping {
                         report.outcome = .rejected(code: "stopping", message: "the appliance is stopping; ask again after it restarts")
                     } else {
-                        report.outcome = .scored(scorer.score(input, heatmaps: SliceReport.heatmapClasses))
+                        report.outcome = .scored(scorer.score(input, heatmaps: ticket.heatmaps ? SliceReport.heatmapClasses : { _ in [] }))
                     }
                     report.milliseconds = Self.ms(ticket.startedAt, Date())
                     ticket.add(report, fromScorer: true)
@@ -1004,6 +1005,7 @@ final class BoundedQueue<Element: Sendable>: @unchecked Sendable {
 /// once, when every file is decoded and every slice sent to a scorer is back.
 final class UploadTicket: @unchecked Sendable, Equatable {
     let names: [String: String]   // temp path -> the name the client gave
+    let heatmaps: Bool
     let startedAt = Date()
     private let lock = NSLock()
     private var reports: [SliceReport] = []
@@ -1012,8 +1014,9 @@ final class UploadTicket: @unchecked Sendable, Equatable {
     private var arrivals = 0
     private var completion: (@Sendable ([SliceReport]) -> Void)?
 
-    init(names: [String: String], completion: @escaping @Sendable ([SliceReport]) -> Void) {
+    init(names: [String: String], heatmaps: Bool, completion: @escaping @Sendable ([SliceReport]) -> Void) {
         self.names = names
+        self.heatmaps = heatmaps
         filesLeft = names.count
         self.completion = completion
         if names.isEmpty { finishIfDone() }

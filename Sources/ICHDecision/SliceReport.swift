@@ -103,8 +103,8 @@ public struct SliceReporter: Sendable {
 
     public init(scorer: SliceScorer) { self.scorer = scorer }
 
-    /// Every frame of the file at `path`, shown as `name`.
-    public func report(path: String, name: String) -> [SliceReport] {
+    /// Every frame of the file at `path`, shown as `name`; `heatmaps`: with the heatmaps people look at.
+    public func report(path: String, name: String, heatmaps: Bool = true) -> [SliceReport] {
         let started = Date()
         let opened: SliceFile
         do {
@@ -115,7 +115,7 @@ public struct SliceReporter: Sendable {
         var reports: [SliceReport] = []
         SlicePipeline(preprocessing: scorer.preprocessing).process(opened, path: path) { result in
             var (report, input) = SliceReport.draft(result, file: name, arrival: reports.count, preprocessing: scorer.preprocessing)
-            if let input { report.outcome = .scored(scorer.score(input, heatmaps: SliceReport.heatmapClasses)) }
+            if let input { report.outcome = .scored(scorer.score(input, heatmaps: heatmaps ? SliceReport.heatmapClasses : { _ in [] })) }
             report.milliseconds = Date().timeIntervalSince(started) * 1000
             reports.append(report)
         }

@@ -64,7 +64,7 @@ public struct DaemonConsoleBackend: ConsoleBackend {
                              lamp: daemon.alerts.lampState, modelID: settings.modelID, modelSHA: settings.modelSHA, engine: settings.engine,
                              classNames: settings.classNames, thresholds: settings.thresholds, adjacentSlices: settings.adjacentSlices,
                              queue: s.pipeline.queue, p50Ms: s.pipeline.p50Ms, p95Ms: s.pipeline.p95Ms, p99Ms: s.pipeline.p99Ms,
-                             overBudget: s.pipeline.overBudget ?? 0, budgetMs: settings.sliceBudgetMs, slices: s.slices,
+                             overBudget: s.pipeline.overBudget, budgetMs: settings.sliceBudgetMs, slices: s.slices,
                              recentResults: daemon.recentSeriesResults, pendingAlerts: daemon.alerts.pending)
     }
 

@@ -36,9 +36,10 @@ fi
 mkdir -p "$b"
 src=("$root"/Sources/ICHKernels/*.swift "$here/Entry.swift")
 t0=$(date +%s)
-build_a64() {  # NAME [compile.sh flags]
+build_a64() {  # NAME [compile.sh flags]: the Pi 5 build defines ICHD_DOTPROD as scripts/arch-flags.sh does there
     local name=$1; shift
-    A64_MODULE=ICHKernels "$tool/compile.sh" -c "$@" "${src[@]}" -o "$b/kern-$name.o"
+    local define=(); [ "$name" = cortex-a76 ] && define=(-- -DICHD_DOTPROD)
+    A64_MODULE=ICHKernels "$tool/compile.sh" -c "$@" "${src[@]}" -o "$b/kern-$name.o" "${define[@]}"
     python3 "$here/gen_stubs.py" "$b/kern-$name.o" "$b/stubs-$name.c"
     aarch64-linux-gnu-gcc -O2 -Wl,--no-warn-rwx-segments -o "$b/ichk-a64-$name" "$here/driver.c" "$here/mark.c" \
         "$here/runtime_stubs.c" "$b/stubs-$name.c" "$b/kern-$name.o"

@@ -51,6 +51,10 @@ public struct PackedConvWeights: Sendable {
     let packedWide: [Int16]
     /// pairs only: weights stored as int16 (faster) instead of int8 (half the memory).
     public let wide: Bool
+    /// dot only: products summed in int16 pairs before int32 (`ConvDot.dot2x3i16`, the kernel for ARM without
+    /// `sdot`), which is exact because no weight is -128. Default: `ConvDot.prefersInt16Products` and the weights
+    /// allow it; `false` is always possible, `true` only where the weights allow it.
+    public let int16Products: Bool
 
     /// Convolutions with at most this many weights are packed wide by default: in ResNet18 the stem, layer1,
     /// layer2, the downsamples and layer3's first convolution (0.8 million weights together, 0.8 MB more than
@@ -65,8 +69,12 @@ public struct PackedConvWeights: Sendable {
 
     /// `weights` OIHW as in `QuantizedConv`.
     /// `wide`: int16 storage for the pairs kernel (default: when the layer has at most `wideLimit` weights).
-    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int, kind: ConvKernel = .native, wide: Bool? = nil) {
+    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int, kind: ConvKernel = .native, wide: Bool? = nil,
+                int16Products: Bool? = nil) {
         self.kind = kind
+        let allowed = kind == .dot && !weights.contains(Int8.min)
+        precondition(int16Products != true || allowed, "int16 products need dot packing and no weight -128")
+        self.int16Products = allowed && (int16Products ?? ConvDot.prefersInt16Products)
         self.wide = kind == .pairs && (wide ?? (weights.count <= Self.wideLimit))
         self.outChannels = outChannels
         self.inChannels = inChannels

@@ -4,8 +4,9 @@
 // same generator on both architectures); outputs are int32 accumulators. When the kernels' internal API changes,
 // this file changes with it. (Started from ../shared/tools/arm, now the project's own.)
 
-/// kind: 0 reference, 1 dot (ARM default), 2 pairs (x86 default), 3 Winograd F(2x2,3x3).
-/// Returns 0 on success, -1 if the kind does not apply to the shape.
+/// kind: 0 reference, 1 dot (ARM default; int16 products where this build prefers them and the weights allow),
+/// 2 pairs (x86 default), 3 Winograd F(2x2,3x3), 4 dot with int32 products (sdot / smull + saddw), 5 dot with
+/// int16 products. Returns 0 on success, -1 if the kind does not apply (shape, or a -128 weight for kind 5).
 @_cdecl("ichk_conv")
 public func ichk_conv(_ kind: Int32, _ inC: Int, _ h: Int, _ w: Int, _ outC: Int, _ k: Int, _ stride: Int, _ pad: Int,
                       _ input: UnsafePointer<UInt8>, _ inZero: Int32, _ weights: UnsafePointer<Int8>,
@@ -15,9 +16,11 @@ public func ichk_conv(_ kind: Int32, _ inC: Int, _ h: Int, _ w: Int, _ outC: Int
     case 0:
         ReferenceKernels.convAccumulate(s, input: input, inZero: inZero, weights: weights, bias: bias, acc: acc)
         return 0
-    case 1, 2:
+    case 1, 2, 4, 5:
         let wts = Array(UnsafeBufferPointer(start: weights, count: outC * inC * k * k))
-        let packed = PackedConvWeights(weights: wts, outChannels: outC, inChannels: inC, kernel: k, kind: kind == 1 ? .dot : .pairs)
+        if kind == 5 && wts.contains(Int8.min) { return -1 }
+        let packed = PackedConvWeights(weights: wts, outChannels: outC, inChannels: inC, kernel: k, kind: kind == 2 ? .pairs : .dot,
+                                       int16Products: kind == 4 ? false : kind == 5 ? true : nil)
         let bytes = packed.scratchBytes(s)
         let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes)
         defer { scratch.deallocate() }
@@ -44,9 +47,11 @@ public func ichk_conv(_ kind: Int32, _ inC: Int, _ h: Int, _ w: Int, _ outC: Int
 
 /// The dot kernel's register tile alone (ConvDot.tile): 2 channels (weights `weights`, `weights + depth`) x 3
 /// im2col rows (`rows`, each `depth` bytes, depth a multiple of 32) into out[lane x 3 + pixel].
+/// int16: the int16-products variant (weights must not be -128).
 @_cdecl("ichk_tile")
-public func ichk_tile(_ depth: Int, _ weights: UnsafePointer<Int8>, _ rows: UnsafePointer<Int8>, _ out: UnsafeMutablePointer<Int32>) {
-    ConvDot.tile(depth: depth, weights: weights, rows: rows, out: out)
+public func ichk_tile(_ depth: Int, _ weights: UnsafePointer<Int8>, _ rows: UnsafePointer<Int8>, _ int16: Bool,
+                      _ out: UnsafeMutablePointer<Int32>) {
+    ConvDot.tile(depth: depth, weights: weights, rows: rows, int16: int16, out: out)
 }
 
 /// Requantisation (ReferenceKernels.requantizePlanes, the SIMD8<Float> path plus the scalar tail).

@@ -15,7 +15,7 @@ extern void ichk_requant(int32_t mode, const int32_t *acc, intptr_t channels, in
                          const float *wideScales, int32_t zero, _Bool relu, const uint8_t *residualBytes, int32_t residualZero,
                          const int16_t *residualWide, float residualScale, uint8_t *out, int16_t *outWide);
 extern void ichk_maxpool(const uint8_t *input, intptr_t channels, intptr_t h, intptr_t w, uint8_t *out);
-extern void ichk_tile(intptr_t depth, const int8_t *weights, const int8_t *rows, int32_t *out);
+extern void ichk_tile(intptr_t depth, const int8_t *weights, const int8_t *rows, _Bool int16, int32_t *out);
 
 static uint64_t rng;
 static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
@@ -35,26 +35,29 @@ static const Case cases[] = {
     {"layer3-3x3",     256, 16, 16,  64, 3, 1, 1, 17},   // outC cut to 64 to keep qemu short
     {"layer4-3x3",     512,  8,  8,  64, 3, 1, 1, 200},   // K = 4608, outC cut to 64 to keep qemu short
 };
-static const char *kinds[] = {"reference", "dot", "pairs", "winograd"};
+#define KINDS 6
+static const char *kinds[KINDS] = {"reference", "dot", "pairs", "winograd", "dot-i32", "dot-i16"};
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
 int main(int argc, char **argv) {
     const char *outdir = argc > 1 ? argv[1] : NULL;
     int failures = 0;
-    // The dot kernel's register tile alone (2 channels x 3 rows): depth 64 and 4608, extreme values included.
-    for (int d = 0; d < 2; d++) {
-        int depth = d ? 4608 : 64;
+    // The dot kernel's register tile alone (2 channels x 3 rows): depth 64 and 4608, extreme values included;
+    // int32 products (d < 2) and int16 products (weights -127 at most).
+    for (int d = 0; d < 4; d++) {
+        int depth = d & 1 ? 4608 : 64, int16 = d >= 2;
         int8_t *w = malloc(depth * 2), *r = malloc(depth * 3);
         rng = 0x9E3779B97F4A7C15ull + d;
         for (int i = 0; i < depth * 2; i++) w[i] = (int8_t)(i < 64 ? -128 : next());
+        if (int16) for (int i = 0; i < depth * 2; i++) if (w[i] == -128) w[i] = i & 1 ? -127 : 127;
         for (int i = 0; i < depth * 3; i++) r[i] = (int8_t)(i < 64 ? -128 : next());
         int32_t out[6], ref[6] = {0, 0, 0, 0, 0, 0};
-        ichk_tile(depth, w, r, out);
+        ichk_tile(depth, w, r, int16, out);
         for (int c = 0; c < 2; c++) for (int p = 0; p < 3; p++) for (int j = 0; j < depth; j++) ref[c * 3 + p] += (int32_t)w[c * depth + j] * r[p * depth + j];
         int ok = !memcmp(out, ref, sizeof out);
         failures += !ok;
-        printf("tile depth %-5d %08x %08x %08x %08x %08x %08x %s\n", depth, out[0], out[1], out[2], out[3], out[4], out[5],
+        printf("tile%s depth %-5d %08x %08x %08x %08x %08x %08x %s\n", int16 ? "-i16" : "-i32", depth, out[0], out[1], out[2], out[3], out[4], out[5],
                ok ? "== C" : "MISMATCH vs C");
         free(w); free(r);
     }
@@ -68,8 +71,10 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < nw; i++) wt[i] = (int8_t)next();
         for (int i = 0; i < s->outC; i++) bias[i] = (int32_t)(next() % 200001) - 100000;
         in[0] = 255; in[1] = 0; wt[0] = -128; wt[1] = 127;  // extremes
+        // Every other case without -128 weights, so that the int16-products kernel runs too (-127 and 127 instead).
+        if (c % 2 == 0) for (size_t i = 0; i < nw; i++) if (wt[i] == -128) wt[i] = i & 1 ? -127 : 127;
         int32_t *ref = NULL;
-        for (int kind = 0; kind < 4; kind++) {
+        for (int kind = 0; kind < KINDS; kind++) {
             int32_t *acc = calloc(nacc, 4);
             double t0 = now();
             int rc = ichk_conv(kind, s->inC, s->h, s->w, s->outC, s->k, s->stride, s->pad, in, s->zero, wt, bias, acc);
@@ -89,8 +94,9 @@ int main(int argc, char **argv) {
         free(ref); free(in); free(wt); free(bias);
     }
     // Random small shapes: channel counts off the tiles, every kernel size and stride, ragged widths.
-    uint64_t all[4] = {1469598103934665603ull, 1469598103934665603ull, 1469598103934665603ull, 1469598103934665603ull};
-    int fuzzed = 0, fuzzFail = 0, winogradRuns = 0;
+    uint64_t all[KINDS];
+    for (int kind = 0; kind < KINDS; kind++) all[kind] = 1469598103934665603ull;
+    int fuzzed = 0, fuzzFail = 0, winogradRuns = 0, int16Runs = 0;
     for (int n = 0; n < 300; n++) {
         rng = 0xA5A5A5A5DEADBEEFull + 7919ull * n; next();
         static const int ks[] = {1, 3, 5, 7};
@@ -102,24 +108,28 @@ int main(int argc, char **argv) {
         uint8_t *in = malloc(nin); int8_t *wt = malloc(nw); int32_t *bias = malloc(4 * outC);
         for (size_t i = 0; i < nin; i++) in[i] = (uint8_t)next();
         for (size_t i = 0; i < nw; i++) wt[i] = (int8_t)next();
+        if (n % 2) for (size_t i = 0; i < nw; i++) if (wt[i] == -128) wt[i] = -127;  // int16 products allowed
         for (int i = 0; i < outC; i++) bias[i] = (int32_t)(next() % 2001) - 1000;
-        int32_t *acc[4];
-        for (int kind = 0; kind < 4; kind++) {
+        int32_t *acc[KINDS];
+        for (int kind = 0; kind < KINDS; kind++) {
             acc[kind] = calloc(nacc, 4);
             int rc = ichk_conv(kind, inC, h, w, outC, k, stride, pad, in, zero, wt, bias, acc[kind]);
             if (rc != 0) continue;
             if (kind == 3) winogradRuns++;
+            if (kind == 5) int16Runs++;
             const uint8_t *b = (const uint8_t *)acc[kind];
             for (size_t i = 0; i < nacc * 4; i++) { all[kind] ^= b[i]; all[kind] *= 1099511628211ull; }
             if (kind && memcmp(acc[kind], acc[0], nacc * 4)) { fuzzFail++; printf("fuzz %d kind %s MISMATCH\n", n, kinds[kind]); }
         }
         fuzzed++;
-        for (int kind = 0; kind < 4; kind++) free(acc[kind]);
+        for (int kind = 0; kind < KINDS; kind++) free(acc[kind]);
         free(in); free(wt); free(bias);
     }
     failures += fuzzFail;
-    printf("fuzz: %d random shapes (%d Winograd), %d mismatches; chained checksums ref %016llx dot %016llx pairs %016llx winograd %016llx\n",
-           fuzzed, winogradRuns, fuzzFail, (unsigned long long)all[0], (unsigned long long)all[1], (unsigned long long)all[2], (unsigned long long)all[3]);
+    printf("fuzz: %d random shapes (%d Winograd, %d int16 products), %d mismatches; chained checksums", fuzzed, winogradRuns,
+           int16Runs, fuzzFail);
+    for (int kind = 0; kind < KINDS; kind++) printf(" %s %016llx", kinds[kind], (unsigned long long)all[kind]);
+    printf("\n");
     // Requantisation (fp32 multiply/add, round to nearest even, clamp) and max pooling: checksums only (the
     // cross-architecture diff of stdout is the check).
     for (int mode = 0; mode < 3; mode++) {

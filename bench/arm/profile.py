@@ -98,7 +98,8 @@ def group(sym, block):
     if "ConvDot.border" in d or "ConvGEMM.border" in d or "transpose8x8" in d: return "border"
     if "requantize" in d.lower(): return "requantize"
     if "ConvDot" in d and "convAccumulate" in d:
-        return "dot inner loop" if any(i.startswith("sdot") or i.startswith("smull") for i in block) and len(block) <= 32 else "dot kernel other"
+        # The K loop: one block that multiplies (sdot, or smull for the Pi 4 build) and branches back to itself.
+        return "dot inner loop" if any(i.startswith(("sdot", "smull", "smlal")) for i in block) and len(block) <= 48 else "dot kernel other"
     if "ConvGEMM.convAccumulate" in d: return "convAccumulate setup"
     return "other " + d[:60]
 

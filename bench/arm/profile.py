@@ -120,7 +120,7 @@ total = collections.Counter(); tot_mac = 0
 print(f"{build} build, llvm-mca -mcpu={mcpu}; per real layer (x{ROWS} rows scaled), cycles in millions")
 groups_order = ["dot inner loop", "dot kernel other", "im2col", "border", "libc memset", "libc memcpy", "convAccumulate setup", "requantize"]
 print(f"{'layer':15} {'n':>2} {'MMAC':>7} {'Minstr':>7} {'Mcyc':>7} {'MAC/cyc':>7} {'ms@'+str(ghz):>7} | " + " ".join(f"{g[:12]:>12}" for g in groups_order) + " | other")
-traffic = {}
+traffic = {}; per_layer = {}
 for name, (inC, oh, ow, outC, k, st, pad, count) in LAYERS.items():
     path = f"{build_dir}/prof-{build}/{name}.tsv"
     if not os.path.exists(path): continue
@@ -146,6 +146,8 @@ for name, (inC, oh, ow, outC, k, st, pad, count) in LAYERS.items():
     print(f"{name:15} {count:2} {mac/1e6:7.1f} {instr/1e6:7.2f} {cyc/1e6:7.2f} {mac/cyc:7.2f} {cyc/ghz/1e6:7.2f} | " +
           " ".join(f"{by_group[g]/1e6:12.3f}" for g in groups_order) + f" | {other/1e6:.3f}")
     for g, v in by_group.items(): total[g] += v * count
+    per_layer[name] = {"count": count, "macs": mac, "mcycles": cyc / 1e6, "ms": cyc / ghz / 1e6,
+                       "groups": {g: v / 1e6 for g, v in by_group.items() if v > 0}}
     tot_mac += mac * count
     if detail == name:
         for (g, pc, n), c in sorted(blocks.items(), key=lambda x: -x[1] * cycles(x[0][1], x[0][2]))[:25]:
@@ -155,6 +157,11 @@ cyc = sum(total.values())
 print(f"whole network (convolutions, x counts): {tot_mac/1e9:.3f} GMAC, {cyc/1e6:.1f} Mcycles, {tot_mac/cyc:.2f} MAC/cycle")
 for g, v in total.most_common(): print(f"    {g:30} {v/1e6:9.1f} Mcycles  {100*v/cyc:5.1f}%")
 print(f"  at {ghz} GHz: 1 thread {cyc/ghz/1e6:.1f} ms (convolutions + their requantisation)")
+for name, t in traffic.items():
+    per_layer[name]["bytes"] = dict(zip(("weights", "input", "accumulators", "output", "im2col"), t))
+json.dump({"build": build, "mcpu": mcpu, "ghz": ghz, "rows": ROWS, "total_mcycles": cyc / 1e6, "total_ms": cyc / ghz / 1e6,
+           "groups": {g: v / 1e6 for g, v in total.items()}, "layers": per_layer},
+          open(f"{build_dir}/estimate-{build}.json", "w"), indent=1)
 print("bytes per layer (KiB): weights, input, int32 accumulators written + read, output, im2col written + read")
 for name, t in traffic.items():
     print(f"    {name:15} x{LAYERS[name][7]} " + " ".join(f"{v / 1024:8.0f}" for v in t))

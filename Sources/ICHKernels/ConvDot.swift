@@ -34,13 +34,15 @@ public enum ConvDot {
 
     /// Pixels per im2col block for a layer of `pixels` output pixels split `parts` ways: about 16 KiB of
     /// columns (in L1 beside the weights) where all the layer's weights fit in L2, about 160 KiB (L2) otherwise
-    /// so that the weights stream past fewer blocks; a multiple of 3, at most an even share of the parts.
+    /// so that the weights stream past fewer blocks; the number of blocks a multiple of `parts` (each part gets
+    /// as many), the block a multiple of 3 pixels (whole register tiles).
     static func blockPixels(depth: Int, outChannels: Int, pixels: Int, parts: Int) -> Int {
         let target = outChannels * depth <= 192 << 10 ? 16 << 10 : 160 << 10
-        var n = max(pixelTile, target / depth / pixelTile * pixelTile)
-        let share = (pixels + parts - 1) / parts
-        n = min(n, (share + pixelTile - 1) / pixelTile * pixelTile)
-        return max(pixelTile, n)
+        let want = max(pixelTile, target / depth)
+        var blocks = (pixels + want - 1) / want
+        blocks = max(1, (blocks + parts - 1) / parts * parts)
+        let n = (pixels + blocks - 1) / blocks
+        return max(pixelTile, (n + pixelTile - 1) / pixelTile * pixelTile)
     }
 
     /// Bytes of the bordered HWC copy of a band of `rows` output rows.

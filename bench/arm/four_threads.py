@@ -51,10 +51,11 @@ def kind(layer):
 
 def block_pixels(depth, out_c, pixels, parts):  # ConvDot.blockPixels
     target = 16 << 10 if out_c * depth <= 192 << 10 else 160 << 10
-    n = max(3, target // depth // 3 * 3)
-    share = (pixels + parts - 1) // parts
-    n = min(n, (share + 2) // 3 * 3)
-    return max(3, n)
+    want = max(3, target // depth)
+    blocks = (pixels + want - 1) // want
+    blocks = max(1, (blocks + parts - 1) // parts * parts)
+    n = (pixels + blocks - 1) // blocks
+    return max(3, (n + 2) // 3 * 3)
 
 def split(name, parts):
     """(imbalance of the slowest part, number of blocks) for `parts` parts."""

@@ -72,19 +72,27 @@ public enum ConvDot {
                         let channel = tile * mt, live = min(mt, s.outChannels - channel)
                         let start0 = starts[channel], start1 = starts[channel + live - 1]
                         let out0 = acc + channel * pixels + first, out1 = acc + (channel + live - 1) * pixels + first
+                        // Whole tiles of 3 pixels without bounds tests, then at most one partial tile.
+                        let whole = count / nt * nt
                         var q = 0
-                        while q < count {
-                            let r0 = UnsafePointer(rows + q &* depth)
-                            let r1 = q &+ 1 < count ? r0 + depth : r0, r2 = q &+ 2 < count ? r0 + 2 &* depth : r0
-                            let d = int16 ? dot2x3i16(depth: depth, weights: weights, r0, r1, r2)
-                                          : dot2x3(depth: depth, weights: weights, r0, r1, r2)
+                        var r0 = UnsafePointer(rows)
+                        while q < whole {
+                            let d = int16 ? dot2x3i16(depth: depth, weights: weights, r0, r0 + depth, r0 + 2 &* depth)
+                                          : dot2x3(depth: depth, weights: weights, r0, r0 + depth, r0 + 2 &* depth)
                             // Lane 1 of a last, half-empty channel tile is computed (zero weights) and dropped:
                             // out1 then aliases out0 and is written first.
+                            out1[q] = d.4 &+ start1; out1[q &+ 1] = d.5 &+ start1; out1[q &+ 2] = d.6 &+ start1
+                            out0[q] = d.0 &+ start0; out0[q &+ 1] = d.1 &+ start0; out0[q &+ 2] = d.2 &+ start0
+                            q &+= nt
+                            r0 += nt &* depth
+                        }
+                        if q < count {
+                            let r1 = q &+ 1 < count ? r0 + depth : r0
+                            let d = int16 ? dot2x3i16(depth: depth, weights: weights, r0, r1, r0)
+                                          : dot2x3(depth: depth, weights: weights, r0, r1, r0)
                             out1[q] = d.4 &+ start1
                             out0[q] = d.0 &+ start0
                             if q &+ 1 < count { out1[q &+ 1] = d.5 &+ start1; out0[q &+ 1] = d.1 &+ start0 }
-                            if q &+ 2 < count { out1[q &+ 2] = d.6 &+ start1; out0[q &+ 2] = d.2 &+ start0 }
-                            q &+= nt
                         }
                     }
                 }

@@ -53,6 +53,7 @@ TEST_FLAGS := -c release -Xswiftc -enable-testing --scratch-path .build-test $(A
 # The swift test run comes last so that its summary closes the output.
 test: deps test-data $(VENV)/.installed
 	bash scripts/check-aarch64.sh
+	bash scripts/check-arm-kernels.sh
 	$(SWIFT) build $(TEST_FLAGS) --build-tests
 	$(VENV)/bin/python bench/verify_engines.py --float-only --seeds 1 --ichd .build-test/release/ichd
 	$(SWIFT) test $(TEST_FLAGS) --skip-build

@@ -2,7 +2,8 @@
 # SwiftPM flags that let LLVM use this CPU's vector units for ichd's kernels (printed on stdout, may be empty).
 #   x86_64 with AVX2 + FMA       -> -target-cpu haswell (x86-64-v3; "x86-64-v3" itself is rejected by swiftc,
 #                                   and znver4 emits AVX-512, which not every dev or CI machine has)
-#   aarch64 with dot product     -> -target-cpu cortex-a76 (Raspberry Pi 5: sdot)
+#   aarch64 with dot product     -> -target-cpu cortex-a76 (Raspberry Pi 5: sdot) and -D ICHD_DOTPROD (the dot
+#                                   kernel multiplies with sdot, not in int16 products: ConvDot.prefersInt16Products)
 #   anything else                -> nothing: the portable default build (SSE2 / generic armv8-a NEON)
 # ICHD_ARCH_FLAGS overrides (set it to " " for the portable build).
 set -euo pipefail
@@ -12,5 +13,5 @@ case "$(uname -m)" in
     x86_64)
         if grep -qw avx2 <<<"$flags" && grep -qw fma <<<"$flags"; then echo "-Xswiftc -target-cpu -Xswiftc haswell"; fi ;;
     aarch64)
-        if grep -qw asimddp <<<"$flags"; then echo "-Xswiftc -target-cpu -Xswiftc cortex-a76"; fi ;;
+        if grep -qw asimddp <<<"$flags"; then echo "-Xswiftc -target-cpu -Xswiftc cortex-a76 -Xswiftc -DICHD_DOTPROD"; fi ;;
 esac

@@ -26,7 +26,9 @@ if grep -lE '^import (Foundation|Glibc|Darwin)' "${files[@]}"; then
 fi
 for target in armv8-a:"" cortex-a76:"--cpu cortex-a76"; do
     name=${target%%:*}
+    # The Pi 5 build as scripts/arch-flags.sh makes it there: cortex-a76 with ICHD_DOTPROD (sdot, not int16 products).
+    define=(); [ "$name" = cortex-a76 ] && define=(-- -DICHD_DOTPROD)
     # shellcheck disable=SC2086
-    "$tool/compile.sh" ${target#*:} "${files[@]}" -o "$out/kernels-$name.s"
+    "$tool/compile.sh" ${target#*:} "${files[@]}" -o "$out/kernels-$name.s" "${define[@]}"
     echo "check-aarch64: ICHKernels compiles for aarch64 ($name): $out/kernels-$name.s"
 done

@@ -19,7 +19,7 @@ public enum ConvKernel: String, Sendable, CaseIterable {
     /// int16 pair products (`vpmaddwd` on x86): 4 output channels x 16 pixels per register tile.
     case pairs
     /// Dot products reduced over K in the shape LLVM turns into `sdot` on ARMv8.2+dotprod (Raspberry Pi 5) and
-    /// into smull + saddw on plain armv8-a (Raspberry Pi 4): 4 output channels x 1 pixel, K contiguous.
+    /// into smull + saddw on plain armv8-a (Raspberry Pi 4): 2 output channels x 3 pixels, K contiguous (`ConvDot`).
     case dot
 
     public static var native: ConvKernel {
@@ -44,12 +44,17 @@ public struct PackedConvWeights: Sendable {
     /// dot: K rounded up to a multiple of 32 (`ConvDot.depthAlignment`).
     public let depth: Int
     /// pairs: for each tile of 4 output channels, for each K pair, 4 x (w[k], w[k+1]): [tile][pair][4][2].
-    /// dot: for each tile of 4 output channels, for each k, the 4 channels' weights: [tile][k][4].
+    /// dot: for each tile of 2 output channels (`ConvDot.channelTile`), each channel's K weights in HWC order
+    /// (k = (ky x kernel + kx) x inChannels + c), zero-padded to `depth`: [tile][lane][depth].
     /// int8, except for `wide` pairs packing, which fills `packedWide` with the same layout in int16.
     let packed: [Int8]
     let packedWide: [Int16]
     /// pairs only: weights stored as int16 (faster) instead of int8 (half the memory).
     public let wide: Bool
+    /// dot only: products summed in int16 pairs before int32 (`ConvDot.dot2x3i16`, the kernel for ARM without
+    /// `sdot`), which is exact because no weight is -128. Default: `ConvDot.prefersInt16Products` and the weights
+    /// allow it; `false` is always possible, `true` only where the weights allow it.
+    public let int16Products: Bool
 
     /// Convolutions with at most this many weights are packed wide by default: in ResNet18 the stem, layer1,
     /// layer2, the downsamples and layer3's first convolution (0.8 million weights together, 0.8 MB more than
@@ -64,29 +69,37 @@ public struct PackedConvWeights: Sendable {
 
     /// `weights` OIHW as in `QuantizedConv`.
     /// `wide`: int16 storage for the pairs kernel (default: when the layer has at most `wideLimit` weights).
-    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int, kind: ConvKernel = .native, wide: Bool? = nil) {
+    public init(weights: [Int8], outChannels: Int, inChannels: Int, kernel: Int, kind: ConvKernel = .native, wide: Bool? = nil,
+                int16Products: Bool? = nil) {
         self.kind = kind
+        let allowed = kind == .dot && !weights.contains(Int8.min)
+        precondition(int16Products != true || allowed, "int16 products need dot packing and no weight -128")
+        self.int16Products = allowed && (int16Products ?? ConvDot.prefersInt16Products)
         self.wide = kind == .pairs && (wide ?? (weights.count <= Self.wideLimit))
         self.outChannels = outChannels
         self.inChannels = inChannels
         self.kernel = kernel
         let k = inChannels * kernel * kernel
-        let tiles = (outChannels + Self.channelTile - 1) / Self.channelTile
+        let mt = kind == .dot ? ConvDot.channelTile : Self.channelTile
+        let tiles = (outChannels + mt - 1) / mt
         switch kind {
         case .pairs: depth = (k + 1) / 2
         case .dot: depth = (k + ConvDot.depthAlignment - 1) / ConvDot.depthAlignment * ConvDot.depthAlignment
         }
-        let perTile = kind == .pairs ? depth * Self.channelTile * 2 : depth * Self.channelTile
+        let perTile = kind == .pairs ? depth * Self.channelTile * 2 : depth * mt
         var packed = [Int8](repeating: 0, count: tiles * perTile)
         var sums = [Int32](repeating: 0, count: outChannels)
         for o in 0..<outChannels {
-            let tile = o / Self.channelTile, lane = o % Self.channelTile
+            let tile = o / mt, lane = o % mt
             for j in 0..<k {
                 let w = weights[o * k + j]
                 sums[o] += Int32(w)
                 switch kind {
                 case .pairs: packed[((tile * depth + j / 2) * Self.channelTile + lane) * 2 + (j & 1)] = w
-                case .dot: packed[(tile * depth + j) * Self.channelTile + lane] = w
+                case .dot:
+                    // OIHW index j = (c x kernel + ky) x kernel + kx -> HWC index (ky x kernel + kx) x C + c.
+                    let c = j / (kernel * kernel), tap = j % (kernel * kernel)
+                    packed[(tile * mt + lane) * depth + tap * inChannels + c] = w
                 }
             }
         }
@@ -112,6 +125,8 @@ public struct PackedConvWeights: Sendable {
 /// weight-widening buffer per parallel part.
 struct ScratchLayout {
     var columns = 0, bordered = 0, tables = 0, starts = 0, widening = 0, wideningStride = 0, bytes = 0
+    /// dot: bytes of each parallel part's im2col block.
+    var blockStride = 0
 
     init(_ w: PackedConvWeights, _ s: ReferenceKernels.ConvShape, rows: Int, parts: Int) {
         var end = 0
@@ -131,8 +146,10 @@ struct ScratchLayout {
             wideningStride = w.wide ? 0 : (w.depth * PackedConvWeights.channelTile * 2 * 2 + 63) / 64 * 64
             widening = take(parts * wideningStride)
         case .dot:
-            columns = take(pixels * w.depth)
-            bordered = take(ConvGEMM.borderedBytes(s, rows: rows, split: false))
+            let block = ConvDot.blockPixels(depth: w.depth, outChannels: s.outChannels, pixels: pixels, parts: parts)
+            blockStride = (block * w.depth + ConvDot.slack + 63) / 64 * 64
+            columns = take(parts * blockStride)
+            bordered = take(ConvDot.borderedBytes(s, rows: rows))
             starts = take(tiles * 16)
         }
         bytes = end
@@ -168,13 +185,14 @@ public enum ConvGEMM {
             starts.storeBytes(of: start, toByteOffset: tile * 16, as: SIMD4<Int32>.self)
         }
         if w.kind == .dot {
-            // Bordered rows, unsplit, with the top bit flipped (the dot kernel's signed activations).
-            border(s, rows: band, input: input, zero: UInt8(truncatingIfNeeded: inZero), flip: 0x80, split: false,
-                   out: scratch + layout.bordered, parallel: parallel)
-            ConvDot.convAccumulate(s, rows: band, weights: w, starts: UnsafeRawPointer(starts), acc: acc,
-                                   bordered: UnsafePointer(scratch + layout.bordered),
-                                   scratch: UnsafeMutableRawPointer(scratch + layout.columns).assumingMemoryBound(to: Int8.self),
-                                   parallel: parallel, finish: finish)
+            // Bordered HWC rows with the top bit flipped (the dot kernel's signed activations).
+            ConvDot.border(s, rows: band, input: input, zero: UInt8(truncatingIfNeeded: inZero), out: scratch + layout.bordered,
+                           parallel: parallel)
+            ConvDot.convAccumulate(s, rows: band, weights: w, starts: UnsafeRawPointer(starts).assumingMemoryBound(to: Int32.self),
+                                   acc: acc,
+                                   bordered: UnsafeRawPointer(scratch + layout.bordered).assumingMemoryBound(to: Int8.self),
+                                   columns: UnsafeMutableRawPointer(scratch + layout.columns).assumingMemoryBound(to: Int8.self),
+                                   blockStride: layout.blockStride, parallel: parallel, finish: finish)
             return
         }
         let pixels = band.count * s.outWidth

@@ -88,16 +88,19 @@ import Testing
         for zero in [Int32(0), Int32(rng.next() % 256), 255] {
             var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
             ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
-            for (kind, wide) in [(ConvKernel.pairs, true), (.pairs, false), (.dot, false)] {
+            // The dot kernel both ways: int32 products (sdot on the Pi 5) and int16 products (the Pi 4's kernel;
+            // these weights are never -128, so it applies).
+            for (kind, wide, int16) in [(ConvKernel.pairs, true, false), (.pairs, false, false), (.dot, false, false), (.dot, false, true)] {
                 let packed = PackedConvWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels,
-                                               kernel: s.kernel, kind: kind, wide: wide)
+                                               kernel: s.kernel, kind: kind, wide: wide, int16Products: kind == .dot ? int16 : nil)
                 #expect(packed.wide == wide)
+                #expect(packed.int16Products == int16)
                 var got = [Int32](repeating: 0, count: expected.count)
                 var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
                 // Split the work unevenly, as several threads would.
                 ConvGEMM.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, acc: &got, scratch: &scratch,
                                         parallel: Self.uneven)
-                #expect(got == expected, "\(kind) kernel (wide: \(wide)), zero point \(zero)")
+                #expect(got == expected, "\(kind) kernel (wide: \(wide), int16 products: \(int16)), zero point \(zero)")
                 // Band by band (as the engine runs layers with large accumulators): the same accumulators.
                 for bandRows in [1, 2] where bandRows < s.outHeight {
                     var banded = [Int32](repeating: 0, count: expected.count)
@@ -112,11 +115,31 @@ import Testing
                             for j in 0..<pixels { banded[o * s.outHeight * s.outWidth + top * s.outWidth + j] = accBand[o * pixels + j] }
                         }
                     }
-                    #expect(banded == expected, "\(kind) kernel (wide: \(wide)), bands of \(bandRows) rows, zero point \(zero)")
+                    #expect(banded == expected, "\(kind) kernel (wide: \(wide), int16 products: \(int16)), bands of \(bandRows) rows, zero point \(zero)")
                     #expect(finished == s.outHeight * s.outWidth)
                 }
             }
         }
+    }
+
+    /// The dot kernel's int16 products are exact only without -128 weights: with one it keeps int32 products
+    /// (whatever the platform prefers), and the accumulators stay the reference's, extremes included.
+    @Test func dotKernelWithMinus128WeightsKeepsInt32Products() {
+        let s = ReferenceKernels.ConvShape(inChannels: 64, inHeight: 7, inWidth: 11, outChannels: 5, kernel: 3, stride: 1, padding: 1)
+        var rng = SeededGenerator(seed: 7)
+        let input = (0..<(s.inChannels * s.inHeight * s.inWidth)).map { i in i % 3 == 0 ? UInt8(0) : UInt8(truncatingIfNeeded: rng.next()) }
+        let weights = (0..<(s.outChannels * s.inChannels * 9)).map { i in i % 2 == 0 ? Int8.min : Int8(truncatingIfNeeded: rng.next()) }
+        let bias = [Int32](repeating: 5, count: s.outChannels)
+        let packed = PackedConvWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels, kernel: 3, kind: .dot)
+        #expect(!packed.int16Products)
+        var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth), got = expected
+        ReferenceKernels.convAccumulate(s, input: input, inZero: 255, weights: weights, bias: bias, acc: &expected)
+        var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
+        ConvGEMM.convAccumulate(s, input: input, inZero: 255, weights: packed, bias: bias, acc: &got, scratch: &scratch, parallel: Self.uneven)
+        #expect(got == expected)
+        let allowed = PackedConvWeights(weights: weights.map { $0 == Int8.min ? -127 : $0 }, outChannels: s.outChannels,
+                                        inChannels: s.inChannels, kernel: 3, kind: .dot, int16Products: true)
+        #expect(allowed.int16Products)
     }
 
     /// Winograd F(2x2, 3x3) in integers gives the reference's accumulators bit for bit: odd channel counts,

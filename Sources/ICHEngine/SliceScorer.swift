@@ -14,13 +14,21 @@ public struct SliceScore: Sendable {
     public var positives: [Int] { probabilities.indices.filter { probabilities[$0] >= thresholds[$0] } }
     /// Activation maps for the requested classes.
     public var heatmaps: [Heatmap]
+    /// How unlike the model's training slices this one is: the Mahalanobis distance of its pooled features as a
+    /// multiple of the model's threshold (`OODSummary`), so 1 and above is out of distribution; nil when the
+    /// model carries no summary.
+    public var ood: Float?
+    /// True when the slice is out of distribution: its probabilities are not evidence of anything.
+    public var isOutOfDistribution: Bool { (ood ?? 0) >= 1 }
 
-    public init(classNames: [String], logits: [Float], probabilities: [Float], thresholds: [Float], heatmaps: [Heatmap]) {
+    public init(classNames: [String], logits: [Float], probabilities: [Float], thresholds: [Float], heatmaps: [Heatmap],
+                ood: Float? = nil) {
         self.classNames = classNames
         self.logits = logits
         self.probabilities = probabilities
         self.thresholds = thresholds
         self.heatmaps = heatmaps
+        self.ood = ood
     }
 }
 
@@ -40,6 +48,8 @@ public struct SliceScorer: Sendable {
     public let classNames: [String]
     public let thresholds: [Float]
     public let preprocessing: Preprocessing
+    /// The model's training-feature summary (nil: no `ood` scores).
+    public let oodSummary: OODSummary?
     let head: HeadWeights
 
     public var engineName: String {
@@ -55,14 +65,16 @@ public struct SliceScorer: Sendable {
         classNames = model.metadata.classNames
         thresholds = model.metadata.thresholds
         preprocessing = model.metadata.preprocessing
+        oodSummary = model.metadata.ood
         head = HeadWeights(model.network)
         let side = model.metadata.inputSize
         engine = .int8(Int8ResNet18((consume model).network, threads: threads, kernel: kernel, plannedInputSize: side))
     }
 
     /// A float reference scorer straight from trained weights (RSNA class names for 6 outputs, thresholds 0.5).
-    public init(parameters: ResNet18Parameters, preprocessing: Preprocessing = .rsna) {
+    public init(parameters: ResNet18Parameters, preprocessing: Preprocessing = .rsna, ood: OODSummary? = nil) {
         engine = .float(FloatResNet18(parameters))
+        oodSummary = ood
         let n = parameters.numClasses
         classNames = RSNALabels.defaultClassNames(count: n)
         thresholds = [Float](repeating: 0.5, count: n)
@@ -99,9 +111,23 @@ public struct SliceScorer: Sendable {
             (logits, features) = (out.logits, out.features)
         }
         var result = SliceScore(classNames: classNames, logits: logits, probabilities: logits.map(sigmoid),
-                                thresholds: thresholds, heatmaps: [])
+                                thresholds: thresholds, heatmaps: [],
+                                ood: oodSummary.map { Float($0.score(Self.pooledFeatures(features))) })
         result.heatmaps = heatmaps(result).map { ClassActivationMap.compute(features: features, head: head, classIndex: $0) }
         return result
+    }
+
+    /// layer4's global average per channel: the features the out-of-distribution summary describes (computed
+    /// from the dequantised map, the same for both heads; the fastai head's max pool is not part of it).
+    public static func pooledFeatures(_ features: FeatureMap) -> [Float] {
+        let plane = features.height * features.width
+        return features.values.withUnsafeBufferPointer { v in
+            (0..<features.channels).map { c in
+                var s: Float = 0
+                for i in (c * plane)..<((c + 1) * plane) { s += v[i] }
+                return s / Float(plane)
+            }
+        }
     }
 
     public func score(_ input: ModelInput, heatmaps: (SliceScore) -> [Int] = { _ in [] }) -> SliceScore {

@@ -44,6 +44,27 @@ public struct EvaluationReport: Codable, Sendable {
         }
     }
 
+    /// The out-of-distribution scores (`SliceScore.ood`) of the scored slices and series; nil for a model
+    /// without a summary.
+    public struct OODFigures: Codable, Sendable {
+        public var slices: Int
+        /// Slices at or above 1 (out of distribution), and their share.
+        public var slicesOut: Int
+        public var shareOut: Double
+        public var median: Double
+        public var p99: Double
+        public var max: Double
+        /// Series (of labelled slices) whose series score (the median of their slices') reaches 1.
+        public var series: Int
+        public var seriesOut: Int
+        /// Of those out-of-distribution series, how many raised the alarm (their verdicts are not evidence).
+        public var seriesOutAlarmed: Int
+        enum CodingKeys: String, CodingKey {
+            case slices, slicesOut = "slices_out", shareOut = "share_out", median, p99, max, series, seriesOut = "series_out"
+            case seriesOutAlarmed = "series_out_alarmed"
+        }
+    }
+
     public var model: String
     public var engine: String
     public var files: Int
@@ -68,13 +89,14 @@ public struct EvaluationReport: Codable, Sendable {
     public var seriesCount: Int
     /// int8 against the float reference, when one was given.
     public var reference: [Agreement]?
+    public var ood: OODFigures?
 
     enum CodingKeys: String, CodingKey {
         case model, engine, files, slicesScored = "slices_scored", slicesLabelled = "slices_labelled"
         case slicesUnlabelled = "slices_unlabelled", slicesSkipped = "slices_skipped", rejected
         case labelsWithoutSlice = "labels_without_slice", duplicateLabelRows = "duplicate_label_rows"
         case malformedLabelRows = "malformed_label_rows", classes, weightedLogLoss = "weighted_log_loss", series
-        case seriesCount = "series_count", reference
+        case seriesCount = "series_count", reference, ood
     }
 }
 
@@ -92,6 +114,7 @@ public enum Evaluator {
         var scored = 0, unlabelled = 0, skipped = 0
         var rejected: [String: Int] = [:]
         var found = Set<String>()
+        var oodScores: [Double] = []
         for (n, file) in files.enumerated() {
             pipeline.process(path: file) { result in
                 let key = result.labelKey
@@ -106,6 +129,7 @@ public enum Evaluator {
                     scored += 1
                     found.insert(key)
                     let score = scorer.score(input)
+                    if let ood = score.ood { oodScores.append(Double(ood)) }
                     if let reference {
                         let p = reference.score(input).probabilities
                         for c in classes.indices {
@@ -152,11 +176,21 @@ public enum Evaluator {
         let referenceFigures = reference.map { _ in
             classes.indices.map { EvaluationReport.Agreement(name: classes[$0], differences: referenceDiffs[$0], agreeing: referenceAgree[$0]) }
         }
-        return EvaluationReport(
+        var ood: EvaluationReport.OODFigures? = nil
+        if !oodScores.isEmpty {
+            let sorted = oodScores.sorted(), n = sorted.count
+            let withOOD = findings.values.filter { $0.ood != nil }, out = withOOD.filter(\.isOutOfDistribution)
+            ood = .init(slices: n, slicesOut: sorted.filter { $0 >= 1 }.count, shareOut: Double(sorted.filter { $0 >= 1 }.count) / Double(n),
+                        median: sorted[n / 2], p99: sorted[min(n - 1, Int((Double(n) * 0.99).rounded(.up)) - 1)], max: sorted[n - 1],
+                        series: withOOD.count, seriesOut: out.count, seriesOutAlarmed: out.filter(\.isUrgent).count)
+        }
+        var report = EvaluationReport(
             model: modelName, engine: scorer.engineName, files: files.count, slicesScored: scored, slicesLabelled: probabilities.count,
             slicesUnlabelled: unlabelled, slicesSkipped: skipped, rejected: rejected,
             labelsWithoutSlice: Set(labels.labels.keys).subtracting(found).count, duplicateLabelRows: labels.duplicates.count,
             malformedLabelRows: labels.malformed.count, classes: figures, weightedLogLoss: loss, series: seriesRates,
             seriesCount: seriesCount, reference: referenceFigures)
+        report.ood = ood
+        return report
     }
 }

@@ -76,6 +76,13 @@ struct EvalCommand: ParsableCommand {
         if let s = report.series {
             print("series (any): \(report.seriesCount) series, sensitivity \(f(s.sensitivity)), specificity \(f(s.specificity))")
         }
+        if let o = report.ood {
+            print("out of distribution (ood >= 1): \(o.slicesOut) of \(o.slices) slices (\(String(format: "%.2f%%", 100 * o.shareOut))), "
+                  + "ood median \(String(format: "%.2f", o.median)), 99th percentile \(String(format: "%.2f", o.p99)), max \(String(format: "%.2f", o.max)); "
+                  + "\(o.seriesOut) of \(o.series) series (\(o.seriesOutAlarmed) of them alarmed: such verdicts are not evidence)")
+        } else {
+            print("out of distribution: - (the model carries no out-of-distribution summary)")
+        }
         for a in report.reference ?? [] {
             print("  int8 vs float \(a.name): max |dp| \(String(format: "%.4f", a.maxAbsDifference)), 99th percentile "
                   + "\(String(format: "%.4f", a.p99AbsDifference)), mean \(String(format: "%.5f", a.meanAbsDifference)), "

@@ -67,7 +67,7 @@ public enum OODFit {
     /// estimate of the best shrinkage (Ledoit & Wolf 2004, as scikit-learn's `ledoit_wolf` computes it): with
     /// 512 features from a few thousand correlated slices the sample covariance is nearly singular, and its
     /// inverse would weigh noise directions without bound.
-    static func ledoitWolf(_ x: [[Double]], dimension d: Int) -> (mean: [Double], covariance: [Double], shrinkage: Double) {
+    public static func ledoitWolf(_ x: [[Double]], dimension d: Int) -> (mean: [Double], covariance: [Double], shrinkage: Double) {
         let n = x.count
         var mean = [Double](repeating: 0, count: d)
         for row in x { for j in 0..<d { mean[j] += row[j] } }
@@ -103,7 +103,7 @@ public enum OODFit {
     }
 
     /// The inverse of a symmetric positive definite matrix through its Cholesky factor; nil when it is not.
-    static func inverseSPD(_ a: [Double], dimension n: Int) -> [Double]? {
+    public static func inverseSPD(_ a: [Double], dimension n: Int) -> [Double]? {
         var l = [Double](repeating: 0, count: n * n)
         for j in 0..<n {
             var diagonal = a[j * n + j]

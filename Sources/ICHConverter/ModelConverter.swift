@@ -67,6 +67,9 @@ public struct ConversionOptions: Sendable {
     public var oodSamples = 2000
     /// The threshold: this quantile of the validation slices' distances.
     public var oodQuantile = 0.995
+    /// Labels of the validation slices (label key -> class name -> positive): with them, the converter fits a
+    /// temperature calibration of the probabilities on those slices (`ProbabilityCalibration`); nil: none.
+    public var temperatureLabels: [String: [String: Bool]]?
 
     public init(weightsPath: String) {
         self.weightsPath = weightsPath
@@ -110,6 +113,7 @@ public struct ConversionReport: Codable, Sendable {
     public var heldOutSet: SetAgreement?
     /// The out-of-distribution summary's figures (its arrays are in the model only); nil without one.
     public var ood: OODReport?
+    public var probabilityCalibration: ProbabilityCalibration?
 
     public struct OODReport: Codable, Sendable {
         public var method: String
@@ -139,6 +143,7 @@ public struct ConversionReport: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case weights, sourceSHA256 = "source_sha256", layout, classNames = "class_names", calibration, warnings, layers
         case calibrationSet = "calibration_set", heldOutSet = "held_out_set", ood
+        case probabilityCalibration = "probability_calibration"
     }
 }
 
@@ -451,15 +456,37 @@ public enum ModelConverter {
         var card = options.modelCard
         if summary.synthetic { card += " " + syntheticWarning + "." }
         // The out-of-distribution summary, from the int8 network's own features.
-        var ood: OODSummary?
-        if let fitDirectory = options.oodFitDirectory {
+        // The temperature calibration, on the same validation slices' int8 logits.
+        var ood: OODSummary?, probabilityCalibration: ProbabilityCalibration?
+        var validationSamples: [OODFit.Sample] = []
+        if options.oodFitDirectory != nil || options.temperatureLabels != nil {
             guard let validationDirectory = options.oodValidationDirectory ?? options.calibrationDirectory else {
-                throw ConversionError("the out-of-distribution threshold needs validation slices: give --ood-validate DIR or --calibrate DIR")
+                throw ConversionError("the out-of-distribution threshold and the temperature need validation slices: give --ood-validate DIR or --calibrate DIR")
             }
             let engine = Int8ResNet18(network, threads: options.threads)
+            let validation = try OODFit.samples(directory: validationDirectory, pipeline: pipeline, engine: engine,
+                                                limit: options.oodSamples, log: log)
+            validationSamples = validation
+            if let labels = options.temperatureLabels {
+                let labelled = validation.filter { labels[$0.key] != nil }
+                guard !labelled.isEmpty else { throw ConversionError("temperature calibration: no validation slice has a label") }
+                let c = try TemperatureFit.fit(logits: labelled.map(\.logits),
+                                               labels: labelled.map { s in classes.map { labels[s.key]?[$0] ?? false } },
+                                               source: validationDirectory)
+                for (i, t) in thresholds.enumerated() where !c.thresholdWithinBounds(t, class: i) {
+                    throw ConversionError("temperature calibration: the threshold of \(classes[i]) lies beyond the logit bounds the validation set supports")
+                }
+                log("temperature calibration on \(labelled.count) validation slices: T = "
+                    + c.temperatures.map { String(format: "%.3f", $0) }.joined(separator: ", ")
+                    + "; ECE " + zip(c.eceBefore, c.eceAfter).map { String(format: "%.4f -> %.4f", $0, $1) }.joined(separator: ", "))
+                probabilityCalibration = c
+            }
+        }
+        if let fitDirectory = options.oodFitDirectory {
+            let validationDirectory = options.oodValidationDirectory ?? options.calibrationDirectory!
+            let engine = Int8ResNet18(network, threads: options.threads)
             let fit = try OODFit.features(directory: fitDirectory, pipeline: pipeline, engine: engine, limit: options.oodSamples, log: log)
-            let validation = try OODFit.features(directory: validationDirectory, pipeline: pipeline, engine: engine,
-                                                 limit: options.oodSamples, log: log)
+            let validation = validationSamples.map(\.features)
             let summary = try OODFit.summary(fit: fit, validation: validation, quantile: options.oodQuantile,
                                              fitSource: fitDirectory, validationSource: validationDirectory)
             log(String(format: "out-of-distribution summary: shrinkage %.4f, threshold %.2f", summary.shrinkage, summary.threshold)
@@ -481,10 +508,12 @@ public enum ModelConverter {
                 activations: network.activations, wideActivations: network.hasWideShortcut ? network.wideActivations : nil),
             calibration: summary, sourceSHA256: sha, converterVersion: version, created: creationTime(), modelCard: card)
         metadata.ood = ood
+        metadata.probabilityCalibration = probabilityCalibration
         var report = ConversionReport(weights: options.weightsPath, sourceSHA256: sha, layout: parameters.head.layout, classNames: classes,
                                       calibration: summary, warnings: warnings, layers: layers,
                                       calibrationSet: calibrationAgreement, heldOutSet: heldOutAgreement)
         report.ood = ood.map(ConversionReport.OODReport.init)
+        report.probabilityCalibration = probabilityCalibration
         return (ModelFile(metadata: metadata, network: network), report)
     }
 

@@ -14,6 +14,18 @@ public enum OODFit {
     /// so over series), through the appliance's preprocessing and `engine`. Streams: one input in memory at a time.
     public static func features(directory: String, pipeline: SlicePipeline, engine: Int8ResNet18, limit: Int,
                                 log: (String) -> Void) throws(ConversionError) -> [[Float]] {
+        try samples(directory: directory, pipeline: pipeline, engine: engine, limit: limit, log: log).map(\.features)
+    }
+
+    /// One scored slice: its pooled features, its logits and the key its labels are filed under.
+    public struct Sample: Sendable {
+        public var features: [Float]
+        public var logits: [Float]
+        public var key: String
+    }
+
+    public static func samples(directory: String, pipeline: SlicePipeline, engine: Int8ResNet18, limit: Int,
+                               log: (String) -> Void) throws(ConversionError) -> [Sample] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ConversionError("out-of-distribution folder \(directory) does not exist")
@@ -25,12 +37,13 @@ public enum OODFit {
             }
         }
         guard !scorable.isEmpty else { throw ConversionError("out-of-distribution folder \(directory) holds no scorable slices") }
-        var out: [[Float]] = []
+        var out: [Sample] = []
         let chosen = CalibrationSlices.evenlySpaced(scorable, max: limit)
         for slice in chosen {
             pipeline.process(path: slice.file, frames: slice.frame.map { $0..<($0 + 1) }) { result in
                 if case .ready(_, let input?) = result.outcome {
-                    out.append(SliceScorer.pooledFeatures(engine.run(FeatureMap(input)).features))
+                    let run = engine.run(FeatureMap(input))
+                    out.append(Sample(features: SliceScorer.pooledFeatures(run.features), logits: run.logits, key: result.labelKey))
                 }
             }
             if out.count % 250 == 0 { log("  out-of-distribution features, \(directory): \(out.count)/\(chosen.count)") }

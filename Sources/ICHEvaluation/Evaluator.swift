@@ -2,6 +2,7 @@ import Foundation
 import ICHDecision
 import ICHEngine
 import ICHIngest
+import ICHModel
 import ICHPreprocessing
 
 /// What `ichd eval` reports.
@@ -15,7 +16,16 @@ public struct EvaluationReport: Codable, Sendable {
         public var atThreshold: Metrics.Rates
         /// ROC points [false-positive rate, true-positive rate], for plotting.
         public var roc: [[Double]]?
-        enum CodingKeys: String, CodingKey { case name, auc, threshold, positives, negatives, atThreshold = "at_threshold", roc }
+        /// Expected calibration error of the probabilities (15 equal-width bins).
+        public var ece: Double?
+        /// The largest |logit| the scorer gave on these slices, and the largest |logit| after the model's
+        /// probability calibration (temperature and bounds; the same when it has none).
+        public var maxAbsLogit: Double?
+        public var maxAbsCalibratedLogit: Double?
+        enum CodingKeys: String, CodingKey {
+            case name, auc, threshold, positives, negatives, atThreshold = "at_threshold", roc, ece
+            case maxAbsLogit = "max_abs_logit", maxAbsCalibratedLogit = "max_abs_calibrated_logit"
+        }
     }
 
     /// int8 against the float reference, per class, over the scored slices: the largest |p_int8 - p_float|
@@ -115,6 +125,7 @@ public enum Evaluator {
         var rejected: [String: Int] = [:]
         var found = Set<String>()
         var oodScores: [Double] = []
+        var maxLogit = [Double](repeating: 0, count: classes.count), maxCalibrated = [Double](repeating: 0, count: classes.count)
         for (n, file) in files.enumerated() {
             pipeline.process(path: file) { result in
                 let key = result.labelKey
@@ -142,6 +153,11 @@ public enum Evaluator {
                         return
                     }
                     probabilities.append(score.probabilities.map(Double.init))
+                    for c in classes.indices {
+                        maxLogit[c] = max(maxLogit[c], Double(abs(score.logits[c])))
+                        let calibrated = scorer.probabilityCalibration.map { $0.logit(score.logits[c], class: c) } ?? score.logits[c]
+                        maxCalibrated[c] = max(maxCalibrated[c], Double(abs(calibrated)))
+                    }
                     truth.append(classes.map { row[$0] ?? false })
                     if let series = result.header?.seriesInstanceUID {
                         findings[series, default: SeriesFinding(classNames: classes, thresholds: scorer.thresholds)].add(score, slice: n)
@@ -155,11 +171,17 @@ public enum Evaluator {
         }
         let figures = classes.indices.map { c in
             let s = probabilities.map { $0[c] }, y = truth.map { $0[c] }
-            return EvaluationReport.ClassFigures(name: classes[c], auc: Metrics.auc(scores: s, labels: y),
-                                                 threshold: Double(scorer.thresholds[c]), positives: y.filter { $0 }.count,
-                                                 negatives: y.filter { !$0 }.count,
-                                                 atThreshold: Metrics.rates(scores: s, labels: y, threshold: Double(scorer.thresholds[c])),
-                                                 roc: Metrics.roc(scores: s, labels: y))
+            var f = EvaluationReport.ClassFigures(name: classes[c], auc: Metrics.auc(scores: s, labels: y),
+                                                  threshold: Double(scorer.thresholds[c]), positives: y.filter { $0 }.count,
+                                                  negatives: y.filter { !$0 }.count,
+                                                  atThreshold: Metrics.rates(scores: s, labels: y, threshold: Double(scorer.thresholds[c])),
+                                                  roc: Metrics.roc(scores: s, labels: y))
+            if !s.isEmpty {
+                f.ece = ProbabilityCalibration.expectedCalibrationError(probabilities: s, labels: y)
+                f.maxAbsLogit = maxLogit[c]
+                f.maxAbsCalibratedLogit = maxCalibrated[c]
+            }
+            return f
         }
         var loss: Double? = nil
         if classes == RSNALabels.subtypes {

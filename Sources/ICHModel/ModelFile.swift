@@ -20,6 +20,8 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     /// The training features' summary for the out-of-distribution score; nil in files written without it (and
     /// before it existed): such a model scores as before and reports no `ood`.
     public var ood: OODSummary?
+    /// Temperature calibration of the probabilities (nil: the network's sigmoid as it is, as before it existed).
+    public var probabilityCalibration: ProbabilityCalibration?
     public var tensors: [TensorEntry] = []
 
     public init(head: WeightLayout, classNames: [String], preprocessing: Preprocessing, thresholds: [Float],
@@ -42,7 +44,7 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case architecture, head, classNames = "class_names", preprocessing, thresholds, quantization, calibration
         case sourceSHA256 = "source_sha256", converterVersion = "converter_version", created, modelCard = "model_card", tensors
-        case ood
+        case ood, probabilityCalibration = "probability_calibration"
     }
 }
 
@@ -281,6 +283,14 @@ public struct ModelFile: Sendable {
             if let problem = ood.problem { throw ModelFileError("out-of-distribution summary: \(problem)") }
             guard ood.dimension == 512 else {
                 throw ModelFileError("out-of-distribution summary of \(ood.dimension) features; ResNet18 pools 512")
+            }
+        }
+        if let c = metadata.probabilityCalibration {
+            if let problem = c.problem(classes: classes) { throw ModelFileError("probability calibration: \(problem)") }
+            for (i, t) in metadata.thresholds.enumerated() {
+                guard c.thresholdWithinBounds(t, class: i) else {
+                    throw ModelFileError("probability calibration: the threshold of \(metadata.classNames[i]) lies beyond its logit bound")
+                }
             }
         }
         guard metadata.preprocessing.channels == 3 else { throw ModelFileError("ResNet18 takes 3 input channels") }

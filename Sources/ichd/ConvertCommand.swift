@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ICHConverter
+import ICHEvaluation
 import ICHModel
 
 struct ConvertCommand: ParsableCommand {
@@ -87,6 +88,9 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "The ood threshold: this quantile of the validation slices' distances.")
     var oodQuantile = 0.995
 
+    @Option(help: "RSNA-format labels of the validation slices (--ood-validate, else --calibrate): fits a temperature per class on them and stores it in the model (probabilities calibrated, decisions unchanged).")
+    var temperatureLabels: String?
+
     func validate() throws {
         if calibrate == nil && !allowSyntheticCalibration {
             throw ValidationError("give --calibrate DIR, or --allow-synthetic-calibration to calibrate on synthetic phantoms")
@@ -126,6 +130,14 @@ struct ConvertCommand: ParsableCommand {
         options.oodValidationDirectory = oodValidate
         options.oodSamples = oodSamples
         options.oodQuantile = oodQuantile
+        if let temperatureLabels {
+            do {
+                options.temperatureLabels = try RSNALabelFile(path: temperatureLabels).labels
+            } catch {
+                printError("convert: cannot read \(temperatureLabels): \(error.localizedDescription)")
+                throw rejectedExit
+            }
+        }
         let model: ModelFile, summary: ConversionReport
         do {
             (model, summary) = try ModelConverter.convert(options) { printError($0) }
@@ -179,6 +191,14 @@ struct ConvertCommand: ParsableCommand {
         if let ood = r.ood {
             lines.append(String(format: "out-of-distribution summary: Mahalanobis on the pooled features, %d fit slices, shrinkage %.4f, threshold %.2f",
                                 ood.fitSamples, ood.shrinkage, ood.threshold) + " (\(ood.thresholdRule))")
+        }
+        if let c = r.probabilityCalibration {
+            lines.append("temperature calibration on \(c.samples) validation slices (class, T, logit bounds, ECE before -> after):")
+            for (i, name) in r.classNames.enumerated() {
+                lines.append("  \(name.padding(toLength: 18, withPad: " ", startingAt: 0)) "
+                             + String(format: "T %.3f  [%.2f, %.2f]  ECE %.4f -> %.4f", c.temperatures[i], c.logitMin[i], c.logitMax[i],
+                                      c.eceBefore[i], c.eceAfter[i]))
+            }
         }
         for (label, set) in [("calibration", r.calibrationSet), ("held-out", r.heldOutSet)] {
             guard let set else { continue }

@@ -13,8 +13,16 @@ files="CT_small.dcm MR_small.dcm MR_small_RLE.dcm MR_small_bigendian.dcm MR_smal
 MR_small_jpeg_ls_lossless.dcm MR_small_jp2klossless.dcm MR_truncated.dcm JPGExtended.dcm image_dfl.dcm rtplan.dcm
 test-SR.dcm ExplVR_LitEndNoMeta.dcm ExplVR_BigEndNoMeta.dcm no_meta.dcm liver_1frame.dcm rtdose.dcm README.txt"
 
+# Real head CT from pydicom's companion data package (pydicom-data on PyPI, MIT; its slices come from the
+# public CQ500 collection, 693_*: one head-CT slice, explicit and implicit VR), for the out-of-distribution
+# tests (docs/model-ood.md), with the other real CT it holds.
+data_version=1.0.0
+data_sha256=622ac97265f1d91f76b5120b5bd6eb0f57737c392ef863b72c71779c91e33637
+data_wheel=pydicom_data-$data_version-py3-none-any.whl
+data_files="693_UNCR.dcm 693_UNCI.dcm eCT_Supplemental.dcm"
+
 # Bump when the file list or the oracle changes, so caches refresh.
-stamp="$dest/.version-$version-2"
+stamp="$dest/.version-$version-3"
 if [ -f "$dest/oracle.json" ] && [ -f "$stamp" ]; then exit 0; fi
 command -v python3 >/dev/null || { echo "fetch-test-data: python3 is needed (apt-get install python3 python3-pip)" >&2; exit 1; }
 mkdir -p "$dest" "$root/.cache/wheels"
@@ -22,7 +30,20 @@ if [ ! -f "$root/.cache/wheels/$wheel" ]; then
     python3 -m pip download --quiet --no-deps --only-binary=:all: "pydicom==$version" -d "$root/.cache/wheels" \
         || { echo "fetch-test-data: pip could not download pydicom==$version from PyPI" >&2; exit 1; }
 fi
+if [ ! -f "$root/.cache/wheels/$data_wheel" ]; then
+    python3 -m pip download --quiet --no-deps --only-binary=:all: "pydicom-data==$data_version" -d "$root/.cache/wheels" \
+        || { echo "fetch-test-data: pip could not download pydicom-data==$data_version from PyPI" >&2; exit 1; }
+fi
 echo "$sha256  $root/.cache/wheels/$wheel" | sha256sum --check --quiet
+echo "$data_sha256  $root/.cache/wheels/$data_wheel" | sha256sum --check --quiet
+python3 - "$root/.cache/wheels/$data_wheel" "$dest" $data_files <<'PY'
+import sys, zipfile, os
+wheel, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+with zipfile.ZipFile(wheel) as z:
+    for n in names:
+        with z.open("data_store/data/" + n) as src, open(os.path.join(dest, n), "wb") as out:
+            out.write(src.read())
+PY
 python3 - "$root/.cache/wheels/$wheel" "$dest" $files <<'PY'
 import sys, zipfile, os
 wheel, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]

@@ -115,9 +115,13 @@ public struct SeriesResultNotice: Sendable, Equatable {
     public var maxima: ClassProbabilities
     /// The series' alert id, or nil (`-` on the line).
     public var alertID: String?
+    /// The series' out-of-distribution score (1 and above: unlike the model's training data, its probabilities
+    /// are not evidence), or nil when the model has no summary or no slice was scored (`-` on the line).
+    public var ood: Double?
 
     public init(studyUID: String, seriesUID: String, positive: Bool, scored: Int, skipped: Int, rejected: Int,
-                maxima: ClassProbabilities, alertID: String?) {
+                maxima: ClassProbabilities, alertID: String?, ood: Double? = nil) {
+        self.ood = ood
         self.studyUID = studyUID
         self.seriesUID = seriesUID
         self.positive = positive

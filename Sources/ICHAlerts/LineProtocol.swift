@@ -108,6 +108,21 @@ public enum LineProtocol {
         return String(format: "%.3f", min(1, max(0, p)))
     }
 
+    /// An out-of-distribution score: two decimals, `0.00` up, at most `999.99` (a value beyond that is as far
+    /// out as it matters); 1.00 and above means out of distribution.
+    public static func oodScore(_ x: Double) -> String {
+        guard !x.isNaN else { return "-" }
+        return String(format: "%.2f", min(999.99, max(0, x)))
+    }
+
+    /// Digits, a point, two digits (`0.41`, `12.07`), no leading zeros before the point but one.
+    static func isScore(_ s: String) -> Bool {
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[1].utf8.count == 2, parts[1].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+              isCount(String(parts[0])) else { return false }
+        return true
+    }
+
     static func isTimestamp(_ s: String) -> Bool {
         let b = Array(s.utf8)
         guard b.count == 24 else { return false }
@@ -209,6 +224,8 @@ public enum LineDecoder {
         case text, count, countOrNone, probability, time, hex12, classKey
         case oneOf([String])
         case textOrNone
+        /// `-` or a non-negative decimal with two decimals (`ood`).
+        case scoreOrNone
     }
 
     static let classFields: [(String, ValueKind, Bool)] = ClassProbabilities.keys.map { ($0, .probability, false) }
@@ -226,7 +243,7 @@ public enum LineDecoder {
             + [("top", .classKey, false), ("lat_ms", .count, false), ("acc", .text, true)],
         .result: [("study", .text, false), ("series", .text, false), ("result", .oneOf(["POS", "NEG"]), false),
                   ("scored", .count, false), ("skipped", .count, false), ("rejected", .count, false)] + classFields
-            + [("alert", .textOrNone, false)],
+            + [("alert", .textOrNone, false), ("ood", .scoreOrNone, true)],
         .fault: [("code", .oneOf(FaultCode.allCases.map(\.rawValue)), false), ("msg", .text, false)],
         .clear: [("id", .text, false), ("by", .oneOf(AcknowledgeSource.allCases.map(\.rawValue)), false)],
         .ack: [("id", .text, false)],
@@ -327,6 +344,7 @@ public enum LineDecoder {
             case .time: ok = LineProtocol.isTimestamp(value)
             case .hex12: ok = value.utf8.count == 12 && value.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
             case .classKey: ok = ClassProbabilities.keys.contains(value)
+            case .scoreOrNone: ok = value == "-" || LineProtocol.isScore(value)
             case .oneOf(let allowed): ok = allowed.contains(value)
             }
             if !ok { return "\(type.rawValue) \(key)=\(value) is not a valid value" }

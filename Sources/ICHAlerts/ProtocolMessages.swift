@@ -77,6 +77,8 @@ public enum ApplianceMessage: Sendable, Equatable {
                  .init("scored", count(r.scored)), .init("skipped", count(r.skipped)), .init("rejected", count(r.rejected))]
             f += Self.classFields(r.maxima)
             f.append(.init("alert", r.alertID.map(v) ?? "-"))
+            // Added after the first v1 readers (which ignore keys they do not know): always sent, `-` when unknown.
+            f.append(.init("ood", r.ood.map(LineProtocol.oodScore) ?? "-"))
         case .fault(let code, let message):
             f = [.init("code", code.rawValue), .init("msg", LineProtocol.encodeValue(message, limit: LineProtocol.maxMessageLength))]
         case .clear(let id, let by):

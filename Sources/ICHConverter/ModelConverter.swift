@@ -57,6 +57,19 @@ public struct ConversionOptions: Sendable {
     public var modelCard = "Trained on synthetic phantoms only. Not for clinical use."
     /// Seeds of the synthetic calibration phantoms (kept away from evaluation seeds).
     public var syntheticSeed: UInt64 = 910_000
+    /// In-distribution slices (the training set) the out-of-distribution summary is fitted on; nil: the model
+    /// gets no summary and reports no `ood` (as before it existed).
+    public var oodFitDirectory: String?
+    /// Other in-distribution slices (the validation set) that choose the summary's threshold; nil: the
+    /// calibration folder.
+    public var oodValidationDirectory: String?
+    /// Most slices of each of the two sets used.
+    public var oodSamples = 2000
+    /// The threshold: this quantile of the validation slices' distances.
+    public var oodQuantile = 0.995
+    /// Labels of the validation slices (label key -> class name -> positive): with them, the converter fits a
+    /// temperature calibration of the probabilities on those slices (`ProbabilityCalibration`); nil: none.
+    public var temperatureLabels: [String: [String: Bool]]?
 
     public init(weightsPath: String) {
         self.weightsPath = weightsPath
@@ -98,10 +111,39 @@ public struct ConversionReport: Codable, Sendable {
     public var layers: [LayerSQNR]
     public var calibrationSet: SetAgreement
     public var heldOutSet: SetAgreement?
+    /// The out-of-distribution summary's figures (its arrays are in the model only); nil without one.
+    public var ood: OODReport?
+    public var probabilityCalibration: ProbabilityCalibration?
+
+    public struct OODReport: Codable, Sendable {
+        public var method: String
+        public var features: String
+        public var shrinkage: Double
+        public var threshold: Double
+        public var thresholdRule: String
+        public var fitSamples: Int
+        public var fitSource: String
+        public var validationSamples: Int
+        public var validationSource: String
+        public var validationDistances: [String: Double]
+
+        public init(_ s: OODSummary) {
+            (method, features, shrinkage, threshold, thresholdRule) = (s.method, s.features, s.shrinkage, s.threshold, s.thresholdRule)
+            (fitSamples, fitSource, validationSamples, validationSource) = (s.fitSamples, s.fitSource, s.validationSamples, s.validationSource)
+            validationDistances = s.validationDistances
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case method, features, shrinkage, threshold, thresholdRule = "threshold_rule", fitSamples = "fit_samples"
+            case fitSource = "fit_source", validationSamples = "validation_samples", validationSource = "validation_source"
+            case validationDistances = "validation_distances"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case weights, sourceSHA256 = "source_sha256", layout, classNames = "class_names", calibration, warnings, layers
-        case calibrationSet = "calibration_set", heldOutSet = "held_out_set"
+        case calibrationSet = "calibration_set", heldOutSet = "held_out_set", ood
+        case probabilityCalibration = "probability_calibration"
     }
 }
 
@@ -413,7 +455,45 @@ public enum ModelConverter {
                                          activationBits: network.activationBits, activationBitErrors: bitErrors.isEmpty ? nil : bitErrors)
         var card = options.modelCard
         if summary.synthetic { card += " " + syntheticWarning + "." }
-        let metadata = ModelMetadata(
+        // The out-of-distribution summary, from the int8 network's own features.
+        // The temperature calibration, on the same validation slices' int8 logits.
+        var ood: OODSummary?, probabilityCalibration: ProbabilityCalibration?
+        var validationSamples: [OODFit.Sample] = []
+        if options.oodFitDirectory != nil || options.temperatureLabels != nil {
+            guard let validationDirectory = options.oodValidationDirectory ?? options.calibrationDirectory else {
+                throw ConversionError("the out-of-distribution threshold and the temperature need validation slices: give --ood-validate DIR or --calibrate DIR")
+            }
+            let engine = Int8ResNet18(network, threads: options.threads)
+            let validation = try OODFit.samples(directory: validationDirectory, pipeline: pipeline, engine: engine,
+                                                limit: options.oodSamples, log: log)
+            validationSamples = validation
+            if let labels = options.temperatureLabels {
+                let labelled = validation.filter { labels[$0.key] != nil }
+                guard !labelled.isEmpty else { throw ConversionError("temperature calibration: no validation slice has a label") }
+                let c = try TemperatureFit.fit(logits: labelled.map(\.logits),
+                                               labels: labelled.map { s in classes.map { labels[s.key]?[$0] ?? false } },
+                                               source: validationDirectory)
+                for (i, t) in thresholds.enumerated() where !c.thresholdWithinBounds(t, class: i) {
+                    throw ConversionError("temperature calibration: the threshold of \(classes[i]) lies beyond the logit bounds the validation set supports")
+                }
+                log("temperature calibration on \(labelled.count) validation slices: T = "
+                    + c.temperatures.map { String(format: "%.3f", $0) }.joined(separator: ", ")
+                    + "; ECE " + zip(c.eceBefore, c.eceAfter).map { String(format: "%.4f -> %.4f", $0, $1) }.joined(separator: ", "))
+                probabilityCalibration = c
+            }
+        }
+        if let fitDirectory = options.oodFitDirectory {
+            let validationDirectory = options.oodValidationDirectory ?? options.calibrationDirectory!
+            let engine = Int8ResNet18(network, threads: options.threads)
+            let fit = try OODFit.features(directory: fitDirectory, pipeline: pipeline, engine: engine, limit: options.oodSamples, log: log)
+            let validation = validationSamples.map(\.features)
+            let summary = try OODFit.summary(fit: fit, validation: validation, quantile: options.oodQuantile,
+                                             fitSource: fitDirectory, validationSource: validationDirectory)
+            log(String(format: "out-of-distribution summary: shrinkage %.4f, threshold %.2f", summary.shrinkage, summary.threshold)
+                + " (\(summary.thresholdRule))")
+            ood = summary
+        }
+        var metadata = ModelMetadata(
             head: parameters.head.layout, classNames: classes, preprocessing: options.preprocessing, thresholds: thresholds,
             quantization: QuantizationInfo(
                 scheme: "int8: weights symmetric per output channel (-127..127, "
@@ -427,9 +507,13 @@ public enum ModelConverter {
                     + (network.hasWideShortcut ? "; int16: z = 0, q = clamp(round_half_even(v), relu ? 0 : -32767, 32767)" : ""),
                 activations: network.activations, wideActivations: network.hasWideShortcut ? network.wideActivations : nil),
             calibration: summary, sourceSHA256: sha, converterVersion: version, created: creationTime(), modelCard: card)
-        let report = ConversionReport(weights: options.weightsPath, sourceSHA256: sha, layout: parameters.head.layout, classNames: classes,
+        metadata.ood = ood
+        metadata.probabilityCalibration = probabilityCalibration
+        var report = ConversionReport(weights: options.weightsPath, sourceSHA256: sha, layout: parameters.head.layout, classNames: classes,
                                       calibration: summary, warnings: warnings, layers: layers,
                                       calibrationSet: calibrationAgreement, heldOutSet: heldOutAgreement)
+        report.ood = ood.map(ConversionReport.OODReport.init)
+        report.probabilityCalibration = probabilityCalibration
         return (ModelFile(metadata: metadata, network: network), report)
     }
 

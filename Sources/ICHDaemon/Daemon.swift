@@ -763,7 +763,7 @@ public final class Daemon: @unchecked Sendable {
                 studyUID: state.study, seriesUID: uid, positive: state.evidence.isUrgent, scored: f.slicesScored,
                 skipped: state.evidence.skipped, rejected: state.rejected,
                 maxima: ClassProbabilities(classNames: f.classNames, probabilities: f.slicesScored > 0 ? f.maxProbabilities : []),
-                alertID: state.alertID)
+                alertID: state.alertID, ood: f.ood.map(Double.init))
             do {
                 try journal.finalizeSeries(uid, result: result.positive ? "POS" : "NEG")
             } catch {

@@ -11,6 +11,8 @@ public struct SeriesFinding: Sendable {
     /// heatmap the console shows).
     public private(set) var maxProbabilities: [Float]
     public private(set) var strongestSlice: [Int?]
+    /// The `ood` scores of the scored slices that have one (a model without a summary gives none).
+    public private(set) var oodScores: [Float] = []
 
     public init(classNames: [String], thresholds: [Float]) {
         precondition(classNames.count == thresholds.count)
@@ -24,6 +26,7 @@ public struct SeriesFinding: Sendable {
     public mutating func add(_ score: SliceScore, slice: Int) {
         precondition(score.probabilities.count == classNames.count, "a score from another model")
         slicesScored += 1
+        if let ood = score.ood { oodScores.append(ood) }
         for c in classNames.indices where strongestSlice[c] == nil || score.probabilities[c] > maxProbabilities[c] {
             maxProbabilities[c] = score.probabilities[c]
             strongestSlice[c] = slice
@@ -38,4 +41,16 @@ public struct SeriesFinding: Sendable {
     public var alertClass: Int { classNames.firstIndex(of: "any") ?? 0 }
 
     public var isUrgent: Bool { isPositive(alertClass) }
+
+    /// The series' `ood` score: the (upper) median of its slices' (nil when none has one). A series is out of
+    /// distribution when it reaches 1, i.e. when at least half its scored slices are unlike every training
+    /// slice: one odd slice (the vertex, the skull base) does not make a familiar series unfamiliar, and a
+    /// series of real CT, every slice of which is far out, is flagged however its slices sort.
+    public var ood: Float? {
+        guard !oodScores.isEmpty else { return nil }
+        return oodScores.sorted()[oodScores.count / 2]
+    }
+
+    /// True when the series is out of distribution (docs/model-ood.md says what the appliance does then).
+    public var isOutOfDistribution: Bool { (ood ?? 0) >= 1 }
 }

@@ -14,13 +14,21 @@ public struct SliceScore: Sendable {
     public var positives: [Int] { probabilities.indices.filter { probabilities[$0] >= thresholds[$0] } }
     /// Activation maps for the requested classes.
     public var heatmaps: [Heatmap]
+    /// How unlike the model's training slices this one is: the Mahalanobis distance of its pooled features as a
+    /// multiple of the model's threshold (`OODSummary`), so 1 and above is out of distribution; nil when the
+    /// model carries no summary.
+    public var ood: Float?
+    /// True when the slice is out of distribution: its probabilities are not evidence of anything.
+    public var isOutOfDistribution: Bool { (ood ?? 0) >= 1 }
 
-    public init(classNames: [String], logits: [Float], probabilities: [Float], thresholds: [Float], heatmaps: [Heatmap]) {
+    public init(classNames: [String], logits: [Float], probabilities: [Float], thresholds: [Float], heatmaps: [Heatmap],
+                ood: Float? = nil) {
         self.classNames = classNames
         self.logits = logits
         self.probabilities = probabilities
         self.thresholds = thresholds
         self.heatmaps = heatmaps
+        self.ood = ood
     }
 }
 
@@ -38,8 +46,16 @@ public struct SliceScorer: Sendable {
 
     public let engine: Engine
     public let classNames: [String]
-    public let thresholds: [Float]
+    /// Per class, the probability at or above which the class is positive, on the scale of `probabilities`
+    /// (the model's thresholds mapped through its probability calibration, when it has one).
+    public private(set) var thresholds: [Float]
+    /// Temperature and logit bound per class (nil: probabilities are the network's sigmoid as it is).
+    public private(set) var probabilityCalibration: ProbabilityCalibration?
+    /// The thresholds as the model states them, on the uncalibrated scale.
+    public private(set) var uncalibratedThresholds: [Float]
     public let preprocessing: Preprocessing
+    /// The model's training-feature summary (nil: no `ood` scores).
+    public let oodSummary: OODSummary?
     let head: HeadWeights
 
     public var engineName: String {
@@ -54,18 +70,26 @@ public struct SliceScorer: Sendable {
     public init(model: consuming ModelFile, threads: Int = 1, kernel: ConvKernel = .native) {
         classNames = model.metadata.classNames
         thresholds = model.metadata.thresholds
+        uncalibratedThresholds = thresholds
+        probabilityCalibration = nil
         preprocessing = model.metadata.preprocessing
+        oodSummary = model.metadata.ood
         head = HeadWeights(model.network)
+        let calibration = model.metadata.probabilityCalibration, raw = model.metadata.thresholds
         let side = model.metadata.inputSize
         engine = .int8(Int8ResNet18((consume model).network, threads: threads, kernel: kernel, plannedInputSize: side))
+        calibrate(calibration, thresholds: raw)
     }
 
     /// A float reference scorer straight from trained weights (RSNA class names for 6 outputs, thresholds 0.5).
-    public init(parameters: ResNet18Parameters, preprocessing: Preprocessing = .rsna) {
+    public init(parameters: ResNet18Parameters, preprocessing: Preprocessing = .rsna, ood: OODSummary? = nil) {
         engine = .float(FloatResNet18(parameters))
+        oodSummary = ood
         let n = parameters.numClasses
         classNames = RSNALabels.defaultClassNames(count: n)
         thresholds = [Float](repeating: 0.5, count: n)
+        uncalibratedThresholds = thresholds
+        probabilityCalibration = nil
         self.preprocessing = preprocessing
         head = HeadWeights(parameters.head)
     }
@@ -87,6 +111,21 @@ public struct SliceScorer: Sendable {
         }
     }
 
+    /// Applies `calibration` (or none) with `thresholds` on the uncalibrated scale: how `ichd eval` puts a float
+    /// reference on the int8 model's scale.
+    public mutating func calibrate(_ calibration: ProbabilityCalibration?, thresholds raw: [Float]) {
+        precondition(calibration.map { $0.temperatures.count == classNames.count } ?? true && raw.count == classNames.count)
+        probabilityCalibration = calibration
+        uncalibratedThresholds = raw
+        thresholds = raw.enumerated().map { c, t in calibration?.threshold(t, class: c) ?? t }
+    }
+
+    /// The probabilities of `logits`, through the calibration when there is one.
+    public func probabilities(_ logits: [Float]) -> [Float] {
+        guard let c = probabilityCalibration else { return logits.map(sigmoid) }
+        return logits.enumerated().map { sigmoid(c.logit($1, class: $0)) }
+    }
+
     /// Scores one normalised input; `heatmapClasses` picks the classes to map (e.g. the positives).
     public func score(_ input: FeatureMap, heatmaps: (SliceScore) -> [Int] = { _ in [] }) -> SliceScore {
         let logits: [Float], features: FeatureMap
@@ -98,10 +137,24 @@ public struct SliceScorer: Sendable {
             let out = e.run(input)
             (logits, features) = (out.logits, out.features)
         }
-        var result = SliceScore(classNames: classNames, logits: logits, probabilities: logits.map(sigmoid),
-                                thresholds: thresholds, heatmaps: [])
+        var result = SliceScore(classNames: classNames, logits: logits, probabilities: probabilities(logits),
+                                thresholds: thresholds, heatmaps: [],
+                                ood: oodSummary.map { Float($0.score(Self.pooledFeatures(features))) })
         result.heatmaps = heatmaps(result).map { ClassActivationMap.compute(features: features, head: head, classIndex: $0) }
         return result
+    }
+
+    /// layer4's global average per channel: the features the out-of-distribution summary describes (computed
+    /// from the dequantised map, the same for both heads; the fastai head's max pool is not part of it).
+    public static func pooledFeatures(_ features: FeatureMap) -> [Float] {
+        let plane = features.height * features.width
+        return features.values.withUnsafeBufferPointer { v in
+            (0..<features.channels).map { c in
+                var s: Float = 0
+                for i in (c * plane)..<((c + 1) * plane) { s += v[i] }
+                return s / Float(plane)
+            }
+        }
     }
 
     public func score(_ input: ModelInput, heatmaps: (SliceScore) -> [Int] = { _ in [] }) -> SliceScore {

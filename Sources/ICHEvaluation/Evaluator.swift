@@ -2,6 +2,7 @@ import Foundation
 import ICHDecision
 import ICHEngine
 import ICHIngest
+import ICHModel
 import ICHPreprocessing
 
 /// What `ichd eval` reports.
@@ -15,7 +16,16 @@ public struct EvaluationReport: Codable, Sendable {
         public var atThreshold: Metrics.Rates
         /// ROC points [false-positive rate, true-positive rate], for plotting.
         public var roc: [[Double]]?
-        enum CodingKeys: String, CodingKey { case name, auc, threshold, positives, negatives, atThreshold = "at_threshold", roc }
+        /// Expected calibration error of the probabilities (15 equal-width bins).
+        public var ece: Double?
+        /// The largest |logit| the scorer gave on these slices, and the largest |logit| after the model's
+        /// probability calibration (temperature and bounds; the same when it has none).
+        public var maxAbsLogit: Double?
+        public var maxAbsCalibratedLogit: Double?
+        enum CodingKeys: String, CodingKey {
+            case name, auc, threshold, positives, negatives, atThreshold = "at_threshold", roc, ece
+            case maxAbsLogit = "max_abs_logit", maxAbsCalibratedLogit = "max_abs_calibrated_logit"
+        }
     }
 
     /// int8 against the float reference, per class, over the scored slices: the largest |p_int8 - p_float|
@@ -44,6 +54,27 @@ public struct EvaluationReport: Codable, Sendable {
         }
     }
 
+    /// The out-of-distribution scores (`SliceScore.ood`) of the scored slices and series; nil for a model
+    /// without a summary.
+    public struct OODFigures: Codable, Sendable {
+        public var slices: Int
+        /// Slices at or above 1 (out of distribution), and their share.
+        public var slicesOut: Int
+        public var shareOut: Double
+        public var median: Double
+        public var p99: Double
+        public var max: Double
+        /// Series (of labelled slices) whose series score (the median of their slices') reaches 1.
+        public var series: Int
+        public var seriesOut: Int
+        /// Of those out-of-distribution series, how many raised the alarm (their verdicts are not evidence).
+        public var seriesOutAlarmed: Int
+        enum CodingKeys: String, CodingKey {
+            case slices, slicesOut = "slices_out", shareOut = "share_out", median, p99, max, series, seriesOut = "series_out"
+            case seriesOutAlarmed = "series_out_alarmed"
+        }
+    }
+
     public var model: String
     public var engine: String
     public var files: Int
@@ -68,13 +99,14 @@ public struct EvaluationReport: Codable, Sendable {
     public var seriesCount: Int
     /// int8 against the float reference, when one was given.
     public var reference: [Agreement]?
+    public var ood: OODFigures?
 
     enum CodingKeys: String, CodingKey {
         case model, engine, files, slicesScored = "slices_scored", slicesLabelled = "slices_labelled"
         case slicesUnlabelled = "slices_unlabelled", slicesSkipped = "slices_skipped", rejected
         case labelsWithoutSlice = "labels_without_slice", duplicateLabelRows = "duplicate_label_rows"
         case malformedLabelRows = "malformed_label_rows", classes, weightedLogLoss = "weighted_log_loss", series
-        case seriesCount = "series_count", reference
+        case seriesCount = "series_count", reference, ood
     }
 }
 
@@ -92,6 +124,8 @@ public enum Evaluator {
         var scored = 0, unlabelled = 0, skipped = 0
         var rejected: [String: Int] = [:]
         var found = Set<String>()
+        var oodScores: [Double] = []
+        var maxLogit = [Double](repeating: 0, count: classes.count), maxCalibrated = [Double](repeating: 0, count: classes.count)
         for (n, file) in files.enumerated() {
             pipeline.process(path: file) { result in
                 let key = result.labelKey
@@ -106,6 +140,7 @@ public enum Evaluator {
                     scored += 1
                     found.insert(key)
                     let score = scorer.score(input)
+                    if let ood = score.ood { oodScores.append(Double(ood)) }
                     if let reference {
                         let p = reference.score(input).probabilities
                         for c in classes.indices {
@@ -118,6 +153,11 @@ public enum Evaluator {
                         return
                     }
                     probabilities.append(score.probabilities.map(Double.init))
+                    for c in classes.indices {
+                        maxLogit[c] = max(maxLogit[c], Double(abs(score.logits[c])))
+                        let calibrated = scorer.probabilityCalibration.map { $0.logit(score.logits[c], class: c) } ?? score.logits[c]
+                        maxCalibrated[c] = max(maxCalibrated[c], Double(abs(calibrated)))
+                    }
                     truth.append(classes.map { row[$0] ?? false })
                     if let series = result.header?.seriesInstanceUID {
                         findings[series, default: SeriesFinding(classNames: classes, thresholds: scorer.thresholds)].add(score, slice: n)
@@ -131,11 +171,17 @@ public enum Evaluator {
         }
         let figures = classes.indices.map { c in
             let s = probabilities.map { $0[c] }, y = truth.map { $0[c] }
-            return EvaluationReport.ClassFigures(name: classes[c], auc: Metrics.auc(scores: s, labels: y),
-                                                 threshold: Double(scorer.thresholds[c]), positives: y.filter { $0 }.count,
-                                                 negatives: y.filter { !$0 }.count,
-                                                 atThreshold: Metrics.rates(scores: s, labels: y, threshold: Double(scorer.thresholds[c])),
-                                                 roc: Metrics.roc(scores: s, labels: y))
+            var f = EvaluationReport.ClassFigures(name: classes[c], auc: Metrics.auc(scores: s, labels: y),
+                                                  threshold: Double(scorer.thresholds[c]), positives: y.filter { $0 }.count,
+                                                  negatives: y.filter { !$0 }.count,
+                                                  atThreshold: Metrics.rates(scores: s, labels: y, threshold: Double(scorer.thresholds[c])),
+                                                  roc: Metrics.roc(scores: s, labels: y))
+            if !s.isEmpty {
+                f.ece = ProbabilityCalibration.expectedCalibrationError(probabilities: s, labels: y)
+                f.maxAbsLogit = maxLogit[c]
+                f.maxAbsCalibratedLogit = maxCalibrated[c]
+            }
+            return f
         }
         var loss: Double? = nil
         if classes == RSNALabels.subtypes {
@@ -152,11 +198,21 @@ public enum Evaluator {
         let referenceFigures = reference.map { _ in
             classes.indices.map { EvaluationReport.Agreement(name: classes[$0], differences: referenceDiffs[$0], agreeing: referenceAgree[$0]) }
         }
-        return EvaluationReport(
+        var ood: EvaluationReport.OODFigures? = nil
+        if !oodScores.isEmpty {
+            let sorted = oodScores.sorted(), n = sorted.count
+            let withOOD = findings.values.filter { $0.ood != nil }, out = withOOD.filter(\.isOutOfDistribution)
+            ood = .init(slices: n, slicesOut: sorted.filter { $0 >= 1 }.count, shareOut: Double(sorted.filter { $0 >= 1 }.count) / Double(n),
+                        median: sorted[n / 2], p99: sorted[min(n - 1, Int((Double(n) * 0.99).rounded(.up)) - 1)], max: sorted[n - 1],
+                        series: withOOD.count, seriesOut: out.count, seriesOutAlarmed: out.filter(\.isUrgent).count)
+        }
+        var report = EvaluationReport(
             model: modelName, engine: scorer.engineName, files: files.count, slicesScored: scored, slicesLabelled: probabilities.count,
             slicesUnlabelled: unlabelled, slicesSkipped: skipped, rejected: rejected,
             labelsWithoutSlice: Set(labels.labels.keys).subtracting(found).count, duplicateLabelRows: labels.duplicates.count,
             malformedLabelRows: labels.malformed.count, classes: figures, weightedLogLoss: loss, series: seriesRates,
             seriesCount: seriesCount, reference: referenceFigures)
+        report.ood = ood
+        return report
     }
 }

@@ -17,6 +17,11 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     public var converterVersion: String
     public var created: String
     public var modelCard: String
+    /// The training features' summary for the out-of-distribution score; nil in files written without it (and
+    /// before it existed): such a model scores as before and reports no `ood`.
+    public var ood: OODSummary?
+    /// Temperature calibration of the probabilities (nil: the network's sigmoid as it is, as before it existed).
+    public var probabilityCalibration: ProbabilityCalibration?
     public var tensors: [TensorEntry] = []
 
     public init(head: WeightLayout, classNames: [String], preprocessing: Preprocessing, thresholds: [Float],
@@ -39,6 +44,7 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case architecture, head, classNames = "class_names", preprocessing, thresholds, quantization, calibration
         case sourceSHA256 = "source_sha256", converterVersion = "converter_version", created, modelCard = "model_card", tensors
+        case ood, probabilityCalibration = "probability_calibration"
     }
 }
 
@@ -273,6 +279,20 @@ public struct ModelFile: Sendable {
             throw ModelFileError("\(classes) class names but \(metadata.thresholds.count) thresholds (each within 0...1)")
         }
         if let problem = metadata.preprocessing.problem { throw ModelFileError("preprocessing: \(problem)") }
+        if let ood = metadata.ood {
+            if let problem = ood.problem { throw ModelFileError("out-of-distribution summary: \(problem)") }
+            guard ood.dimension == 512 else {
+                throw ModelFileError("out-of-distribution summary of \(ood.dimension) features; ResNet18 pools 512")
+            }
+        }
+        if let c = metadata.probabilityCalibration {
+            if let problem = c.problem(classes: classes) { throw ModelFileError("probability calibration: \(problem)") }
+            for (i, t) in metadata.thresholds.enumerated() {
+                guard c.thresholdWithinBounds(t, class: i) else {
+                    throw ModelFileError("probability calibration: the threshold of \(metadata.classNames[i]) lies beyond its logit bound")
+                }
+            }
+        }
         guard metadata.preprocessing.channels == 3 else { throw ModelFileError("ResNet18 takes 3 input channels") }
         var table: [String: TensorEntry] = [:]
         for entry in metadata.tensors {

@@ -53,11 +53,15 @@ public struct HeadPhantom: Sendable {
     public let zBottom: Double
     public let spacing: Double
     public let sliceCount: Int
+    public let family: Family
+    let heldOut: HeldOutAnatomy?
 
     /// A random head; `subtypes` lists the bleeds to place (empty: a negative series).
-    public init(seed: UInt64, subtypes: [Subtype], sliceSpacing: Double = 5) {
+    public init(seed: UInt64, subtypes: [Subtype], sliceSpacing: Double = 5, family: Family = .standard) {
         var rng = SeededGenerator(seed: seed)
         self.seed = seed
+        self.family = family
+        heldOut = family == .heldOut ? HeldOutAnatomy(seed: seed) : nil
         a = 68 + 10 * rng.unit()
         b = 84 + 12 * rng.unit()
         c = 62 + 10 * rng.unit()
@@ -133,11 +137,12 @@ public struct HeadPhantom: Sendable {
                 let mx = (Double(px) + 0.5) * pixel - fov / 2 - cx
                 let my = (Double(py) + 0.5) * pixel - fov / 2 - cy
                 let u = cosR * mx + sinR * my, v = -sinR * mx + cosR * my
-                let r = ((u / A) * (u / A) + (v / B) * (v / B)).squareRoot()
+                var r = ((u / A) * (u / A) + (v / B) * (v / B)).squareRoot()
+                let theta = atan2(v / B, u / A)
+                if let h = heldOut { r /= h.outlineFactor(theta) }
                 let depth = (1 - r) * outer  // mm inside the outer surface (approximate)
                 guard depth > 0 else { continue }
                 var hu: Double
-                let theta = atan2(v / B, u / A)
                 if depth < scalp {
                     hu = 35 + 10 * sin(theta * 7)
                 } else if depth < scalp + skull {
@@ -147,7 +152,13 @@ public struct HeadPhantom: Sendable {
                     let inside = depth - scalp - skull  // mm inside the inner table
                     hu = inside < 3.5 ? 40 : 28  // cortex, then white matter
                     // Sulci: CSF clefts reaching into the cortex.
-                    let sulcus = inside < 5 && sin(theta * 48 + zn * 9) > 0.93
+                    var sulcus = inside < 5 && sin(theta * 48 + zn * 9) > 0.93
+                    if let h = heldOut {
+                        // Irregular folding: cortex thickness varies with angle and height, sulci at its thin points.
+                        let thickness = h.cortexThickness(theta, zn)
+                        hu = inside < thickness ? h.grey : h.white
+                        sulcus = inside < thickness + 1 && thickness < h.cortex * 0.75
+                    }
                     if sulcus { hu = 8 }
                     // Skull base: bone ridges and sinus air on the lowest slices.
                     if zn < -0.55 {
@@ -170,6 +181,9 @@ public struct HeadPhantom: Sendable {
                         if tx * tx + ty * ty < 1 && zn < 0.2 { ventricle = 2 }
                         if ventricle != 0 { hu = 8 }
                     }
+                    if let h = heldOut {
+                        hu = heldOutConfounders(h, hu: hu, u: u, v: v, zn: zn, inside: inside, ventricle: ventricle, A: A, B: B)
+                    }
                     for bleed in bleeds {
                         if let (h, isBlood) = bleedHU(bleed, u: u, v: v, z: z, inside: inside, theta: theta, sulcus: sulcus || cistern,
                                                       ventricle: ventricle, vn: v / B, ventricleScale: ventricleScale) {
@@ -178,13 +192,53 @@ public struct HeadPhantom: Sendable {
                         }
                     }
                 }
-                hu += noise * rng.gaussian()
-                pixels[py * size + px] = Float(hu.rounded())
+                if let h = heldOut {
+                    // Beam-hardening streaks between the dense bones of the skull base.
+                    if zn < -0.35 {
+                        for s in h.streaks {
+                            let d = abs(-sin(s.angle) * u + cos(s.angle) * v)
+                            hu += s.amplitude * exp(-d * d / (s.width * s.width)) * min(1, (-0.35 - zn) / 0.2)
+                        }
+                    }
+                    pixels[py * size + px] = Float(hu)  // noise below, correlated
+                } else {
+                    hu += noise * rng.gaussian()
+                    pixels[py * size + px] = Float(hu.rounded())
+                }
             }
+        }
+        if let h = heldOut {
+            let field = h.noiseField(size: size, rng: &rng)
+            for i in pixels.indices where pixels[i] > -1000 { pixels[i] = (pixels[i] + field[i]).rounded() }
         }
         // A label needs at least a few pixels: one noisy pixel is not a bleed anybody could see.
         let minimum = max(3, size * size / 65536)
         return (HounsfieldImage(width: size, height: size, pixels: pixels), Set(drawn.filter { $0.value >= minimum }.keys), drawn)
+    }
+
+    /// The held-out family's high densities that are not blood, drawn over the tissue (bleeds are drawn after,
+    /// over them): the falx and the superior sagittal sinus in the midline, the pineal gland behind the third
+    /// ventricle, the choroid plexus in the lateral ventricles' trigones, the basal ganglia on both sides.
+    private func heldOutConfounders(_ h: HeldOutAnatomy, hu: Double, u: Double, v: Double, zn: Double, inside: Double,
+                                    ventricle: Int, A: Double, B: Double) -> Double {
+        var hu = hu
+        let un = u / A, vn = v / B
+        if h.falx > 0 && abs(u) < 0.8 && zn > -0.3 && abs(vn) > 0.15 { hu = h.falx }
+        // The sinus: a triangle against the inner table at the back of the midline.
+        if vn > 0 && inside < 7 && abs(u) < 7 - inside && zn > -0.5 { hu = h.sinus }
+        let atVentricles = abs(zn - 0.15) < 0.3
+        if h.pineal > 0 && atVentricles && abs(zn - 0.05) < 0.08 {
+            let dx = u, dy = v - 0.2 * B
+            if dx * dx + dy * dy < 9 { hu = h.pineal }
+        }
+        if h.choroid > 0 && ventricle != 0 && ventricle != 2 && vn > 0.18 && abs(zn - 0.15) < 0.15 { hu = h.choroid }
+        if h.basalGanglia > 0 && abs(zn - 0.05) < 0.1 {
+            for side in [-1.0, 1.0] {
+                let dx = un - side * 0.22, dy = vn + 0.02
+                if dx * dx + dy * dy < 0.0016 { hu = h.basalGanglia }
+            }
+        }
+        return hu
     }
 
     /// The bleed's HU at this point and whether it is blood (an oedema rim is not), or nil outside it.

@@ -18,11 +18,14 @@ public struct PhantomSeries: Sendable {
     public var positive: Bool
     public var size: Int = 512
     public var sliceSpacing: Double = 5
+    /// The generator family (docs/phantoms.md); the held-out one gets UIDs of its own (2.25.seed.2...).
+    public var family: HeadPhantom.Family = .standard
 
-    public init(seed: UInt64, positive: Bool, size: Int = 512) {
+    public init(seed: UInt64, positive: Bool, size: Int = 512, family: HeadPhantom.Family = .standard) {
         self.seed = seed
         self.positive = positive
         self.size = size
+        self.family = family
     }
 
     /// Deterministic UIDs under the UUID-derived root 2.25 (no organisation root needed).
@@ -55,13 +58,14 @@ public struct PhantomSeries: Sendable {
     }
 
     public func slices() -> [Slice] {
-        let head = HeadPhantom(seed: seed, subtypes: subtypes, sliceSpacing: sliceSpacing)
-        let study = Self.uid(seed, 1), series = Self.uid(seed, 1, 1)
+        let head = HeadPhantom(seed: seed, subtypes: subtypes, sliceSpacing: sliceSpacing, family: family)
+        let tag: UInt64 = family == .standard ? 1 : 2
+        let study = Self.uid(seed, tag), series = Self.uid(seed, tag, 1)
         let pixelSpacing = 250.0 / Double(size)
         return (0..<head.sliceCount).map { k in
             let (image, drawn, pixelCounts) = head.render(slice: k, size: size)
             var identity = CTSliceIdentity(studyInstanceUID: study, seriesInstanceUID: series,
-                                           sopInstanceUID: Self.uid(seed, 1, 1, UInt64(k + 1)), instanceNumber: k + 1)
+                                           sopInstanceUID: Self.uid(seed, tag, 1, UInt64(k + 1)), instanceNumber: k + 1)
             identity.imagePositionPatient = [-125, -125, head.sliceZ(k)]
             identity.pixelSpacing = [pixelSpacing, pixelSpacing]
             identity.sliceThickness = sliceSpacing

@@ -171,19 +171,34 @@ extension BenchCommand {
                 layerMACs[name] = macs
             })
         }
+        // The out-of-distribution score on top of the engine (what SliceScorer adds per slice): the pool of
+        // layer4's map and the Mahalanobis distance.
+        var oodTimes: [Double] = []
+        if let summary = scorer.oodSummary {
+            let features = engine.run(input).features
+            var sink = 0.0
+            for i in 0..<(warmup + runs) {
+                let t0 = ContinuousClock.now
+                sink += summary.score(SliceScorer.pooledFeatures(features))
+                if i >= warmup { oodTimes.append(Self.ms(ContinuousClock.now - t0)) }
+            }
+            precondition(sink.isFinite)
+        }
+        let ood = oodTimes.isEmpty ? nil : Summary(oodTimes)
         let total = Summary(totals)
         let macs = layerMACs.values.reduce(0, +)
         let gmacs = Double(macs) / (total.median * 1e6)
         let rss = Self.peakRSSMiB()
         let layers: [(String, Double, Int)] = order.map { ($0, Summary(layerTimes[$0]!).median, layerMACs[$0]!) }
         if json {
-            let object: [String: Any] = [
+            var object: [String: Any] = [
                 "stage": "engine", "model": path, "engine": "int8", "activation_bits": engine.activationBits, "kernel": kernel.rawValue, "winograd_layers": engine.winogradLayers, "runs": runs, "threads": threads,
                 "input_size": input.height, "min_ms": total.min, "median_ms": total.median, "p99_ms": total.p99,
                 "gmacs_per_s": gmacs, "macs": macs, "peak_rss_mib": rss, "load_ms": Self.ms(loaded - start),
                 "first_result_ms": Self.ms(firstResult),
                 "layers": layers.map { ["name": $0.0, "median_ms": $0.1, "macs": $0.2, "gmacs_per_s": Double($0.2) / ($0.1 * 1e6)] },
             ]
+            if let ood { object["ood_median_ms"] = ood.median; object["ood_p99_ms"] = ood.p99 }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
             return
@@ -197,6 +212,12 @@ extension BenchCommand {
                      total.min, total.median, total.p99, gmacs, Double(macs) / 1e9))
         print(String(format: "  load %.1f ms, load to first result %.1f ms, peak RSS %.1f MiB",
                      Self.ms(loaded - start), Self.ms(firstResult), rss))
+        if let ood {
+            print(String(format: "  ood score (pool + Mahalanobis, after the engine)  median %.3f ms  p99 %.3f ms  (%.2f%% of the engine's median)",
+                         ood.median, ood.p99, 100 * ood.median / total.median))
+        } else {
+            print("  ood score: - (the model carries no out-of-distribution summary)")
+        }
         print("  layer                  median ms   GMAC/s")
         for (name, ms, m) in layers {
             let rate = m > 0 ? String(format: "%8.2f", Double(m) / (ms * 1e6)) : "       -"

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ICHConverter
+import ICHEvaluation
 import ICHModel
 
 struct ConvertCommand: ParsableCommand {
@@ -75,12 +76,29 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "Write the full report as JSON here.")
     var report: String?
 
+    @Option(help: "In-distribution slices (the training set) to fit the out-of-distribution summary on (mean and shrunk covariance of the pooled features); without it the model reports no ood.")
+    var oodFit: String?
+
+    @Option(help: "In-distribution slices, not the fit's (the validation set), that choose the ood threshold (default: --calibrate).")
+    var oodValidate: String?
+
+    @Option(help: "Most slices of each ood set used.")
+    var oodSamples = 2000
+
+    @Option(help: "The ood threshold: this quantile of the validation slices' distances.")
+    var oodQuantile = 0.995
+
+    @Option(help: "RSNA-format labels of the validation slices (--ood-validate, else --calibrate): fits a temperature per class on them and stores it in the model (probabilities calibrated, decisions unchanged).")
+    var temperatureLabels: String?
+
     func validate() throws {
         if calibrate == nil && !allowSyntheticCalibration {
             throw ValidationError("give --calibrate DIR, or --allow-synthetic-calibration to calibrate on synthetic phantoms")
         }
         if activationBits == .twelve && noWideShortcut { throw ValidationError("--activation-bits 12 needs the int16 shortcut path") }
         if !(equalizeAlpha > 0 && equalizeAlpha <= 1) { throw ValidationError("--equalize-alpha: within (0, 1]") }
+        if !(oodQuantile > 0 && oodQuantile <= 1) { throw ValidationError("--ood-quantile: within (0, 1]") }
+        if oodSamples < 2 { throw ValidationError("--ood-samples must be at least 2") }
         if calibrationSamples < 1 { throw ValidationError("--calibration-samples must be at least 1") }
         if !(32...1024).contains(inputSize) || inputSize % 32 != 0 { throw ValidationError("--input-size: a multiple of 32 within 32...1024") }
     }
@@ -108,6 +126,18 @@ struct ConvertCommand: ParsableCommand {
         options.equalizationAlpha = equalizeAlpha
         options.threads = max(1, threads)
         options.preprocessing.outputSize = inputSize
+        options.oodFitDirectory = oodFit
+        options.oodValidationDirectory = oodValidate
+        options.oodSamples = oodSamples
+        options.oodQuantile = oodQuantile
+        if let temperatureLabels {
+            do {
+                options.temperatureLabels = try RSNALabelFile(path: temperatureLabels).labels
+            } catch {
+                printError("convert: cannot read \(temperatureLabels): \(error.localizedDescription)")
+                throw rejectedExit
+            }
+        }
         let model: ModelFile, summary: ConversionReport
         do {
             (model, summary) = try ModelConverter.convert(options) { printError($0) }
@@ -158,6 +188,18 @@ struct ConvertCommand: ParsableCommand {
         }
         lines.append("per-layer SQNR int8 vs float (dB):")
         for l in r.layers { lines.append("  \(l.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%6.1f", l.sqnrDB))") }
+        if let ood = r.ood {
+            lines.append(String(format: "out-of-distribution summary: Mahalanobis on the pooled features, %d fit slices, shrinkage %.4f, threshold %.2f",
+                                ood.fitSamples, ood.shrinkage, ood.threshold) + " (\(ood.thresholdRule))")
+        }
+        if let c = r.probabilityCalibration {
+            lines.append("temperature calibration on \(c.samples) validation slices (class, T, logit bounds, ECE before -> after):")
+            for (i, name) in r.classNames.enumerated() {
+                lines.append("  \(name.padding(toLength: 18, withPad: " ", startingAt: 0)) "
+                             + String(format: "T %.3f  [%.2f, %.2f]  ECE %.4f -> %.4f", c.temperatures[i], c.logitMin[i], c.logitMax[i],
+                                      c.eceBefore[i], c.eceAfter[i]))
+            }
+        }
         for (label, set) in [("calibration", r.calibrationSet), ("held-out", r.heldOutSet)] {
             guard let set else { continue }
             lines.append("\(label) slices (\(set.samples)): class, max |dp|, mean |dp|, decision agreement at threshold")

@@ -40,7 +40,11 @@ struct EvalCommand: ParsableCommand {
         let labelFile: RSNALabelFile
         do {
             scorer = try SliceScorer(path: model, threads: threads)
-            referenceScorer = try reference.map { try SliceScorer(path: $0) }
+            var r = try reference.map { try SliceScorer(path: $0) }
+            // The float reference on the int8 model's probability scale (its calibration and thresholds), so the
+            // two are compared like for like.
+            r?.calibrate(scorer.probabilityCalibration, thresholds: scorer.uncalibratedThresholds)
+            referenceScorer = r
         } catch {
             printError("\(error)")
             throw rejectedExit
@@ -67,14 +71,27 @@ struct EvalCommand: ParsableCommand {
               + "\(report.rejected.values.reduce(0, +)) rejected \(report.rejected.isEmpty ? "" : "\(report.rejected.sorted { $0.key < $1.key })")")
         print("labels: \(report.labelsWithoutSlice) without a slice, \(report.duplicateLabelRows) duplicate rows, \(report.malformedLabelRows) malformed rows")
         func f(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "  -   " }
-        print("class               AUC     threshold  sensitivity  specificity  positives/negatives")
+        print("class               AUC     threshold  sensitivity  specificity  positives/negatives  ECE     max |logit| (calibrated)")
         for c in report.classes {
-            print("  \(c.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(f(c.auc))  \(String(format: "%.2f", c.threshold))       "
-                  + "\(f(c.atThreshold.sensitivity))       \(f(c.atThreshold.specificity))       \(c.positives)/\(c.negatives)")
+            let counts: String = "\(c.positives)/\(c.negatives)".padding(toLength: 20, withPad: " ", startingAt: 0)
+            let logit: String = c.maxAbsLogit.map { String(format: "%.1f", $0) } ?? "-"
+            let calibrated: String = c.maxAbsCalibratedLogit.map { String(format: "%.1f", $0) } ?? "-"
+            let head: String = "  \(c.name.padding(toLength: 18, withPad: " ", startingAt: 0)) \(f(c.auc))  \(String(format: "%.2f", c.threshold))       "
+            print(head + "\(f(c.atThreshold.sensitivity))       \(f(c.atThreshold.specificity))       \(counts) \(f(c.ece))  \(logit) (\(calibrated))")
+        }
+        if let c = scorer.probabilityCalibration {
+            print("probabilities: temperature-calibrated on \(c.samples) validation slices (T " + c.temperatures.map { String(format: "%.2f", $0) }.joined(separator: ", ") + ")")
         }
         if let loss = report.weightedLogLoss { print("weighted log loss (RSNA, any x2): \(String(format: "%.4f", loss))") }
         if let s = report.series {
             print("series (any): \(report.seriesCount) series, sensitivity \(f(s.sensitivity)), specificity \(f(s.specificity))")
+        }
+        if let o = report.ood {
+            print("out of distribution (ood >= 1): \(o.slicesOut) of \(o.slices) slices (\(String(format: "%.2f%%", 100 * o.shareOut))), "
+                  + "ood median \(String(format: "%.2f", o.median)), 99th percentile \(String(format: "%.2f", o.p99)), max \(String(format: "%.2f", o.max)); "
+                  + "\(o.seriesOut) of \(o.series) series (\(o.seriesOutAlarmed) of them alarmed: such verdicts are not evidence)")
+        } else {
+            print("out of distribution: - (the model carries no out-of-distribution summary)")
         }
         for a in report.reference ?? [] {
             print("  int8 vs float \(a.name): max |dp| \(String(format: "%.4f", a.maxAbsDifference)), 99th percentile "

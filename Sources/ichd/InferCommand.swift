@@ -99,6 +99,10 @@ struct InferCommand: ParsableCommand {
                 "logits": result.logits.map(Double.init), "probabilities": result.probabilities.map(Double.init),
                 "thresholds": result.thresholds.map(Double.init), "positive": result.classNames.indices.map { result.positives.contains($0) },
                 "cam_files": camFiles,
+                // The out-of-distribution score (1 and above: unlike every training slice, the probabilities are
+                // not evidence); null for a model without a summary.
+                "ood": result.ood.map { Double($0) } ?? NSNull(),
+                "out_of_distribution": result.ood == nil ? NSNull() : result.isOutOfDistribution,
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         } else {
@@ -108,6 +112,13 @@ struct InferCommand: ParsableCommand {
                 print("  \(name.padding(toLength: 18, withPad: " ", startingAt: 0)) logit \(String(format: "%8.4f", result.logits[i]))  p \(String(format: "%.4f", result.probabilities[i]))  \(mark)")
             }
             for f in camFiles { print("  heatmap: \(f)") }
+            if let ood = result.ood {
+                print("  ood \(String(format: "%.2f", ood))" + (result.isOutOfDistribution
+                    ? "  OUT OF DISTRIBUTION: unlike every slice the model was trained on; these probabilities are not evidence"
+                    : "  (within the training distribution: below 1)"))
+            } else {
+                print("  ood -  (the model carries no out-of-distribution summary)")
+            }
         }
     }
 }

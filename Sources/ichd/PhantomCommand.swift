@@ -30,6 +30,9 @@ struct PhantomCommand: ParsableCommand {
     @Option(help: "Fraction of series with a bleed (ignored with --positive).")
     var positiveRate: Double = 0.5
 
+    @Option(help: "Generator family: standard (what the bundled model was trained on) or heldout (a structurally different family kept out of training; docs/phantoms.md).")
+    var family: HeadPhantom.Family = .standard
+
     @Flag(help: "Every series has a bleed (a known-positive series for commissioning).")
     var positive = false
 
@@ -51,7 +54,7 @@ struct PhantomCommand: ParsableCommand {
             let s = seed &+ UInt64(i)
             var pick = SeededGenerator(seed: s ^ 0x5EED)
             let isPositive = positive || pick.unit() < positiveRate
-            let phantom = PhantomSeries(seed: s, positive: isPositive)
+            let phantom = PhantomSeries(seed: s, positive: isPositive, family: family)
             let folder = String(format: "series-%03d", i + 1)
             let slices: [PhantomSeries.Slice]
             do {
@@ -75,3 +78,5 @@ struct PhantomCommand: ParsableCommand {
         print("wrote \(series) synthetic series to \(out)")
     }
 }
+
+extension HeadPhantom.Family: ExpressibleByArgument {}

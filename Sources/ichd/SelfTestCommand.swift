@@ -52,7 +52,8 @@ struct SelfTestCommand: ParsableCommand {
                              : "no alert (highest \(f.classNames[a]) \(peak) < \(threshold))"
             print("\(series.passed ? "PASS" : "FAIL") \(name): \(verdict); \(f.slicesScored) slices scored, \(series.slicesSkipped) skipped"
                   + (series.drawnSubtypes.isEmpty ? "" : "; drawn: \(series.drawnSubtypes.joined(separator: ", "))")
-                  + (f.positiveClasses.isEmpty ? "" : "; positive classes: \(f.positiveClasses.joined(separator: ", "))"))
+                  + (f.positiveClasses.isEmpty ? "" : "; positive classes: \(f.positiveClasses.joined(separator: ", "))")
+                  + (f.ood.map { "; ood \(String(format: "%.2f", $0))" + (f.isOutOfDistribution ? " (OUT OF DISTRIBUTION)" : "") } ?? ""))
             for problem in series.slicesRejected { printError("  rejected \(problem)") }
         }
         print(outcome.passed ? "selftest passed: the chain raises the alarm for the known-positive series only (\(work))"

@@ -95,6 +95,31 @@ import Testing
         #expect(LineDecoder.inspect(line.framed).isValid)
     }
 
+    /// RESULT's `ood` (added after the first v1 readers): the series' out-of-distribution score with two
+    /// decimals, `-` when unknown; a RESULT without it (an older appliance) is still valid, a malformed one is not.
+    @Test func resultCarriesOOD() throws {
+        var r = sampleResult()
+        #expect(ApplianceMessage.result(r).line(seq: 1)["ood"] == "-")
+        r.ood = 0.4149
+        let inDistribution = ApplianceMessage.result(r).line(seq: 1)
+        #expect(inDistribution["ood"] == "0.41" && inDistribution.fields.last?.key == "ood")
+        #expect(LineDecoder.inspect(inDistribution.framed).isValid)
+        r.ood = 37.526
+        #expect(ApplianceMessage.result(r).line(seq: 1)["ood"] == "37.53")
+        r.ood = 1e9
+        #expect(ApplianceMessage.result(r).line(seq: 1)["ood"] == "999.99")
+        #expect(LineProtocol.oodScore(-1) == "0.00" && LineProtocol.oodScore(.nan) == "-")
+
+        var older = ApplianceMessage.result(sampleResult()).line(seq: 2)
+        older.fields.removeAll { $0.key == "ood" }
+        #expect(LineDecoder.inspect(older.framed).isValid, "a RESULT of an appliance before ood")
+        for bad in ["1", "0.4", "01.00", "-1.00", "1.000", "x"] {
+            var line = ApplianceMessage.result(sampleResult()).line(seq: 3)
+            line.fields = line.fields.map { $0.key == "ood" ? ProtocolField("ood", bad) : $0 }
+            #expect(!LineDecoder.inspect(line.framed).isValid, "ood=\(bad)")
+        }
+    }
+
     @Test func timesAreUTCWithMilliseconds() {
         #expect(LineProtocol.timestamp(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
         #expect(LineProtocol.timestamp(Date(timeIntervalSince1970: 1_795_727_648.123)) == "2026-11-26T21:14:08.123Z")

@@ -8,6 +8,20 @@ import Testing
 
     func run(_ arguments: String...) throws -> Int32 { try runICHD(arguments).status }
 
+    /// `--family heldout`: the held-out family (docs/phantoms.md), with its own UIDs; a family name not known is
+    /// refused.
+    @Test func heldOutFamily() throws {
+        #expect(try run("phantom", "--out", dir.file("h"), "--series", "1", "--seed", "400000", "--family", "heldout", "--positive") == 0)
+        #expect(try run("phantom", "--out", dir.file("s"), "--series", "1", "--seed", "400000", "--positive") == 0)
+        let h = try DicomSliceReader(path: dir.file("h/series-001/010.dcm")).header
+        let s = try DicomSliceReader(path: dir.file("s/series-001/010.dcm")).header
+        #expect(h.sopInstanceUID.hasPrefix("2.25.400000.2.") && s.sopInstanceUID.hasPrefix("2.25.400000.1."))
+        let hBytes = try Data(contentsOf: URL(fileURLWithPath: dir.file("h/series-001/010.dcm")))
+        let sBytes = try Data(contentsOf: URL(fileURLWithPath: dir.file("s/series-001/010.dcm")))
+        #expect(hBytes != sBytes)
+        #expect(try run("phantom", "--out", dir.file("x"), "--family", "other") != 0)
+    }
+
     @Test func sameSeedSameBytesAndLabelsMatchTheSlices() throws {
         #expect(try run("phantom", "--out", dir.file("a"), "--series", "2", "--seed", "5", "--positive") == 0)
         #expect(try run("phantom", "--out", dir.file("b"), "--series", "2", "--seed", "5", "--positive") == 0)

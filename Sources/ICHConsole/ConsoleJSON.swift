@@ -20,7 +20,8 @@ enum ConsoleJSON {
             "recent_series": s.recentResults.map { r -> [String: Any] in
                 var o: [String: Any] = ["result": r.result.positive ? "POS" : "NEG", "scored": r.result.scored, "skipped": r.result.skipped,
                                         "rejected": r.result.rejected, "alert": r.result.alertID ?? NSNull(),
-                                        "finished_at": iso.string(from: r.finishedAt), "maxima": protocolKeyed(r.result.maxima)]
+                                        "finished_at": iso.string(from: r.finishedAt), "maxima": protocolKeyed(r.result.maxima),
+                                        "ood": r.result.ood.map { rounded($0, places: 2) } ?? NSNull()]
                 if showIdentifiers { o["series_uid"] = r.result.seriesUID; o["study_uid"] = r.result.studyUID }
                 return o
             },
@@ -49,6 +50,8 @@ enum ConsoleJSON {
                 "urgent": e.isUrgent, "adjacent_slices": e.adjacentSlices, "scored": f.slicesScored, "skipped": e.skipped,
                 "rejected": reports.filter { if case .rejected = $0.outcome { return true } else { return false } }.count,
                 "maxima": keyed(f.classNames, f.maxProbabilities), "positive_classes": f.positiveClasses,
+                "ood": f.ood.map { rounded(Double($0), places: 3) } ?? NSNull(),
+                "out_of_distribution": f.ood == nil ? NSNull() : f.isOutOfDistribution,
             ] as [String: Any]
         } else {
             object["series"] = NSNull()
@@ -65,6 +68,8 @@ enum ConsoleJSON {
             o["logits"] = keyed(s.classNames, s.logits)
             o["thresholds"] = keyed(s.classNames, s.thresholds)
             o["positive"] = s.positives.map { s.classNames[$0] }
+            o["ood"] = s.ood.map { rounded(Double($0), places: 3) } ?? NSNull()
+            o["out_of_distribution"] = s.ood == nil ? NSNull() : s.isOutOfDistribution
             if images, let preview = r.preview {
                 o["preview_jpeg"] = (try? JPEGCodec.encode(preview)).map { Data($0).base64EncodedString() } ?? NSNull()
                 o["heatmaps_jpeg"] = Dictionary(uniqueKeysWithValues: s.heatmaps.compactMap { h -> (String, String)? in

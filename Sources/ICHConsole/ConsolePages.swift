@@ -77,10 +77,18 @@ struct ConsolePages {
             """
             <tr class="\(r.result.positive ? "pos" : "neg")"><td>\(e(fmt.string(from: r.finishedAt)))</td><td><b>\(r.result.positive ? "POS" : "NEG")</b></td>
             <td>\(r.result.scored) scored, \(r.result.skipped) skipped, \(r.result.rejected) refused</td><td>\(probabilityList(r.result.maxima))</td>
-            <td>\(r.result.alertID.map { "<code>\(e($0))</code>" } ?? "–")</td>\(showIdentifiers ? "<td>\(e(r.result.seriesUID))</td>" : "")</tr>
+            <td>\(r.result.alertID.map { "<code>\(e($0))</code>" } ?? "–")</td><td>\(oodCell(r.result.ood))</td>\(showIdentifiers ? "<td>\(e(r.result.seriesUID))</td>" : "")</tr>
             """
         }.joined()
-        return "<table id=\"series\"><tr><th>Finished</th><th>Result</th><th>Slices</th><th>Maxima</th><th>Alert</th>\(showIdentifiers ? "<th>Series</th>" : "")</tr>\(rows)</table>"
+        return "<table id=\"series\"><tr><th>Finished</th><th>Result</th><th>Slices</th><th>Maxima</th><th>Alert</th><th>ood</th>\(showIdentifiers ? "<th>Series</th>" : "")</tr>\(rows)</table>"
+    }
+
+    /// docs/model-ood.md: the appliance alarms as usual and flags; the flag says what the numbers are worth.
+    static let oodWarning = "OUT OF DISTRIBUTION: unlike anything the model was trained on; its verdict is not evidence, read the images without it."
+
+    func oodCell(_ ood: Double?) -> String {
+        guard let ood else { return "–" }
+        return ood >= 1 ? "<b class=\"flagged\">\(String(format: "%.2f", ood)) OOD</b>" : String(format: "%.2f", ood)
     }
 
     func probabilityList(_ p: ClassProbabilities) -> String {
@@ -111,7 +119,8 @@ struct ConsolePages {
             out += """
                 <section id="series-decision" class="\(decision.isUrgent ? "pos" : "neg")"><h2>Series decision: \(decision.isUrgent ? "URGENT" : "not urgent")</h2>
                 <p>\(f.slicesScored) scored, \(decision.skipped) skipped; rule: \(decision.adjacentSlices) adjacent slice\(decision.adjacentSlices == 1 ? "" : "s") at or above the <code>any</code> threshold.
-                Positive classes (series maxima): \(f.positiveClasses.isEmpty ? "none" : e(f.positiveClasses.joined(separator: ", "))).</p></section>
+                Positive classes (series maxima): \(f.positiveClasses.isEmpty ? "none" : e(f.positiveClasses.joined(separator: ", "))).</p>
+                \(f.ood.map { "<p class=\"ood\(f.isOutOfDistribution ? " flagged" : "")\">ood \(String(format: "%.2f", $0))\(f.isOutOfDistribution ? ": " + e(Self.oodWarning) : " (within the training data's range)")</p>" } ?? "")</section>
                 """
         }
         for r in reports { out += slice(r) }
@@ -132,6 +141,9 @@ struct ConsolePages {
         case .scored(let s):
             let positives = Set(s.positives)
             out += "<p class=\"verdict\">\(positives.isEmpty ? "No class at or above its threshold." : "Positive: " + e(positives.sorted().map { s.classNames[$0] }.joined(separator: ", "))) (\(String(format: "%.0f", r.milliseconds)) ms)</p>"
+            if let ood = s.ood {
+                out += "<p class=\"ood\(s.isOutOfDistribution ? " flagged" : "")\">ood \(String(format: "%.2f", ood))\(s.isOutOfDistribution ? ": " + e(Self.oodWarning) : "")</p>"
+            }
             out += "<table class=\"probabilities\"><tr><th>Class</th><th>Probability</th><th>Threshold</th><th></th></tr>"
             for (i, name) in s.classNames.enumerated() {
                 let p = s.probabilities[i]
@@ -196,6 +208,7 @@ struct ConsolePages {
         .images{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}figcaption{font-size:12px;color:#555}
         img.preview,img.overlay{width:256px;height:256px;image-rendering:pixelated}
         .error{color:#b71c1c;font-weight:bold}.none{color:#555}
+        .flagged{color:#6a1b9a;font-weight:bold}p.ood.flagged{background:#f3e5f5;padding:.3em .6em;border-left:4px solid #6a1b9a}
         button.ack{background:#c62828;color:#fff;border:0;padding:.4em 1em;border-radius:.3em;font-weight:bold}
         """
 

@@ -203,6 +203,34 @@ import Testing
         }
     }
 
+    /// Public real head CT (pydicom-data's CQ500 slices) is unlike the phantoms the model learnt: the console
+    /// flags it on the slice and the series, in the JSON and on the page, while the phantom stays unflagged.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: PublicDicomFiles.path("693_UNCR.dcm")), "run scripts/fetch-test-data.sh (make test does)"))
+    func realCTIsFlaggedOutOfDistributionPhantomsAreNot() async throws {
+        let h = try Self.harness()
+        try await h.server.application().test(.router) { client in
+            let real = Self.multipart([("693_UNCR.dcm", Self.bytes(PublicDicomFiles.path("693_UNCR.dcm"))),
+                                       ("693_UNCI.dcm", Self.bytes(PublicDicomFiles.path("693_UNCI.dcm")))])
+            try await client.execute(uri: "/api/score", method: .post, headers: real.0, body: real.1) { r in
+                let o = try Self.object(r)
+                let slices = try Self.slices(r)
+                #expect(slices.allSatisfy { $0["out_of_distribution"] as? Bool == true && ($0["ood"] as? Double ?? 0) >= 1 }, "\(slices)")
+                let series = try #require(o["series"] as? [String: Any])
+                #expect(series["out_of_distribution"] as? Bool == true)
+                let any = try #require((slices.first?["probabilities"] as? [String: Double])?["any"])
+                #expect(any < 0.999, "calibrated: no certainty the evidence cannot carry (\(any))")
+            }
+            try await client.execute(uri: "/upload", method: .post, headers: real.0, body: real.1) { r in
+                #expect(Self.text(r).contains("OUT OF DISTRIBUTION"))
+            }
+            let phantom = Self.multipart([("013.dcm", Self.bytes(Self.series.files[12]))])
+            try await client.execute(uri: "/api/score", method: .post, headers: phantom.0, body: phantom.1) { r in
+                let slices = try Self.slices(r)
+                #expect(slices.first?["out_of_distribution"] as? Bool == false)
+            }
+        }
+    }
+
     @Test func withATokenEveryRequestNeedsItTheLoginFormSetsAStrictHttpOnlyCookie() async throws {
         let dir = TemporaryDirectory("ichd-console-token")
         let token = "s3cret-token-for-the-console-42"

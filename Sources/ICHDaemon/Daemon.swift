@@ -563,7 +563,8 @@ public final class Daemon: @unchecked Sendable {
             if let score = f.score {
                 if state.evidence.add(score, key: f.key, instance: f.instance) { completing = f }
                 latencies.append(ms)
-                sliceRecords.append(.init(frame: f.frame, sortKey: f.key, instance: f.instance, probabilities: score.probabilities, latencyMs: Int(ms.rounded())))
+                sliceRecords.append(.init(frame: f.frame, sortKey: f.key, instance: f.instance, probabilities: score.probabilities, latencyMs: Int(ms.rounded()),
+                                          ood: score.ood))
             } else {
                 state.evidence.addSkipped(key: f.key, instance: f.instance)
                 sliceRecords.append(.init(frame: f.frame, sortKey: f.key, instance: f.instance, probabilities: nil, latencyMs: nil))
@@ -889,7 +890,8 @@ public final class Daemon: @unchecked Sendable {
             var evidence = SeriesEvidence(classNames: scorer.classNames, thresholds: scorer.thresholds, adjacentSlices: config.adjacentSlices)
             for slice in s.slices {
                 if let p = slice.probabilities, p.count == scorer.classNames.count {
-                    evidence.add(SliceScore(classNames: scorer.classNames, logits: [], probabilities: p, thresholds: scorer.thresholds, heatmaps: []),
+                    evidence.add(SliceScore(classNames: scorer.classNames, logits: [], probabilities: p, thresholds: scorer.thresholds, heatmaps: [],
+                                            ood: slice.ood),
                                  key: slice.sortKey, instance: slice.instance)
                 } else {
                     evidence.addSkipped(key: slice.sortKey, instance: slice.instance)

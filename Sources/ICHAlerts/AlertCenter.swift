@@ -80,7 +80,10 @@ public final class AlertCenter: @unchecked Sendable {
         }
         if let serial {
             link = SerialAlertLink(settings: serial, identity: identity, logger: logger, callbacks: .init(
-                heartbeat: { [weak self] in self?.heartbeatFields() ?? HeartbeatFields(state: .fault, queue: 0, p99Ms: nil, lamp: .off, pending: 0, badInbound: 0) },
+                heartbeat: { [weak self] in
+                    self?.heartbeatFields() ?? HeartbeatFields(pipeline: PipelineStatus(state: .fault, queue: 0, p99Ms: nil), lamp: .off,
+                                                               pending: 0, badInbound: 0)
+                },
                 reannounce: { [weak self] in self?.reannounce() ?? [] },
                 command: { [weak self] in self?.handle($0) },
                 connection: { [weak self] open, reason in self?.serialConnection(open: open, reason: reason) }))
@@ -292,14 +295,13 @@ public final class AlertCenter: @unchecked Sendable {
     // MARK: - Serial callbacks (on the link's I/O thread)
 
     func heartbeatFields() -> HeartbeatFields {
-        let pipeline = status()
+        var pipeline = status()
         // The lamp learns the state this HB reports, so the HB's `lamp` matches its `state`.
         lock.withLock { pipelineState = pipeline.state }
         updateLamp()
         let (count, faults) = lock.withLock { (_pending.count, _faults) }
-        return HeartbeatFields(state: max(pipeline.state, faults.isEmpty ? .ok : .fault), queue: pipeline.queue,
-                               p99Ms: pipeline.p99Ms, lamp: lampState, pending: count, badInbound: badInbound,
-                               p50Ms: pipeline.p50Ms, p95Ms: pipeline.p95Ms, overBudget: pipeline.overBudget)
+        pipeline.state = max(pipeline.state, faults.isEmpty ? .ok : .fault)
+        return HeartbeatFields(pipeline: pipeline, lamp: lampState, pending: count, badInbound: badInbound)
     }
 
     private func reannounce() -> [AlertNotice] {

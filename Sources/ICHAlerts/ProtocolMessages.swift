@@ -1,27 +1,16 @@
 import Foundation
 
-/// An HB line's fields.
+/// An HB line's fields: the pipeline's state, queue and latency as sent (its `state` already combined with the
+/// alert layer's own faults; latencies nil = unknown, sent as `-`), and the alert layer's lamp, pending count
+/// and refused inbound lines.
 public struct HeartbeatFields: Sendable, Equatable {
-    public var state: HealthState
-    public var queue: Int
-    /// nil = unknown, sent as `p99_ms=-`.
-    public var p99Ms: Int?
+    public var pipeline: PipelineStatus
     public var lamp: LampState
     public var pending: Int
     public var badInbound: Int
-    /// Latency median and 95th percentile (`-` while unknown), slices over the budget since start.
-    public var p50Ms: Int?
-    public var p95Ms: Int?
-    public var overBudget: Int
 
-    public init(state: HealthState, queue: Int, p99Ms: Int?, lamp: LampState, pending: Int, badInbound: Int,
-                p50Ms: Int? = nil, p95Ms: Int? = nil, overBudget: Int = 0) {
-        self.p50Ms = p50Ms
-        self.p95Ms = p95Ms
-        self.overBudget = overBudget
-        self.state = state
-        self.queue = queue
-        self.p99Ms = p99Ms
+    public init(pipeline: PipelineStatus, lamp: LampState, pending: Int, badInbound: Int) {
+        self.pipeline = pipeline
         self.lamp = lamp
         self.pending = pending
         self.badInbound = badInbound
@@ -61,11 +50,12 @@ public enum ApplianceMessage: Sendable, Equatable {
             f = [.init("fw", v(id.firmware)), .init("model", v(id.modelID)), .init("model_sha", v(id.modelSHA)),
                  .init("board", v(id.board)), .init("boot", v(id.bootID))]
         case .heartbeat(let hb):
-            f = [.init("state", hb.state.rawValue), .init("queue", count(hb.queue)),
-                 .init("p99_ms", hb.p99Ms.map(count) ?? "-"), .init("lamp", hb.lamp.rawValue),
+            let p = hb.pipeline
+            f = [.init("state", p.state.rawValue), .init("queue", count(p.queue)),
+                 .init("p99_ms", p.p99Ms.map(count) ?? "-"), .init("lamp", hb.lamp.rawValue),
                  .init("pending", count(hb.pending)), .init("bad_in", count(hb.badInbound)),
-                 .init("p50_ms", hb.p50Ms.map(count) ?? "-"), .init("p95_ms", hb.p95Ms.map(count) ?? "-"),
-                 .init("over", count(hb.overBudget))]
+                 .init("p50_ms", p.p50Ms.map(count) ?? "-"), .init("p95_ms", p.p95Ms.map(count) ?? "-"),
+                 .init("over", count(p.overBudget))]
         case .alert(let a, let sendAccession):
             f = [.init("id", v(a.id)), .init("t", LineProtocol.timestamp(a.raisedAt)), .init("study", v(a.studyUID)),
                  .init("series", v(a.seriesUID)), .init("slice", a.slice.map(count) ?? "-")]

@@ -120,15 +120,8 @@ public final class StandaloneConsoleBackend: ConsoleBackend, @unchecked Sendable
                 var reports: [SliceReport] = []
                 for f in files {
                     let slices = reporter.report(path: f.path, name: f.name, heatmaps: heatmaps)
-                    for r in slices {
-                        switch r.outcome {
-                        case .scored:
-                            _ = lock.withLock { latency.record(r.milliseconds) }
-                            metrics.slice(.scored, source: "console", latencyMs: r.milliseconds)
-                        case .skipped: metrics.slice(.skipped, source: "console")
-                        case .rejected: metrics.slice(.rejected, source: "console")
-                        }
-                    }
+                    for r in slices where r.score != nil { _ = lock.withLock { latency.record(r.milliseconds) } }
+                    metrics.uploaded(slices)
                     reports += slices
                     lock.withLock { waiting -= 1 }
                 }

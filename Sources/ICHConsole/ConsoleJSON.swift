@@ -70,12 +70,10 @@ enum ConsoleJSON {
             o["positive"] = s.positives.map { s.classNames[$0] }
             o["ood"] = s.ood.map { rounded(Double($0), places: 3) } ?? NSNull()
             o["out_of_distribution"] = s.ood == nil ? NSNull() : s.isOutOfDistribution
-            if images, let preview = r.preview {
-                o["preview_jpeg"] = (try? JPEGCodec.encode(preview)).map { Data($0).base64EncodedString() } ?? NSNull()
-                o["heatmaps_jpeg"] = Dictionary(uniqueKeysWithValues: s.heatmaps.compactMap { h -> (String, String)? in
-                    guard let jpeg = try? JPEGCodec.encode(ClassActivationMap.overlay(h, on: preview)) else { return nil }
-                    return (s.classNames[h.classIndex], Data(jpeg).base64EncodedString())
-                })
+            if images, r.preview != nil {
+                let jpegs = r.base64JPEGs()
+                o["preview_jpeg"] = jpegs?.preview ?? NSNull()
+                o["heatmaps_jpeg"] = Dictionary(jpegs?.overlays.map { (s.classNames[$0.classIndex], $0.jpeg) } ?? [], uniquingKeysWith: { a, _ in a })
             }
         case .skipped(let reason):
             o["outcome"] = "skipped"

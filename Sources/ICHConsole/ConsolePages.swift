@@ -151,12 +151,11 @@ struct ConsolePages {
                     + "<td>\(String(format: "%.3f", s.thresholds[i]))</td><td><meter min=\"0\" max=\"1\" value=\"\(p)\"></meter>\(positives.contains(i) ? " POSITIVE" : "")</td></tr>"
             }
             out += "</table><div class=\"images\">"
-            if let preview = r.preview, let jpeg = try? JPEGCodec.encode(preview) {
-                out += "<figure><img class=\"preview\" alt=\"the three windows the model saw\" src=\"data:image/jpeg;base64,\(Data(jpeg).base64EncodedString())\"><figcaption>brain / subdural / bone windows as red / green / blue</figcaption></figure>"
-                for h in s.heatmaps {
-                    guard let overlay = try? JPEGCodec.encode(ClassActivationMap.overlay(h, on: preview)) else { continue }
-                    let name = e(s.classNames[h.classIndex])
-                    out += "<figure><img class=\"overlay\" data-class=\"\(name)\" alt=\"heatmap of \(name)\" src=\"data:image/jpeg;base64,\(Data(overlay).base64EncodedString())\"><figcaption>heatmap: \(name)\(positives.contains(h.classIndex) ? "" : " (most probable; not positive)")</figcaption></figure>"
+            if let jpegs = r.base64JPEGs() {
+                out += "<figure><img class=\"preview\" alt=\"the three windows the model saw\" src=\"data:image/jpeg;base64,\(jpegs.preview)\"><figcaption>brain / subdural / bone windows as red / green / blue</figcaption></figure>"
+                for overlay in jpegs.overlays {
+                    let name = e(s.classNames[overlay.classIndex])
+                    out += "<figure><img class=\"overlay\" data-class=\"\(name)\" alt=\"heatmap of \(name)\" src=\"data:image/jpeg;base64,\(overlay.jpeg)\"><figcaption>heatmap: \(name)\(positives.contains(overlay.classIndex) ? "" : " (most probable; not positive)")</figcaption></figure>"
                 }
             }
             out += "</div>"
@@ -242,4 +241,17 @@ struct ConsolePages {
           });
         });
         """
+}
+
+extension SliceReport {
+    /// The preview the model saw and each heatmap's overlay on it, as base64 JPEG (libjpeg-turbo) for the page
+    /// and the API; nil when the slice has no preview.
+    func base64JPEGs() -> (preview: String, overlays: [(classIndex: Int, jpeg: String)])? {
+        guard let preview, let jpeg = try? JPEGCodec.encode(preview) else { return nil }
+        let overlays = (score?.heatmaps ?? []).compactMap { h -> (classIndex: Int, jpeg: String)? in
+            guard let overlay = try? JPEGCodec.encode(ClassActivationMap.overlay(h, on: preview)) else { return nil }
+            return (h.classIndex, Data(overlay).base64EncodedString())
+        }
+        return (Data(jpeg).base64EncodedString(), overlays)
+    }
 }

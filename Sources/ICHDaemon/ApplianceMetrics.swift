@@ -1,4 +1,5 @@
 import CoreMetrics
+import ICHDecision
 
 /// The appliance's counters and the slice-latency histogram, through swift-metrics: the daemon counts, the
 /// console's `/metrics` exports (Prometheus text). `source` is `drop` for the drop folder's slices and
@@ -17,6 +18,17 @@ public struct ApplianceMetrics: Sendable {
         if let latencyMs, latencyMs.isFinite, latencyMs >= 0 {
             Timer(label: "ichd_slice_latency_seconds", dimensions: [("source", source)], factory: factory)
                 .recordNanoseconds(Int64(latencyMs * 1_000_000))
+        }
+    }
+
+    /// A console upload's slices (`source="console"`; a scored slice's latency is its report's time).
+    public func uploaded(_ reports: [SliceReport]) {
+        for r in reports {
+            switch r.outcome {
+            case .scored: slice(.scored, source: "console", latencyMs: r.milliseconds)
+            case .skipped: slice(.skipped, source: "console")
+            case .rejected: slice(.rejected, source: "console")
+            }
         }
     }
 

@@ -428,13 +428,7 @@ public final class Daemon: @unchecked Sendable {
         }
         let counters = metrics
         let ticket = UploadTicket(names: Dictionary(files.map { ($0.path, $0.name) }, uniquingKeysWith: { a, _ in a }), heatmaps: heatmaps) { reports in
-            for r in reports {
-                switch r.outcome {
-                case .scored: counters.slice(.scored, source: "console", latencyMs: r.milliseconds)
-                case .skipped: counters.slice(.skipped, source: "console")
-                case .rejected: counters.slice(.rejected, source: "console")
-                }
-            }
+            counters.uploaded(reports)
             completion(reports)
         }
         for f in files {

@@ -15,8 +15,8 @@ import Testing
 
     static let allMessages: [ApplianceMessage] = [
         .hello(sampleIdentity),
-        .heartbeat(HeartbeatFields(state: .degraded, queue: 3, p99Ms: 840, lamp: .blink, pending: 0, badInbound: 2)),
-        .heartbeat(HeartbeatFields(state: .ok, queue: 0, p99Ms: nil, lamp: .off, pending: 0, badInbound: 0)),
+        .heartbeat(HeartbeatFields(pipeline: PipelineStatus(state: .degraded, queue: 3, p99Ms: 840), lamp: .blink, pending: 0, badInbound: 2)),
+        .heartbeat(HeartbeatFields(pipeline: PipelineStatus(state: .ok, queue: 0, p99Ms: nil), lamp: .off, pending: 0, badInbound: 0)),
         .alert(sampleAlert(), sendAccession: false),
         .alert(sampleAlert(), sendAccession: true),
         .result(sampleResult()),
@@ -127,11 +127,12 @@ import Testing
     }
 
     @Test func heartbeatSaysDashForAnUnknownP99() throws {
-        let line = ApplianceMessage.heartbeat(HeartbeatFields(state: .ok, queue: 0, p99Ms: nil, lamp: .off, pending: 0, badInbound: 0)).line(seq: 2)
+        let line = ApplianceMessage.heartbeat(HeartbeatFields(pipeline: PipelineStatus(state: .ok, queue: 0, p99Ms: nil), lamp: .off, pending: 0,
+                                                              badInbound: 0)).line(seq: 2)
         #expect(line["p99_ms"] == "-" && line["p50_ms"] == "-" && line["p95_ms"] == "-" && line["over"] == "0")
         #expect(line.fields.map(\.key) == ["state", "queue", "p99_ms", "lamp", "pending", "bad_in", "p50_ms", "p95_ms", "over"])
-        let known = ApplianceMessage.heartbeat(HeartbeatFields(state: .degraded, queue: 3, p99Ms: 900, lamp: .blink, pending: 0,
-                                                               badInbound: 0, p50Ms: 40, p95Ms: 700, overBudget: 12)).line(seq: 3)
+        let known = ApplianceMessage.heartbeat(HeartbeatFields(pipeline: PipelineStatus(state: .degraded, queue: 3, p99Ms: 900, p50Ms: 40, p95Ms: 700, overBudget: 12),
+                                                               lamp: .blink, pending: 0, badInbound: 0)).line(seq: 3)
         #expect(known["p50_ms"] == "40" && known["p95_ms"] == "700" && known["over"] == "12")
         // A v1 HB from before these keys is still valid.
         let old = LineDecoder.inspect(Array("$ICH1,2,HB,state=OK,queue=0,p99_ms=412,lamp=OFF,pending=0,bad_in=0*60\r".utf8))

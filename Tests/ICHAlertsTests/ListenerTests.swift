@@ -49,7 +49,7 @@ import Testing
         #expect(object["type"] as? String == "CLEAR")
         #expect(object["id"] as? String == "A-1")
         // The corrupted line 2 is missing from the order: line 3 shows the gap.
-        let next = listener.receive(Self.framed(.heartbeat(HeartbeatFields(state: .ok, queue: 0, p99Ms: nil, lamp: .off, pending: 0, badInbound: 0)), 3))
+        let next = listener.receive(Self.framed(.heartbeat(HeartbeatFields(pipeline: PipelineStatus(state: .ok, queue: 0, p99Ms: nil), lamp: .off, pending: 0, badInbound: 0)), 3))
         #expect(next.inspected.isValid)
         #expect(next.sequenceProblem == "SEQ gap: expected 2, got 3")
         #expect(ProtocolListener.text(next).hasSuffix("[SEQ gap: expected 2, got 3]"))

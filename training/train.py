@@ -196,13 +196,34 @@ class SliceSet:
         self.series = [r["series"] for r in rows]
         # The value air takes after normalisation (every window 0): what rotation pads with.
         self.background = torch.tensor([-m / s for m, s in zip(self.preprocessing["mean"], self.preprocessing["std"])])
+        self.std = torch.tensor(self.preprocessing["std"], dtype=torch.float32)
 
     def __len__(self):
         return len(self.y)
 
 
-def augment(x, background, generator):
-    """Flips, rotations within +-15 degrees, zoom 0.9-1.1, shifts of 4%, blur: on normalised tensors."""
+def randomise_intensity(y, background, std, generator):
+    """Domain randomisation of the windows (issue 20), per slice and channel, on what is not air or below the
+    window (exact zeros stay zero): contrast x0.85-1.15 and brightness +-0.05 of the window width; and
+    Gaussian noise of 0-0.04 window widths on half the slices (noise level and dose differ between scanners).
+    The phantoms already vary tissue densities, noise texture and anatomy per series; this varies what the
+    windows make of them, so that no fixed grey level or noise grain can stand in for blood."""
+    n, c = y.shape[:2]
+    u = lambda *shape: torch.rand(*shape, generator=generator)
+    bg, s = background.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+    x01 = (y - bg) * s  # y = (x01 - mean) / std and bg = -mean / std
+    tissue = (x01 > 0).float()
+    gain = (0.85 + 0.3 * u(n, c)).view(n, c, 1, 1)
+    bias = ((u(n, c) - 0.5) * 0.1).view(n, c, 1, 1)
+    sigma = (0.04 * u(n) * (u(n) < 0.5).float()).view(n, 1, 1, 1)
+    noise = torch.randn(y.shape, generator=generator) * sigma
+    x01 = (x01 * gain + (bias + noise) * tissue).clamp(0, 1)
+    return x01 / s + bg
+
+
+def augment(x, background, generator, std=None):
+    """Flips, rotations within +-15 degrees, zoom 0.9-1.1, shifts of 4%, blur: on normalised tensors; with
+    `std` (the normalisation's), also the intensity randomisation of `randomise_intensity`."""
     n = x.shape[0]
     u = lambda *shape: torch.rand(*shape, generator=generator)
     angle = (u(n) * 30 - 15) * math.pi / 180
@@ -227,7 +248,8 @@ def augment(x, background, generator):
         b = F.conv2d(F.pad(b, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7).repeat(c, 1, 1, 1), groups=c)
         b = F.conv2d(F.pad(b, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1).repeat(c, 1, 1, 1), groups=c)
         y[blur] = b
-    return y + background.view(1, -1, 1, 1)
+    y = y + background.view(1, -1, 1, 1)
+    return y if std is None else randomise_intensity(y, background, std, generator)
 
 
 # ---------------------------------------------------------------- metrics
@@ -373,7 +395,8 @@ def robust_finetune(model, train, val, args, generator, log, device):
         order = torch.randperm(len(train), generator=generator)
         for b in range(len(train) // args.batch):
             idx = order[b * args.batch:(b + 1) * args.batch]
-            x = augment(train.x[idx].float(), train.background, generator).to(device).contiguous(memory_format=torch.channels_last)
+            x = augment(train.x[idx].float(), train.background, generator,
+                        train.std if args.domain_randomisation else None).to(device).contiguous(memory_format=torch.channels_last)
             y = train.y[idx].to(device)
             clean = model(x, noise.observe)
             noisy = noise.run(model, x)
@@ -433,6 +456,9 @@ def main():
                          "straight-through gradients")
     ap.add_argument("--robust-weights", action="store_true",
                     help="also round (grid) or perturb by one step (noise) every weight on its int8 grid")
+    ap.add_argument("--domain-randomisation", action=argparse.BooleanOptionalAction, default=True,
+                    help="randomise window contrast, brightness and noise per slice (randomise_intensity); "
+                         "--no-domain-randomisation gives the recipe before issue 20")
     ap.add_argument("--half-weights", action=argparse.BooleanOptionalAction, default=True,
                     help="store convolution and linear weights as F16 (BatchNorm stays F32): half the file size")
     args = ap.parse_args()
@@ -484,7 +510,7 @@ def main():
             started, total, count = time.time(), 0.0, 0
             for b in range(len(train) // args.batch):
                 idx = order[b * args.batch:(b + 1) * args.batch]
-                x = augment(train.x[idx].float(), background, generator)
+                x = augment(train.x[idx].float(), background, generator, train.std if args.domain_randomisation else None)
                 if size != full:
                     x = F.interpolate(x, size=(size, size), mode="area")
                 x = x.to(device).contiguous(memory_format=torch.channels_last)

@@ -55,6 +55,10 @@ public struct HeadPhantom: Sendable {
     public let sliceCount: Int
     public let family: Family
     let heldOut: HeldOutAnatomy?
+    let varied: VariedAnatomy?
+    /// Field of view (mm) and reconstructed slice thickness (mm) of the rendered slices.
+    public var fieldOfView: Double { varied?.fov ?? 250 }
+    public var sliceThickness: Double { varied?.thickness ?? spacing }
 
     /// A random head; `subtypes` lists the bleeds to place (empty: a negative series).
     public init(seed: UInt64, subtypes: [Subtype], sliceSpacing: Double = 5, family: Family = .standard) {
@@ -62,6 +66,7 @@ public struct HeadPhantom: Sendable {
         self.seed = seed
         self.family = family
         heldOut = family == .heldOut ? HeldOutAnatomy(seed: seed) : nil
+        var varied = family == .varied ? VariedAnatomy(seed: seed, bleedCount: subtypes.count) : nil
         a = 68 + 10 * rng.unit()
         b = 84 + 12 * rng.unit()
         c = 62 + 10 * rng.unit()
@@ -71,10 +76,11 @@ public struct HeadPhantom: Sendable {
         scalp = 3 + 3 * rng.unit()
         skull = 5 + 3 * rng.unit()
         noise = 3 + 3 * rng.unit()
-        spacing = sliceSpacing
+        // The varied family's slices are as thick as they are apart (contiguous), 3-5 mm.
+        spacing = varied?.thickness ?? sliceSpacing
         // From the skull base (about 0.75 c below the centre) to a little above the vertex.
         zBottom = -0.75 * c
-        sliceCount = min(40, max(20, Int(((c - zBottom) / sliceSpacing).rounded(.up)) + 2))
+        sliceCount = min(varied == nil ? 40 : 60, max(20, Int(((c - zBottom) / spacing).rounded(.up)) + 2))
         var bleeds: [Bleed] = []
         for subtype in subtypes {
             let angle = rng.unit() * 2 * Double.pi
@@ -109,7 +115,9 @@ public struct HeadPhantom: Sendable {
             }
             bleeds.append(bleed)
         }
+        varied?.vary(&bleeds, seed: seed)
         self.bleeds = bleeds
+        self.varied = varied
     }
 
     public func sliceZ(_ index: Int) -> Double { zBottom + Double(index) * spacing }
@@ -117,6 +125,7 @@ public struct HeadPhantom: Sendable {
     /// The slice at `index`, `size` pixels a side over a 250 mm field of view, the subtypes whose pixels were
     /// drawn (a label is what was drawn, not what was intended), and how many blood pixels each subtype drew.
     public func render(slice index: Int, size: Int) -> (image: HounsfieldImage, subtypes: Set<Subtype>, bloodPixels: [Subtype: Int]) {
+        if let varied { return renderVaried(varied, slice: index, size: size) }
         let z = sliceZ(index)
         var rng = SeededGenerator(seed: seed &* 7919 &+ UInt64(index))
         let fov = 250.0, pixel = fov / Double(size)
@@ -242,7 +251,7 @@ public struct HeadPhantom: Sendable {
     }
 
     /// The bleed's HU at this point and whether it is blood (an oedema rim is not), or nil outside it.
-    private func bleedHU(_ bleed: Bleed, u: Double, v: Double, z: Double, inside: Double, theta: Double, sulcus: Bool,
+    func bleedHU(_ bleed: Bleed, u: Double, v: Double, z: Double, inside: Double, theta: Double, sulcus: Bool,
                          ventricle: Int, vn: Double, ventricleScale: Double) -> (Double, Bool)? {
         let dz = (z - bleed.z) / max(bleed.height, 1e-6)
         var dTheta = theta - bleed.angle

@@ -8,7 +8,7 @@ extension HeadPhantom {
     /// basal ganglia calcifications, beam-hardening streaks at the skull base). Bleeds are placed as in the
     /// standard family, so labels mean the same.
     public enum Family: String, CaseIterable, Sendable {
-        case standard, heldOut = "heldout"
+        case standard, heldOut = "heldout", varied
     }
 
     /// The held-out family's own draws, from their own random stream (seed-derived), so the standard family's

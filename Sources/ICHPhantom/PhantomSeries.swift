@@ -18,7 +18,8 @@ public struct PhantomSeries: Sendable {
     public var positive: Bool
     public var size: Int = 512
     public var sliceSpacing: Double = 5
-    /// The generator family (docs/phantoms.md); the held-out one gets UIDs of its own (2.25.seed.2...).
+    /// The generator family (docs/phantoms.md); each has UIDs of its own (2.25.seed.1/2/3...: standard, held-out,
+    /// varied).
     public var family: HeadPhantom.Family = .standard
 
     public init(seed: UInt64, positive: Bool, size: Int = 512, family: HeadPhantom.Family = .standard) {
@@ -59,16 +60,16 @@ public struct PhantomSeries: Sendable {
 
     public func slices() -> [Slice] {
         let head = HeadPhantom(seed: seed, subtypes: subtypes, sliceSpacing: sliceSpacing, family: family)
-        let tag: UInt64 = family == .standard ? 1 : 2
+        let tag: UInt64 = switch family { case .standard: 1; case .heldOut: 2; case .varied: 3 }
         let study = Self.uid(seed, tag), series = Self.uid(seed, tag, 1)
-        let pixelSpacing = 250.0 / Double(size)
+        let fov = head.fieldOfView, pixelSpacing = fov / Double(size)
         return (0..<head.sliceCount).map { k in
             let (image, drawn, pixelCounts) = head.render(slice: k, size: size)
             var identity = CTSliceIdentity(studyInstanceUID: study, seriesInstanceUID: series,
                                            sopInstanceUID: Self.uid(seed, tag, 1, UInt64(k + 1)), instanceNumber: k + 1)
-            identity.imagePositionPatient = [-125, -125, head.sliceZ(k)]
+            identity.imagePositionPatient = [-fov / 2, -fov / 2, head.sliceZ(k)]
             identity.pixelSpacing = [pixelSpacing, pixelSpacing]
-            identity.sliceThickness = sliceSpacing
+            identity.sliceThickness = head.sliceThickness
             identity.accessionNumber = "PH\(seed)"
             let labels = drawn.isEmpty ? Set<String>() : Set(["any"] + drawn.map(\.rawValue))
             return Slice(image: image, identity: identity, labels: labels,

@@ -30,8 +30,8 @@ struct PhantomCommand: ParsableCommand {
     @Option(help: "Fraction of series with a bleed (ignored with --positive).")
     var positiveRate: Double = 0.5
 
-    @Option(help: "Generator family: standard (what the bundled model was trained on) or heldout (a structurally different family kept out of training; docs/phantoms.md).")
-    var family: HeadPhantom.Family = .standard
+    @Option(help: "Generator family: varied (the default: domain-randomised anatomy, confounders, acquisition and noise; what the bundled model is trained on), standard (the first, simple generator) or heldout (a structurally different family kept out of training; docs/phantoms.md).")
+    var family: HeadPhantom.Family = .varied
 
     @Flag(help: "Every series has a bleed (a known-positive series for commissioning).")
     var positive = false
@@ -50,18 +50,23 @@ struct PhantomCommand: ParsableCommand {
         var labelRows = ["ID,Label"], seriesRows = ["SeriesInstanceUID,Folder,Slices,Positive,Subtypes"]
         let bleedSubtypes = RSNALabels.subtypes.dropFirst()
         var sliceRows = ["SOPInstanceUID,SeriesInstanceUID,Instance," + bleedSubtypes.map { "\($0)_pixels" }.joined(separator: ",")]
-        for i in 0..<series {
+        // Series are independent (each has its own seed): write them on every core, list them in order.
+        let results = PhantomResults(count: series)
+        DispatchQueue.concurrentPerform(iterations: series) { i in
             let s = seed &+ UInt64(i)
             var pick = SeededGenerator(seed: s ^ 0x5EED)
             let isPositive = positive || pick.unit() < positiveRate
             let phantom = PhantomSeries(seed: s, positive: isPositive, family: family)
             let folder = String(format: "series-%03d", i + 1)
-            let slices: [PhantomSeries.Slice]
             do {
-                slices = try phantom.write(to: root.appendingPathComponent(folder).path, storage: plainStorage ? CTStorage() : nil)
+                let slices = try phantom.write(to: root.appendingPathComponent(folder).path, storage: plainStorage ? CTStorage() : nil)
+                results.set(i, .success((phantom, isPositive, folder, slices)))
             } catch {
-                throw ValidationError(error.description)
+                results.set(i, .failure(ValidationError(String(describing: error))))
             }
+        }
+        for result in results.all {
+            let (phantom, isPositive, folder, slices) = try result.get()
             for slice in slices {
                 sliceRows.append("\(slice.identity.sopInstanceUID),\(slice.identity.seriesInstanceUID),\(slice.identity.instanceNumber),"
                                  + bleedSubtypes.map { String(slice.bloodPixels[$0] ?? 0) }.joined(separator: ","))
@@ -80,3 +85,16 @@ struct PhantomCommand: ParsableCommand {
 }
 
 extension HeadPhantom.Family: ExpressibleByArgument {}
+
+/// What each series' worker wrote, by series index (workers finish in any order).
+private final class PhantomResults: @unchecked Sendable {
+    typealias Written = (PhantomSeries, Bool, String, [PhantomSeries.Slice])
+    private let lock = NSLock()
+    private var results: [Result<Written, ValidationError>?]
+
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+
+    func set(_ i: Int, _ result: Result<Written, ValidationError>) { lock.withLock { results[i] = result } }
+
+    var all: [Result<Written, ValidationError>] { lock.withLock { results.map { $0! } } }
+}

@@ -8,14 +8,17 @@ import Testing
 
     func run(_ arguments: String...) throws -> Int32 { try runICHD(arguments).status }
 
-    /// `--family heldout`: the held-out family (docs/phantoms.md), with its own UIDs; a family name not known is
-    /// refused.
-    @Test func heldOutFamily() throws {
+    /// `--family`: varied by default (the bundled model's kind), standard and heldout (docs/phantoms.md), each
+    /// with its own UIDs; a family name not known is refused.
+    @Test func families() throws {
         #expect(try run("phantom", "--out", dir.file("h"), "--series", "1", "--seed", "400000", "--family", "heldout", "--positive") == 0)
-        #expect(try run("phantom", "--out", dir.file("s"), "--series", "1", "--seed", "400000", "--positive") == 0)
+        #expect(try run("phantom", "--out", dir.file("s"), "--series", "1", "--seed", "400000", "--family", "standard", "--positive") == 0)
+        #expect(try run("phantom", "--out", dir.file("v"), "--series", "1", "--seed", "400000", "--positive") == 0)
         let h = try DicomSliceReader(path: dir.file("h/series-001/010.dcm")).header
         let s = try DicomSliceReader(path: dir.file("s/series-001/010.dcm")).header
-        #expect(h.sopInstanceUID.hasPrefix("2.25.400000.2.") && s.sopInstanceUID.hasPrefix("2.25.400000.1."))
+        let v = try DicomSliceReader(path: dir.file("v/series-001/010.dcm")).header
+        #expect(h.sopInstanceUID.hasPrefix("2.25.400000.2.") && s.sopInstanceUID.hasPrefix("2.25.400000.1.")
+                && v.sopInstanceUID.hasPrefix("2.25.400000.3."))
         let hBytes = try Data(contentsOf: URL(fileURLWithPath: dir.file("h/series-001/010.dcm")))
         let sBytes = try Data(contentsOf: URL(fileURLWithPath: dir.file("s/series-001/010.dcm")))
         #expect(hBytes != sBytes)

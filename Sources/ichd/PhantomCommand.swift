@@ -8,8 +8,9 @@ struct PhantomCommand: ParsableCommand {
         commandName: "phantom",
         abstract: "Write synthetic head-CT series (DICOM, through DCMTK) with RSNA-format labels.",
         discussion: """
-            Synthetic phantoms only (ICHPhantom.HeadPhantom): scalp, skull with diploe, cortex with sulci, white \
-            matter, ventricles, cisterns, skull base, blank slices above the vertex; positive series carry one to \
+            Synthetic phantoms only (ICHPhantom.HeadPhantom; --family, docs/phantoms.md): scalp, skull with diploe, \
+            cortex with sulci, white matter, ventricles, cisterns, skull base, blank slices above the vertex (the \
+            varied family adds per-series anatomy, confounders, acquisition and noise); positive series carry one to \
             three bleed subtypes (epidural lens, subdural crescent, subarachnoid sulcal blood, intraparenchymal \
             blob with optional rim, intraventricular layering) consistent across slices. Storage varies by series \
             (12/16 bits, signed/unsigned, the RSNA wrapped form, slope 0.5, compressed syntaxes). Same seed, same bytes. \

@@ -28,6 +28,9 @@ public struct WinogradWeights: Sendable {
     /// For each of the 16 transform positions: for each tile of 4 output channels, for each channel pair,
     /// 4 x (U'[c], U'[c+1]) as int16, the pairs kernel's layout with K = input channels.
     let packed: [Int16]
+    /// Which GEMM tile multiplies the transforms (same layouts, same results): `ConvGEMM.tile4x16i16Lanes`
+    /// (AArch64's smlal shape) or `ConvGEMM.tile4x16i16` (x86's vpmaddwd pairs). Default: `ConvWinograd.prefersLanes`.
+    public let lanes: Bool
 
     /// Whether a convolution can run this way: 3x3, stride 1, padding 1, at most 1024 input channels (see the
     /// int32 argument above), and whole blocks: an even output height and a width that is a multiple of 32, or
@@ -38,8 +41,9 @@ public struct WinogradWeights: Sendable {
     }
 
     /// `weights` OIHW 3x3, as in `QuantizedConv`.
-    public init(weights: [Int8], outChannels: Int, inChannels: Int) {
+    public init(weights: [Int8], outChannels: Int, inChannels: Int, lanes: Bool = ConvWinograd.prefersLanes) {
         precondition(weights.count == outChannels * inChannels * 9)
+        self.lanes = lanes
         self.outChannels = outChannels
         self.inChannels = inChannels
         let pairs = (inChannels + 1) / 2
@@ -93,6 +97,24 @@ public struct WinogradWeights: Sendable {
 }
 
 public enum ConvWinograd {
+    /// Whether an engine whose direct convolutions use `kernel` runs the 3x3 stride-1 ones as Winograd where the
+    /// shape allows: always with the pairs kernel (x86: layer1 2.5 -> 2.1 ms, layer2 2.35 -> 1.38 ms per
+    /// convolution, bench/README.md); with the dot kernel only where it multiplies in int16 products (arm64
+    /// without `sdot`, the Raspberry Pi 4: Winograd's 2.25x fewer multiplies at 4 smlal MACs per cycle beat 5.6
+    /// direct MACs per cycle), not with `sdot` (Pi 5: 32 MACs per cycle direct; bench/README.md, "ARM").
+    public static func preferred(with kernel: ConvKernel) -> Bool {
+        kernel == .pairs || (kernel == .dot && ConvDot.prefersInt16Products)
+    }
+
+    /// Whether the GEMM runs on `ConvGEMM.tile4x16i16Lanes` by default: on arm64.
+    public static var prefersLanes: Bool {
+        #if arch(arm64)
+        true
+        #else
+        false
+        #endif
+    }
+
     /// Tile rows per block: 1 where a tile row holds whole 16-tile blocks (output width a multiple of 32), else 2.
     static func bandRows(_ s: ReferenceKernels.ConvShape) -> Int { s.outWidth % 32 == 0 ? 1 : 2 }
 
@@ -127,11 +149,21 @@ public enum ConvWinograd {
                     for bx in 0..<blocksPerBand {
                         transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
                                         pairs: pairs, out: columns)
-                        for xi in 0..<16 {
-                            let v = UnsafePointer(columns + xi * pairs * 32)
-                            for tile in 0..<channelTiles {
-                                ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
-                                                     columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                        if w.lanes {
+                            for xi in 0..<16 {
+                                let v = UnsafePointer(columns + xi * pairs * 32)
+                                for tile in 0..<channelTiles {
+                                    ConvGEMM.tile4x16i16Lanes(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                              columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                                }
+                            }
+                        } else {
+                            for xi in 0..<16 {
+                                let v = UnsafePointer(columns + xi * pairs * 32)
+                                for tile in 0..<channelTiles {
+                                    ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                         columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                                }
                             }
                         }
                         transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,

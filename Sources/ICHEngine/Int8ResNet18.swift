@@ -129,13 +129,16 @@ public struct Int8ResNet18: Sendable {
     public var winogradLayers: [String] { winograd.keys.sorted() }
 
     /// `kernel`: the convolution inner kernel (default: the one that suits this machine's instructions;
-    /// every kernel gives the same bytes). `plannedInputSize`: the side of every input this engine will run
+    /// every kernel gives the same bytes). `winograd`: whether the 3x3 stride-1 convolutions run as Winograd
+    /// F(2x2, 3x3) where the shape allows (same bytes again; default `ConvWinograd.preferred(with: kernel)`: with
+    /// the pairs kernel, and with the dot kernel on arm64 without `sdot`, the Raspberry Pi 4). `plannedInputSize`: the side of every input this engine will run
     /// (the model's); convolutions that run as Winograd at that size then keep no second packing (2.8 MiB less
     /// for ResNet18 at 256 px), and other sizes are refused. Without it, any size runs.
     ///
     /// The model is consumed: each convolution's int8 weights are released as soon as they are packed, so a
     /// uniquely held model (as `SliceScorer` passes it) never has its weights in memory twice over (load peak).
-    public init(_ model: consuming QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native, plannedInputSize: Int? = nil) {
+    public init(_ model: consuming QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native, winograd: Bool? = nil,
+                plannedInputSize: Int? = nil) {
         precondition(model.activationBits == 8 || model.hasWideShortcut, "12-bit activations need the int16 shortcut path")
         pool = WorkerPool(threads: threads)
         parallel = pool.kernelParallel
@@ -161,9 +164,10 @@ public struct Int8ResNet18: Sendable {
         blockLayers = names
         let shapes = plannedInputSize.map { Self.convShapes(model, height: $0, width: $0) } ?? [:]
         var packed: [String: PackedConvWeights] = [:], winograd: [String: WinogradWeights] = [:]
+        let useWinograd = winograd ?? ConvWinograd.preferred(with: kernel)
         func take(_ conv: inout QuantizedConv, _ name: String) {
             // Planned: Winograd weights only where the planned shape runs them (a 224 px model gets none).
-            if kernel == .pairs && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= Self.winogradLimit
+            if useWinograd && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= Self.winogradLimit
                 && (shapes[name].map(WinogradWeights.applies) ?? true) {
                 winograd[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
             }

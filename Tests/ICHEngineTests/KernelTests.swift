@@ -143,7 +143,8 @@ import Testing
     }
 
     /// Winograd F(2x2, 3x3) in integers gives the reference's accumulators bit for bit: odd channel counts,
-    /// extreme weights and inputs, every zero point kind, padding on all four sides, work split unevenly.
+    /// extreme weights and inputs, every zero point kind, padding on all four sides, work split unevenly; with
+    /// the GEMM on either tile (x86's vpmaddwd pairs, arm64's smlal lanes).
     @Test(arguments: [Shape(s: .init(inChannels: 5, inHeight: 6, inWidth: 32, outChannels: 6, kernel: 3, stride: 1, padding: 1)),
                       Shape(s: .init(inChannels: 64, inHeight: 8, inWidth: 64, outChannels: 64, kernel: 3, stride: 1, padding: 1)),
                       Shape(s: .init(inChannels: 128, inHeight: 4, inWidth: 32, outChannels: 9, kernel: 3, stride: 1, padding: 1)),
@@ -159,25 +160,27 @@ import Testing
         let input = (0..<(s.inChannels * s.inHeight * s.inWidth)).map { i in i % 13 == 0 ? UInt8(255) : i % 17 == 0 ? 0 : UInt8(truncatingIfNeeded: rng.next()) }
         let weights = (0..<(s.outChannels * s.inChannels * 9)).map { i in i % 7 == 0 ? Int8(127) : i % 11 == 0 ? Int8(-127) : Int8(Int(rng.next() % 255) - 127) }
         let bias = (0..<s.outChannels).map { _ in Int32(Int(rng.next() % 20001) - 10000) }
-        let packed = WinogradWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels)
-        for zero in [Int32(0), Int32(rng.next() % 256), 255] {
-            var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
-            ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
-            var got = [Int32](repeating: 0, count: expected.count)
-            var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
-            var finished: [Range<Int>] = []
-            // Bands arrive with their own accumulators (channel-major, the band's pixel count per channel).
-            let plane = s.outHeight * s.outWidth
-            ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, scratch: &scratch,
-                                        parallel: Self.uneven,
-                                        finish: { pixels, acc in
-                                            finished.append(pixels)
-                                            for o in 0..<s.outChannels {
-                                                for (j, p) in pixels.enumerated() { got[o * plane + p] = acc[o * pixels.count + j] }
-                                            }
-                                        })
-            #expect(got == expected, "zero point \(zero)")
-            #expect(finished.sorted { $0.lowerBound < $1.lowerBound }.reduce(0) { $0 == $1.lowerBound ? $1.upperBound : -1 } == plane)
+        for lanes in [false, true] {
+            let packed = WinogradWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels, lanes: lanes)
+            for zero in [Int32(0), Int32(rng.next() % 256), 255] {
+                var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
+                ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
+                var got = [Int32](repeating: 0, count: expected.count)
+                var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
+                var finished: [Range<Int>] = []
+                // Bands arrive with their own accumulators (channel-major, the band's pixel count per channel).
+                let plane = s.outHeight * s.outWidth
+                ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, scratch: &scratch,
+                                            parallel: Self.uneven,
+                                            finish: { pixels, acc in
+                                                finished.append(pixels)
+                                                for o in 0..<s.outChannels {
+                                                    for (j, p) in pixels.enumerated() { got[o * plane + p] = acc[o * pixels.count + j] }
+                                                }
+                                            })
+                #expect(got == expected, "zero point \(zero), lanes \(lanes)")
+                #expect(finished.sorted { $0.lowerBound < $1.lowerBound }.reduce(0) { $0 == $1.lowerBound ? $1.upperBound : -1 } == plane)
+            }
         }
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 30, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 16, outChannels: 4, kernel: 3, stride: 1, padding: 1)))

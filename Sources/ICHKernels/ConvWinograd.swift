@@ -34,11 +34,17 @@ public struct WinogradWeights: Sendable {
 
     /// Whether a convolution can run this way: 3x3, stride 1, padding 1, at most 1024 input channels (see the
     /// int32 argument above), and whole blocks: an even output height and a width that is a multiple of 32, or
-    /// a height that is a multiple of 4 and a width that is a multiple of 16.
-    public static func applies(_ s: ReferenceKernels.ConvShape) -> Bool {
+    /// a height that is a multiple of 4 and a width that is a multiple of 16; with the `lanes` GEMM (arm64) also
+    /// a height and width that are multiples of 8 (blocks of 4 x 4 tiles: layer4's 8 x 8 at 256 px; never tried
+    /// on x86, whose shapes stay as they were).
+    public static func applies(_ s: ReferenceKernels.ConvShape, lanes: Bool = false) -> Bool {
         s.kernel == 3 && s.stride == 1 && s.padding == 1 && s.inChannels <= 1024
-            && ((s.outHeight % 2 == 0 && s.outWidth % 32 == 0) || (s.outHeight % 4 == 0 && s.outWidth % 16 == 0))
+            && ((s.outHeight % 2 == 0 && s.outWidth % 32 == 0) || (s.outHeight % 4 == 0 && s.outWidth % 16 == 0)
+                || (lanes && s.outHeight % 8 == 0 && s.outWidth % 8 == 0))
     }
+
+    /// Whether these weights run a convolution of shape `s` (`applies` with their GEMM).
+    public func runs(_ s: ReferenceKernels.ConvShape) -> Bool { Self.applies(s, lanes: lanes) }
 
     /// `weights` OIHW 3x3, as in `QuantizedConv`.
     public init(weights: [Int8], outChannels: Int, inChannels: Int, lanes: Bool = ConvWinograd.prefersLanes) {
@@ -115,8 +121,11 @@ public enum ConvWinograd {
         #endif
     }
 
-    /// Tile rows per block: 1 where a tile row holds whole 16-tile blocks (output width a multiple of 32), else 2.
-    static func bandRows(_ s: ReferenceKernels.ConvShape) -> Int { s.outWidth % 32 == 0 ? 1 : 2 }
+    /// Tile rows per block: 1 where a tile row holds whole 16-tile blocks (output width a multiple of 32), else 2
+    /// (8 tiles from each of two tile rows) where the width is a multiple of 16 and the height of 4, else 4.
+    static func bandRows(_ s: ReferenceKernels.ConvShape) -> Int {
+        s.outWidth % 32 == 0 ? 1 : s.outWidth % 16 == 0 && s.outHeight % 4 == 0 ? 2 : 4
+    }
 
     /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them, for shapes where
     /// `WinogradWeights.applies`, delivered band by band: `finish(pixels, acc)` gets the accumulators of the
@@ -126,13 +135,15 @@ public enum ConvWinograd {
     public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
                                       weights w: WinogradWeights, bias: UnsafePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
                                       parallel: Parallel = .serial, finish: (Range<Int>, UnsafePointer<Int32>) -> Void) {
-        precondition(WinogradWeights.applies(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
+        precondition(w.runs(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
         let oh = s.outHeight, ow = s.outWidth
-        // Tiles per block segment (16 or 8), tile rows per block, and blocks per band of those tile rows.
+        // Tiles per block segment (16, 8 or 4), tile rows per block, and blocks per band of those tile rows.
         let bandRows = bandRows(s), segment = 16 / bandRows, blocksPerBand = ow / 2 / segment
         let bandPixels = w.bandPixels(s)
-        // Where a block's second 8 tiles are, from its first 8: in the split input (bytes) and in the output.
+        // Where a block's second 8 tiles are, from its first 8 (or each 4 from the previous 4, `quarters`): in the
+        // split input (bytes) and in the output.
         let inputSecond = segment == 16 ? 16 : 2 * splitRowBytes(s.inWidth), outputSecond = segment == 16 ? 16 : 2 * ow
+        let quarters = segment == 4
         let pairs = w.pairs, mt = PackedConvWeights.channelTile, channelTiles = (s.outChannels + mt - 1) / mt
         let perPosition = channelTiles * pairs * mt * 2
         // The input bordered, paired and split by column parity: every block then reads whole vectors.
@@ -148,7 +159,7 @@ public enum ConvWinograd {
                     let ty = band * bandRows
                     for bx in 0..<blocksPerBand {
                         transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
-                                        pairs: pairs, out: columns)
+                                        quarters: quarters, pairs: pairs, out: columns)
                         if w.lanes {
                             for xi in 0..<16 {
                                 let v = UnsafePointer(columns + xi * pairs * 32)
@@ -167,7 +178,8 @@ public enum ConvWinograd {
                             }
                         }
                         transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
-                                         acc: acc + 2 * bx * segment, plane: bandPixels, second: outputSecond)
+                                         acc: acc + 2 * bx * segment, plane: bandPixels, second: outputSecond,
+                                         quarters: quarters)
                     }
                     finish((band * bandPixels)..<((band + 1) * bandPixels), UnsafePointer(acc))
                 }
@@ -220,12 +232,21 @@ public enum ConvWinograd {
     /// plain vector adds. (Assembling the patches byte by byte here spent 60% of the convolution.)
     @inline(__always)
     static func transformInputs(_ s: ReferenceKernels.ConvShape, split: UnsafePointer<UInt8>, zero: Int32, ty: Int, tx0: Int,
-                                second: Int, pairs: Int, out: UnsafeMutablePointer<Int16>) {
+                                second: Int, quarters: Bool, pairs: Int, out: UnsafeMutablePointer<Int16>) {
         let rowBytes = splitRowBytes(s.inWidth), oddStart = rowBytes / 2, plane = (s.inHeight + 2) * rowBytes
         let z = SIMD32<Int16>(repeating: Int16(truncatingIfNeeded: zero))
         // Column q's bytes within a split row.
         let c0 = 2 * tx0, c1 = oddStart + 2 * tx0, c2 = 2 * tx0 + 2, c3 = oddStart + 2 * tx0 + 2
         @inline(__always) func lanes(_ p: UnsafePointer<UInt8>) -> SIMD32<Int16> {
+            if quarters {
+                // 4 tiles (8 bytes) from each of four tile rows `second` apart.
+                var r = SIMD32<Int16>()
+                for k in 0..<4 {
+                    let q = UnsafeRawPointer(p + k &* second).loadUnaligned(as: SIMD8<UInt8>.self)
+                    for i in 0..<8 { r[8 &* k &+ i] = Int16(q[i]) }
+                }
+                return r &- z
+            }
             // Element loops: LLVM makes them vpmovzxbw (the SIMD conversion initialisers become calls).
             let first = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<UInt8>.self)
             let last = UnsafeRawPointer(p + second).loadUnaligned(as: SIMD16<UInt8>.self)
@@ -265,7 +286,8 @@ public enum ConvWinograd {
     /// outputs are `second` further.
     @inline(__always)
     static func transformOutputs(_ s: ReferenceKernels.ConvShape, m: UnsafePointer<Int32>, channelTiles: Int,
-                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, plane: Int, second: Int) {
+                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, plane: Int, second: Int,
+                                 quarters: Bool) {
         let ow = s.outWidth, mt = PackedConvWeights.channelTile
         for o in 0..<s.outChannels {
             @inline(__always) func at(_ xi: Int) -> SIMD16<Int32> {
@@ -277,8 +299,8 @@ public enum ConvWinograd {
             let r0 = at(4) &- at(8) &- at(12), r1 = at(5) &- at(9) &- at(13)
             let r2 = at(6) &- at(10) &- at(14), r3 = at(7) &- at(11) &- at(15)
             let b = SIMD16<Int32>(repeating: bias[o])
-            put(((s0 &+ s1 &+ s2) &>> 2) &+ b, ((s1 &- s2 &- s3) &>> 2) &+ b, to: acc + o * plane, second: second)
-            put(((r0 &+ r1 &+ r2) &>> 2) &+ b, ((r1 &- r2 &- r3) &>> 2) &+ b, to: acc + o * plane + ow, second: second)
+            put(((s0 &+ s1 &+ s2) &>> 2) &+ b, ((s1 &- s2 &- s3) &>> 2) &+ b, to: acc + o * plane, second: second, quarters: quarters)
+            put(((r0 &+ r1 &+ r2) &>> 2) &+ b, ((r1 &- r2 &- r3) &>> 2) &+ b, to: acc + o * plane + ow, second: second, quarters: quarters)
         }
     }
 
@@ -286,11 +308,12 @@ public enum ConvWinograd {
     /// tiles and 16 more `second` further for the last 8. Built from lanes, 8 at a time: LLVM turns that into
     /// unpack instructions (a store loop stayed scalar).
     @inline(__always)
-    static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>, second: Int) {
+    /// `quarters`: each 4 tiles' 8 outputs `second` after the previous 4's.
+    static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>, second: Int, quarters: Bool) {
         for q in 0..<4 {
             let k = 4 * q
             let v = SIMD8<Int32>(left[k], right[k], left[k + 1], right[k + 1], left[k + 2], right[k + 2], left[k + 3], right[k + 3])
-            UnsafeMutableRawPointer(dst + (q / 2) * second + (q % 2) * 8).storeBytes(of: v, as: SIMD8<Int32>.self)
+            UnsafeMutableRawPointer(dst + (quarters ? q * second : (q / 2) * second + (q % 2) * 8)).storeBytes(of: v, as: SIMD8<Int32>.self)
         }
     }
 }

@@ -5,9 +5,9 @@
 // this file changes with it. (Started from ../shared/tools/arm, now the project's own.)
 
 /// kind: 0 reference, 1 dot (ARM default; int16 products where this build prefers them and the weights allow),
-/// 2 pairs (x86 default), 3 Winograd F(2x2,3x3) (GEMM as this build prefers), 4 dot with int32 products (sdot /
-/// smull + saddw), 5 dot with int16 products, 6 Winograd on the smlal-shaped GEMM (arm64's), 7 Winograd on the
-/// vpmaddwd-shaped GEMM (x86's). Returns 0 on success, -1 if the kind does not apply (shape, or a -128 weight for kind 5).
+/// 2 pairs (x86 default), 3 Winograd F(2x2,3x3) on the smlal-shaped GEMM (arm64's, with its 4 x 4-tile blocks),
+/// 4 dot with int32 products (sdot / smull + saddw), 5 dot with int16 products, 6 Winograd on the vpmaddwd-shaped
+/// GEMM (x86's). Returns 0 on success, -1 if the kind does not apply (shape, or a -128 weight for kind 5).
 @_cdecl("ichk_conv")
 public func ichk_conv(_ kind: Int32, _ inC: Int, _ h: Int, _ w: Int, _ outC: Int, _ k: Int, _ stride: Int, _ pad: Int,
                       _ input: UnsafePointer<UInt8>, _ inZero: Int32, _ weights: UnsafePointer<Int8>,
@@ -27,11 +27,10 @@ public func ichk_conv(_ kind: Int32, _ inC: Int, _ h: Int, _ w: Int, _ outC: Int
         defer { scratch.deallocate() }
         ConvGEMM.convAccumulate(s, input: input, inZero: inZero, weights: packed, bias: bias, acc: acc, scratch: scratch)
         return 0
-    case 3, 6, 7:
-        guard WinogradWeights.applies(s) else { return -1 }
+    case 3, 6:
+        guard WinogradWeights.applies(s, lanes: kind == 3) else { return -1 }
         let wts = Array(UnsafeBufferPointer(start: weights, count: outC * inC * k * k))
-        let ww = kind == 3 ? WinogradWeights(weights: wts, outChannels: outC, inChannels: inC)
-                           : WinogradWeights(weights: wts, outChannels: outC, inChannels: inC, lanes: kind == 6)
+        let ww = WinogradWeights(weights: wts, outChannels: outC, inChannels: inC, lanes: kind == 3)
         let bytes = ww.scratchBytes(s)
         let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes)
         defer { scratch.deallocate() }
@@ -95,7 +94,7 @@ func ichk_mark(_ phase: Int32)
 /// requantised as it is handed over (as the engine does; profile.py counts the band requantisation, inside the
 /// convolution's phase, as requantisation), ichk_mark(2), ichk_mark(3).
 /// `winograd`: -1 as the engine chooses on this build (`ConvWinograd.preferred(with: .dot)`, the shape, and
-/// Int8ResNet18.winogradLimit's 2^20 weights), 0 never, 1 wherever the shape allows.
+/// Int8ResNet18.winogradLimitLanes' 2^22 weights), 0 never, 1 wherever the shape allows.
 /// Unoptimised on purpose: it then calls the kernels' out-of-line entry points exactly as ICHEngine (another
 /// module) does, instead of inlining and specialising them for this call.
 @_cdecl("ichk_profile_conv")
@@ -105,8 +104,8 @@ public func ichk_profile_conv(_ inC: Int, _ h: Int, _ w: Int, _ outC: Int, _ k: 
                               _ bias: UnsafePointer<Int32>, _ acc: UnsafeMutablePointer<Int32>, _ scales: UnsafePointer<Float>,
                               _ residual: UnsafePointer<UInt8>, _ out: UnsafeMutablePointer<UInt8>, _ winograd: Int32) {
     let s = ReferenceKernels.ConvShape(inChannels: inC, inHeight: h, inWidth: w, outChannels: outC, kernel: k, stride: stride, padding: pad)
-    let engineTakes = ConvWinograd.preferred(with: .dot) && outC * inC * k * k <= 1 << 20
-    if WinogradWeights.applies(s) && (winograd == 1 || (winograd == -1 && engineTakes)) {
+    let engineTakes = ConvWinograd.preferred(with: .dot) && outC * inC * k * k <= 1 << 22
+    if WinogradWeights.applies(s, lanes: ConvWinograd.prefersLanes) && (winograd == 1 || (winograd == -1 && engineTakes)) {
         let ww = profileWinogradPack(weights, outC, inC)
         let scratch = profileWinogradScratch(ww, s)
         let plane = s.outHeight * s.outWidth

@@ -168,16 +168,16 @@ public struct Int8ResNet18: Sendable {
         self.wideScales = wideScales
         blockLayers = names
         let shapes = plannedInputSize.map { Self.convShapes(model, height: $0, width: $0) } ?? [:]
-        var packed: [String: PackedConvWeights] = [:], winograd: [String: WinogradWeights] = [:]
+        var packed: [String: PackedConvWeights] = [:], transformed: [String: WinogradWeights] = [:]
         let useWinograd = winograd ?? ConvWinograd.preferred(with: kernel), lanes = ConvWinograd.prefersLanes
         let limit = lanes ? Self.winogradLimitLanes : Self.winogradLimit
         func take(_ conv: inout QuantizedConv, _ name: String) {
             // Planned: Winograd weights only where the planned shape runs them (a 224 px model gets none).
             if useWinograd && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= limit
                 && (shapes[name].map { WinogradWeights.applies($0, lanes: lanes) } ?? true) {
-                winograd[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
+                transformed[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
             }
-            if winograd[name] == nil || shapes[name] == nil {
+            if transformed[name] == nil || shapes[name] == nil {
                 packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels,
                                                  kernel: conv.kernel, kind: kernel)
             }
@@ -191,7 +191,7 @@ public struct Int8ResNet18: Sendable {
             if model.blocks[i].downsample != nil { take(&model.blocks[i].downsample!, "\(name).downsample") }
         }
         self.packed = packed
-        self.winograd = winograd
+        self.winograd = transformed
         self.model = model
     }
 

@@ -137,9 +137,11 @@ enum Networks {
         }
     }
 
+    /// With arm64's GEMM tile (`WinogradWeights.lanes`) layer4's 8 x 8 convolutions too (blocks of 4 x 4 tiles).
     static let winogradLayers = ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2",
                                  "layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2",
                                  "layer3.0.conv2", "layer3.1.conv1", "layer3.1.conv2"]
+        + (ConvWinograd.prefersLanes ? ["layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"] : [])
 
     /// At 256 px layer1 runs 64 x 64, layer2 32 x 32 and layer3 16 x 16, where the x86 engine (pairs kernel) and
     /// the Raspberry Pi 4 engine (dot kernel without `sdot`) take Winograd F(2x2, 3x3) (and the stem runs in

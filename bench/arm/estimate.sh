@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Raspberry Pi speed estimate of the int8 ResNet18's convolutions (bench/README.md, "ARM"), 1 thread, 256 x 256:
-# every distinct convolution shape runs once (4 output rows at the layer's real width, ROWS to change) through
+# every distinct convolution shape runs once (4 output rows at the layer's real width, ROWS to change; layer4's
+# 8 rows whole) through
 # ConvGEMM.convAccumulate + requantisation, the way the engine runs it on arm64 (dot kernel), in the aarch64 build
 # under qemu-user with a translation-block trace (-d in_asm,exec,nochain; bench/arm/tbcount.c counts each
 # block's executions); profile.py weights every executed block by llvm-mca's cycles for it (steady state: L1 hits,
@@ -47,9 +48,9 @@ for build in "${builds[@]}"; do
     bin=$b/prof-a64-$build out=$b/prof-$build$tag
     mkdir -p "$out"
     mark=$(llvm-nm "$bin" | awk '$3=="ichk_mark"{print $1}')
-    rows=${ROWS:-4}
-    # name inC outH outW outC k stride pad (the layer list is profile.py's)
-    python3 "$here/profile.py" --layers | while read -r name inC oh ow outC k s p; do
+    # name inC outH outW outC k stride pad rows (the layer list and the rows simulated are profile.py's: ROWS,
+    # default 4, or the whole layer where it has at most 8)
+    python3 "$here/profile.py" --layers | while read -r name inC oh ow outC k s p rows; do
         fifo=$(mktemp -u /tmp/ichd-qfifo.XXXXXX)
         mkfifo "$fifo"
         "$b/tbcount" "$mark" < "$fifo" > "$out/$name.tsv" &

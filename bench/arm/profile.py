@@ -21,9 +21,14 @@ LAYERS = {"stem": (3, 128, 128, 64, 7, 2, 3, 1), "layer1": (64, 64, 64, 64, 3, 1
           "layer4.0.conv1": (256, 8, 8, 512, 3, 2, 1, 1), "layer4.conv": (512, 8, 8, 512, 3, 1, 1, 3),
           "layer4.ds": (256, 8, 8, 512, 1, 2, 0, 1)}
 MCA = os.environ.get("LLVM_MCA", "/usr/lib/llvm-19/bin/llvm-mca")
+ROWS = int(os.environ.get("ROWS", "4"))
+def rows(oh):
+    """Output rows simulated: ROWS, or the whole layer where it has at most 8 (layer4: its 8 x 8 outputs run as
+    Winograd only in whole 4 x 4-tile blocks)."""
+    return oh if oh <= 8 else ROWS
 if sys.argv[1] == "--layers":
     for name, (inC, oh, ow, outC, k, st, p, _) in LAYERS.items():
-        print(name, inC, oh, ow, outC, k, st, p)
+        print(name, inC, oh, ow, outC, k, st, p, rows(oh))
     sys.exit(0)
 if sys.argv[1] == "--loops":
     path, mcpu = sys.argv[2], sys.argv[3]
@@ -70,7 +75,6 @@ detail = sys.argv[sys.argv.index("--detail") + 1] if "--detail" in sys.argv else
 ghz = float(sys.argv[sys.argv.index("--ghz") + 1]) if "--ghz" in sys.argv else (2.4 if build == "cortex-a76" else 1.8)
 binary = f"{build_dir}/prof-a64-{build}"
 OBJDUMP = os.environ.get("OBJDUMP", "/opt/swift/usr/bin/llvm-objdump")
-ROWS = int(os.environ.get("ROWS", "4"))
 TAG = os.environ.get("PROFILE_TAG", "")  # estimate.sh's WINOGRAD what-ifs
 
 # Symbols, and the binary's code as LLVM assembly text, by address.
@@ -131,7 +135,7 @@ traffic = {}; per_layer = {}
 for name, (inC, oh, ow, outC, k, st, pad, count) in LAYERS.items():
     path = f"{build_dir}/prof-{build}{TAG}/{name}.tsv"
     if not os.path.exists(path): continue
-    scale = oh / ROWS
+    scale = oh / rows(oh)
     by_group = collections.Counter(); instr = 0; blocks = collections.Counter()
     for line in open(path):
         phase, pc, n, c = line.split("\t"); phase, pc, n, c = int(phase), int(pc, 16), int(n), int(c)

@@ -526,14 +526,17 @@ public enum ConvGEMM {
     typealias Lanes4x4 = (SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>)
 
     /// 4 channels x 8 tiles (`columns`: the first of the 8 tiles' 16 int16 per pair, pairs 32 int16 apart) over K
-    /// channel pairs, from zero. Per channel: lanes (tile, channel of the pair) for tiles 0-1, 2-3, 4-5, 6-7.
+    /// channel pairs (at least 1), from zero. Per channel: lanes (tile, channel of the pair) for tiles 0-1, 2-3, 4-5, 6-7.
     @inline(__always)
     static func accumulate4x8Lanes(pairs: Int, weights: UnsafePointer<Int16>, columns: UnsafePointer<Int16>)
         -> (Lanes4x4, Lanes4x4, Lanes4x4, Lanes4x4) {
         var a: Lanes4x4 = (.zero, .zero, .zero, .zero)
         var b = a, c = a, d = a
         var w = UnsafeRawPointer(weights), x = UnsafeRawPointer(columns)
-        for _ in 0..<pairs {
+        // A bottom-tested loop (pairs >= 1): one block per iteration (`for` gave the exit test mid-body and a
+        // separate 4-instruction block for the increments).
+        let end = w + 16 &* pairs
+        repeat {
             let x0 = x.loadUnaligned(as: SIMD8<Int16>.self), x1 = x.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self)
             let xl0 = widen4(x0.lowHalf), xh0 = widen4(x0.highHalf), xl1 = widen4(x1.lowHalf), xh1 = widen4(x1.highHalf)
             @inline(__always) func channel(_ acc: inout Lanes4x4, _ i: Int) {
@@ -546,7 +549,7 @@ public enum ConvGEMM {
             channel(&a, 0); channel(&b, 1); channel(&c, 2); channel(&d, 3)
             w += 16
             x += 64
-        }
+        } while w != end
         return (a, b, c, d)
     }
 

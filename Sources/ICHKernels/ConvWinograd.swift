@@ -155,33 +155,44 @@ public enum ConvWinograd {
                 let columns = buffers.assumingMemoryBound(to: Int16.self)
                 let m = (buffers + w.blockInputs * 2).assumingMemoryBound(to: Int32.self)
                 let acc = (buffers + w.blockInputs * 2 + w.blockAccumulators * 4).assumingMemoryBound(to: Int32.self)
-                for band in bands {
-                    let ty = band * bandRows
-                    for bx in 0..<blocksPerBand {
-                        transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
-                                        quarters: quarters, pairs: pairs, out: columns)
-                        if w.lanes {
-                            for xi in 0..<16 {
-                                let v = UnsafePointer(columns + xi * pairs * 32)
-                                for tile in 0..<channelTiles {
-                                    ConvGEMM.tile4x16i16Lanes(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
-                                                              columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                // One copy of the band loop per GEMM tile and block shape, each with its choice as a constant (x86's
+                // pairs copy is then the code it was before the lanes tile and the 4 x 4-tile blocks existed).
+                @inline(__always) func run(lanes: Bool, narrow: Bool) {
+                    for band in bands {
+                        let ty = band * bandRows
+                        for bx in 0..<blocksPerBand {
+                            transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
+                                            quarters: narrow, pairs: pairs, out: columns)
+                            if lanes {
+                                for xi in 0..<16 {
+                                    let v = UnsafePointer(columns + xi * pairs * 32)
+                                    for tile in 0..<channelTiles {
+                                        ConvGEMM.tile4x16i16Lanes(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                                  columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                                    }
+                                }
+                            } else {
+                                for xi in 0..<16 {
+                                    let v = UnsafePointer(columns + xi * pairs * 32)
+                                    for tile in 0..<channelTiles {
+                                        ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                             columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                                    }
                                 }
                             }
-                        } else {
-                            for xi in 0..<16 {
-                                let v = UnsafePointer(columns + xi * pairs * 32)
-                                for tile in 0..<channelTiles {
-                                    ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
-                                                         columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
-                                }
-                            }
+                            transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
+                                             acc: acc + 2 * bx * segment, plane: bandPixels, second: outputSecond,
+                                             quarters: narrow)
                         }
-                        transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
-                                         acc: acc + 2 * bx * segment, plane: bandPixels, second: outputSecond,
-                                         quarters: quarters)
+                        finish((band * bandPixels)..<((band + 1) * bandPixels), UnsafePointer(acc))
                     }
-                    finish((band * bandPixels)..<((band + 1) * bandPixels), UnsafePointer(acc))
+                }
+                if !w.lanes {
+                    run(lanes: false, narrow: false)
+                } else if quarters {
+                    run(lanes: true, narrow: true)
+                } else {
+                    run(lanes: true, narrow: false)
                 }
             }
         }

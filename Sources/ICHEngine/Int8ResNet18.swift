@@ -36,7 +36,8 @@ public struct Int8ResNet18: Sendable {
     /// The same limit for Winograd on arm64's GEMM tile (`WinogradWeights.lanes`, the Raspberry Pi 4 engine):
     /// layer4's three 3x3 convolutions too (2.36 million weights each; their 8 x 8 outputs run in blocks of 4 x 4
     /// tiles), 25 MB transformed in place of 7 MB of dot packing, +18 MB on a board with 1-8 GB, for 15.3 -> 10.5
-    /// ms each in the Pi 4 estimate (bench/README.md, "ARM").
+    /// ms each in the Pi 4 estimate (bench/README.md, "ARM"). Only in an engine of one thread: layer4 is one band
+    /// of tile rows, Winograd's unit of parallel work, so a split engine runs it direct (`WinogradWeights.takes`).
     public static let winogradLimitLanes = 1 << 22
 
     /// The most int32 accumulators one GEMM convolution holds at once (512 KiB): layer2's first convolution's
@@ -170,11 +171,11 @@ public struct Int8ResNet18: Sendable {
         let shapes = plannedInputSize.map { Self.convShapes(model, height: $0, width: $0) } ?? [:]
         var packed: [String: PackedConvWeights] = [:], transformed: [String: WinogradWeights] = [:]
         let useWinograd = winograd ?? ConvWinograd.preferred(with: kernel), lanes = ConvWinograd.prefersLanes
-        let limit = lanes ? Self.winogradLimitLanes : Self.winogradLimit
+        let limit = lanes ? Self.winogradLimitLanes : Self.winogradLimit, parts = parallel.count
         func take(_ conv: inout QuantizedConv, _ name: String) {
             // Planned: Winograd weights only where the planned shape runs them (a 224 px model gets none).
             if useWinograd && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= limit
-                && (shapes[name].map { WinogradWeights.applies($0, lanes: lanes) } ?? true) {
+                && (shapes[name].map { WinogradWeights.takes($0, lanes: lanes, parts: parts) } ?? true) {
                 transformed[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
             }
             if transformed[name] == nil || shapes[name] == nil {
@@ -396,7 +397,7 @@ public struct Int8ResNet18: Sendable {
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
         // Every accumulator and output byte is written by the kernels: no zero fill.
-        let transformed = winograd[name].flatMap { $0.runs(shape) ? $0 : nil }
+        let transformed = winograd[name].flatMap { $0.runs(shape, parts: parallel.count) ? $0 : nil }
         let weights = packed[name]  // present for every convolution that does not run as Winograd here (`run` checks the size)
         // Accumulators of at most `accumulatorBudget` values: larger layers (the stem) run in bands of rows.
         // (Winograd keeps a band's per parallel part in its scratch.)

@@ -43,8 +43,16 @@ public struct WinogradWeights: Sendable {
                 || (lanes && s.outHeight % 8 == 0 && s.outWidth % 8 == 0))
     }
 
-    /// Whether these weights run a convolution of shape `s` (`applies` with their GEMM).
-    public func runs(_ s: ReferenceKernels.ConvShape) -> Bool { Self.applies(s, lanes: lanes) }
+    /// Whether these weights run a convolution of shape `s` split `parts` ways (`takes` with their GEMM).
+    public func runs(_ s: ReferenceKernels.ConvShape, parts: Int = 1) -> Bool { Self.takes(s, lanes: lanes, parts: parts) }
+
+    /// Whether an engine splitting its work `parts` ways runs shape `s` as Winograd on the `lanes` GEMM or not:
+    /// where it `applies`, and with the lanes GEMM (arm64) only where there are at least as many bands of tile
+    /// rows as parts (the unit of parallel work: layer4 at 256 px is one band, layer3 four), so that a split
+    /// engine does not run a layer on one core that the direct kernel would split. x86's rule is unchanged.
+    public static func takes(_ s: ReferenceKernels.ConvShape, lanes: Bool, parts: Int) -> Bool {
+        applies(s, lanes: lanes) && (!lanes || ConvWinograd.bands(s) >= parts)
+    }
 
     /// `weights` OIHW 3x3, as in `QuantizedConv`.
     public init(weights: [Int8], outChannels: Int, inChannels: Int, lanes: Bool = ConvWinograd.prefersLanes) {
@@ -123,6 +131,9 @@ public enum ConvWinograd {
 
     /// Tile rows per block: 1 where a tile row holds whole 16-tile blocks (output width a multiple of 32), else 2
     /// (8 tiles from each of two tile rows) where the width is a multiple of 16 and the height of 4, else 4.
+    /// Bands of tile rows, the unit `convAccumulate` splits over its parts.
+    public static func bands(_ s: ReferenceKernels.ConvShape) -> Int { s.outHeight / 2 / bandRows(s) }
+
     static func bandRows(_ s: ReferenceKernels.ConvShape) -> Int {
         s.outWidth % 32 == 0 ? 1 : s.outWidth % 16 == 0 && s.outHeight % 4 == 0 ? 2 : 4
     }

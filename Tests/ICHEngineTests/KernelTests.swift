@@ -190,6 +190,13 @@ import Testing
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 30, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 16, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 12, inWidth: 8, outChannels: 4, kernel: 3, stride: 1, padding: 1), lanes: true))
+        // Split engines: the lanes GEMM (arm64) takes a shape only with at least one band of tile rows per part.
+        let layer3 = ReferenceKernels.ConvShape(inChannels: 256, inHeight: 16, inWidth: 16, outChannels: 256, kernel: 3, stride: 1, padding: 1)
+        let layer4 = ReferenceKernels.ConvShape(inChannels: 512, inHeight: 8, inWidth: 8, outChannels: 512, kernel: 3, stride: 1, padding: 1)
+        #expect(ConvWinograd.bands(layer3) == 4 && ConvWinograd.bands(layer4) == 1)
+        #expect(WinogradWeights.takes(layer4, lanes: true, parts: 1) && !WinogradWeights.takes(layer4, lanes: true, parts: 2))
+        #expect(WinogradWeights.takes(layer3, lanes: true, parts: 4) && !WinogradWeights.takes(layer3, lanes: true, parts: 5))
+        #expect(WinogradWeights.takes(layer3, lanes: false, parts: 5))  // x86's rule: unchanged
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 64, outChannels: 4, kernel: 3, stride: 2, padding: 1)))
     }
 

@@ -3,8 +3,9 @@
 # compiled for aarch64 with the shared a64 tool (cortex-a76 = Raspberry Pi 5 with sdot, generic armv8-a =
 # Raspberry Pi 4), linked without an aarch64 Swift runtime (scripts/arm/runtime_stubs.c implements the few
 # runtime calls the kernels make, gen_stubs.py makes the rest abort by name), run under qemu-user on the ResNet18
-# shapes and 300 random shapes (scripts/arm/driver.c: dot, pairs and Winograd against ReferenceKernels in-process,
+# shapes and 300 random shapes (scripts/arm/driver.c: dot, pairs and Winograd (both GEMM tiles) against ReferenceKernels in-process,
 # requantisation, max pool), and compared byte for byte with the same driver built natively for x86_64.
+#   Winograd runs with both GEMM tiles (the arm64 smlal lanes and the x86 vpmaddwd pairs) on every architecture.
 #   cortex-a76 build on qemu -cpu max and -cpu cortex-a76, armv8-a build on -cpu cortex-a72; the cortex-a76 build
 #   must die with SIGILL on -cpu cortex-a72 (proof that the sdot code really runs).
 # Installs qemu-user-static, gcc-aarch64-linux-gnu and libc6-dev-arm64-cross when missing (as root or via sudo).

@@ -12,7 +12,7 @@ public struct Int8ResNet18: Sendable {
     /// in an engine planned for one input size, those that run as Winograd at that size.
     let packed: [String: PackedConvWeights]
     /// Winograd F(2x2, 3x3) weights of the stride-1 3x3 convolutions small enough to afford them
-    /// (`winogradLimit`); used when the input shape allows (`WinogradWeights.applies`), else `packed`.
+    /// (`winogradLimit`); used when the input shape allows (`WinogradWeights.runs`), else `packed`.
     let winograd: [String: WinogradWeights]
     /// The input side the engine was planned for (nil: any).
     public let plannedInputSize: Int?
@@ -33,6 +33,12 @@ public struct Int8ResNet18: Sendable {
     /// weights, 8.4 MB transformed); layer4's would need 24 MB more. Measured on the bundled model with a real
     /// slice, one thread (bench/README.md): layer1 and layer2 20.4 ms, with layer3 18.0 ms.
     public static let winogradLimit = 1 << 20
+    /// The same limit for Winograd on arm64's GEMM tile (`WinogradWeights.lanes`, the Raspberry Pi 4 engine):
+    /// layer4's three 3x3 convolutions too (2.36 million weights each; their 8 x 8 outputs run in blocks of 4 x 4
+    /// tiles), 25 MB transformed in place of 7 MB of dot packing, +18 MB on a board with 1-8 GB, for 15.3 -> 10.5
+    /// ms each in the Pi 4 estimate (bench/README.md, "ARM"). Only in an engine of one thread: layer4 is one band
+    /// of tile rows, Winograd's unit of parallel work, so a split engine runs it direct (`WinogradWeights.takes`).
+    public static let winogradLimitLanes = 1 << 22
 
     /// The most int32 accumulators one GEMM convolution holds at once (512 KiB): layer2's first convolution's
     /// full plane at 256 px; the stem's (4 MiB) is computed in bands of rows instead.
@@ -129,13 +135,16 @@ public struct Int8ResNet18: Sendable {
     public var winogradLayers: [String] { winograd.keys.sorted() }
 
     /// `kernel`: the convolution inner kernel (default: the one that suits this machine's instructions;
-    /// every kernel gives the same bytes). `plannedInputSize`: the side of every input this engine will run
+    /// every kernel gives the same bytes). `winograd`: whether the 3x3 stride-1 convolutions run as Winograd
+    /// F(2x2, 3x3) where the shape allows (same bytes again; default `ConvWinograd.preferred(with: kernel)`: with
+    /// the pairs kernel, and with the dot kernel on arm64 without `sdot`, the Raspberry Pi 4). `plannedInputSize`: the side of every input this engine will run
     /// (the model's); convolutions that run as Winograd at that size then keep no second packing (2.8 MiB less
     /// for ResNet18 at 256 px), and other sizes are refused. Without it, any size runs.
     ///
     /// The model is consumed: each convolution's int8 weights are released as soon as they are packed, so a
     /// uniquely held model (as `SliceScorer` passes it) never has its weights in memory twice over (load peak).
-    public init(_ model: consuming QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native, plannedInputSize: Int? = nil) {
+    public init(_ model: consuming QuantizedResNet18, threads: Int = 1, kernel: ConvKernel = .native, winograd: Bool? = nil,
+                plannedInputSize: Int? = nil) {
         precondition(model.activationBits == 8 || model.hasWideShortcut, "12-bit activations need the int16 shortcut path")
         pool = WorkerPool(threads: threads)
         parallel = pool.kernelParallel
@@ -160,14 +169,16 @@ public struct Int8ResNet18: Sendable {
         self.wideScales = wideScales
         blockLayers = names
         let shapes = plannedInputSize.map { Self.convShapes(model, height: $0, width: $0) } ?? [:]
-        var packed: [String: PackedConvWeights] = [:], winograd: [String: WinogradWeights] = [:]
+        var packed: [String: PackedConvWeights] = [:], transformed: [String: WinogradWeights] = [:]
+        let useWinograd = winograd ?? ConvWinograd.preferred(with: kernel), lanes = ConvWinograd.prefersLanes
+        let limit = lanes ? Self.winogradLimitLanes : Self.winogradLimit, parts = parallel.count
         func take(_ conv: inout QuantizedConv, _ name: String) {
             // Planned: Winograd weights only where the planned shape runs them (a 224 px model gets none).
-            if kernel == .pairs && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= Self.winogradLimit
-                && (shapes[name].map(WinogradWeights.applies) ?? true) {
-                winograd[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
+            if useWinograd && conv.kernel == 3 && conv.stride == 1 && conv.padding == 1 && conv.weights.count <= limit
+                && (shapes[name].map { WinogradWeights.takes($0, lanes: lanes, parts: parts) } ?? true) {
+                transformed[name] = WinogradWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels)
             }
-            if winograd[name] == nil || shapes[name] == nil {
+            if transformed[name] == nil || shapes[name] == nil {
                 packed[name] = PackedConvWeights(weights: conv.weights, outChannels: conv.outChannels, inChannels: conv.inChannels,
                                                  kernel: conv.kernel, kind: kernel)
             }
@@ -181,7 +192,7 @@ public struct Int8ResNet18: Sendable {
             if model.blocks[i].downsample != nil { take(&model.blocks[i].downsample!, "\(name).downsample") }
         }
         self.packed = packed
-        self.winograd = winograd
+        self.winograd = transformed
         self.model = model
     }
 
@@ -386,7 +397,7 @@ public struct Int8ResNet18: Sendable {
                                                outChannels: layer.outChannels, kernel: layer.kernel, stride: layer.stride, padding: layer.padding)
         let plane = shape.outHeight * shape.outWidth
         // Every accumulator and output byte is written by the kernels: no zero fill.
-        let transformed = winograd[name].flatMap { WinogradWeights.applies(shape) ? $0 : nil }
+        let transformed = winograd[name].flatMap { $0.runs(shape, parts: parallel.count) ? $0 : nil }
         let weights = packed[name]  // present for every convolution that does not run as Winograd here (`run` checks the size)
         // Accumulators of at most `accumulatorBudget` values: larger layers (the stem) run in bands of rows.
         // (Winograd keeps a band's per parallel part in its scratch.)

@@ -28,18 +28,36 @@ public struct WinogradWeights: Sendable {
     /// For each of the 16 transform positions: for each tile of 4 output channels, for each channel pair,
     /// 4 x (U'[c], U'[c+1]) as int16, the pairs kernel's layout with K = input channels.
     let packed: [Int16]
+    /// Which GEMM tile multiplies the transforms (same layouts, same results): `ConvGEMM.tile4x16i16Lanes`
+    /// (AArch64's smlal shape) or `ConvGEMM.tile4x16i16` (x86's vpmaddwd pairs). Default: `ConvWinograd.prefersLanes`.
+    public let lanes: Bool
 
     /// Whether a convolution can run this way: 3x3, stride 1, padding 1, at most 1024 input channels (see the
     /// int32 argument above), and whole blocks: an even output height and a width that is a multiple of 32, or
-    /// a height that is a multiple of 4 and a width that is a multiple of 16.
-    public static func applies(_ s: ReferenceKernels.ConvShape) -> Bool {
+    /// a height that is a multiple of 4 and a width that is a multiple of 16; with the `lanes` GEMM (arm64) also
+    /// a height and width that are multiples of 8 (blocks of 4 x 4 tiles: layer4's 8 x 8 at 256 px; never tried
+    /// on x86, whose shapes stay as they were).
+    public static func applies(_ s: ReferenceKernels.ConvShape, lanes: Bool = false) -> Bool {
         s.kernel == 3 && s.stride == 1 && s.padding == 1 && s.inChannels <= 1024
-            && ((s.outHeight % 2 == 0 && s.outWidth % 32 == 0) || (s.outHeight % 4 == 0 && s.outWidth % 16 == 0))
+            && ((s.outHeight % 2 == 0 && s.outWidth % 32 == 0) || (s.outHeight % 4 == 0 && s.outWidth % 16 == 0)
+                || (lanes && s.outHeight % 8 == 0 && s.outWidth % 8 == 0))
+    }
+
+    /// Whether these weights run a convolution of shape `s` split `parts` ways (`takes` with their GEMM).
+    public func runs(_ s: ReferenceKernels.ConvShape, parts: Int = 1) -> Bool { Self.takes(s, lanes: lanes, parts: parts) }
+
+    /// Whether an engine splitting its work `parts` ways runs shape `s` as Winograd on the `lanes` GEMM or not:
+    /// where it `applies`, and with the lanes GEMM (arm64) only where there are at least as many bands of tile
+    /// rows as parts (the unit of parallel work: layer4 at 256 px is one band, layer3 four), so that a split
+    /// engine does not run a layer on one core that the direct kernel would split. x86's rule is unchanged.
+    public static func takes(_ s: ReferenceKernels.ConvShape, lanes: Bool, parts: Int) -> Bool {
+        applies(s, lanes: lanes) && (!lanes || ConvWinograd.bands(s) >= parts)
     }
 
     /// `weights` OIHW 3x3, as in `QuantizedConv`.
-    public init(weights: [Int8], outChannels: Int, inChannels: Int) {
+    public init(weights: [Int8], outChannels: Int, inChannels: Int, lanes: Bool = ConvWinograd.prefersLanes) {
         precondition(weights.count == outChannels * inChannels * 9)
+        self.lanes = lanes
         self.outChannels = outChannels
         self.inChannels = inChannels
         let pairs = (inChannels + 1) / 2
@@ -93,8 +111,32 @@ public struct WinogradWeights: Sendable {
 }
 
 public enum ConvWinograd {
-    /// Tile rows per block: 1 where a tile row holds whole 16-tile blocks (output width a multiple of 32), else 2.
-    static func bandRows(_ s: ReferenceKernels.ConvShape) -> Int { s.outWidth % 32 == 0 ? 1 : 2 }
+    /// Whether an engine whose direct convolutions use `kernel` runs the 3x3 stride-1 ones as Winograd where the
+    /// shape allows: always with the pairs kernel (x86: layer1 2.5 -> 2.1 ms, layer2 2.35 -> 1.38 ms per
+    /// convolution, bench/README.md); with the dot kernel only where it multiplies in int16 products (arm64
+    /// without `sdot`, the Raspberry Pi 4: Winograd's 2.25x fewer multiplies at 4 smlal MACs per cycle beat 5.6
+    /// direct MACs per cycle), not with `sdot` (Pi 5: 32 MACs per cycle direct; bench/README.md, "ARM").
+    public static func preferred(with kernel: ConvKernel) -> Bool {
+        kernel == .pairs || (kernel == .dot && ConvDot.prefersInt16Products)
+    }
+
+    /// Whether the GEMM runs on `ConvGEMM.tile4x16i16Lanes` by default: on arm64.
+    public static var prefersLanes: Bool {
+        #if arch(arm64)
+        true
+        #else
+        false
+        #endif
+    }
+
+    /// Tile rows per block: 1 where a tile row holds whole 16-tile blocks (output width a multiple of 32), else 2
+    /// (8 tiles from each of two tile rows) where the width is a multiple of 16 and the height of 4, else 4.
+    /// Bands of tile rows, the unit `convAccumulate` splits over its parts.
+    public static func bands(_ s: ReferenceKernels.ConvShape) -> Int { s.outHeight / 2 / bandRows(s) }
+
+    static func bandRows(_ s: ReferenceKernels.ConvShape) -> Int {
+        s.outWidth % 32 == 0 ? 1 : s.outWidth % 16 == 0 && s.outHeight % 4 == 0 ? 2 : 4
+    }
 
     /// Accumulators exactly as `ReferenceKernels.convAccumulate` computes them, for shapes where
     /// `WinogradWeights.applies`, delivered band by band: `finish(pixels, acc)` gets the accumulators of the
@@ -104,13 +146,15 @@ public enum ConvWinograd {
     public static func convAccumulate(_ s: ReferenceKernels.ConvShape, input: UnsafePointer<UInt8>, inZero: Int32,
                                       weights w: WinogradWeights, bias: UnsafePointer<Int32>, scratch: UnsafeMutablePointer<UInt8>,
                                       parallel: Parallel = .serial, finish: (Range<Int>, UnsafePointer<Int32>) -> Void) {
-        precondition(WinogradWeights.applies(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
+        precondition(w.runs(s) && w.inChannels == s.inChannels && w.outChannels == s.outChannels)
         let oh = s.outHeight, ow = s.outWidth
-        // Tiles per block segment (16 or 8), tile rows per block, and blocks per band of those tile rows.
+        // Tiles per block segment (16, 8 or 4), tile rows per block, and blocks per band of those tile rows.
         let bandRows = bandRows(s), segment = 16 / bandRows, blocksPerBand = ow / 2 / segment
         let bandPixels = w.bandPixels(s)
-        // Where a block's second 8 tiles are, from its first 8: in the split input (bytes) and in the output.
+        // Where a block's second 8 tiles are, from its first 8 (or each 4 from the previous 4, `quarters`): in the
+        // split input (bytes) and in the output.
         let inputSecond = segment == 16 ? 16 : 2 * splitRowBytes(s.inWidth), outputSecond = segment == 16 ? 16 : 2 * ow
+        let quarters = segment == 4
         let pairs = w.pairs, mt = PackedConvWeights.channelTile, channelTiles = (s.outChannels + mt - 1) / mt
         let perPosition = channelTiles * pairs * mt * 2
         // The input bordered, paired and split by column parity: every block then reads whole vectors.
@@ -122,22 +166,44 @@ public enum ConvWinograd {
                 let columns = buffers.assumingMemoryBound(to: Int16.self)
                 let m = (buffers + w.blockInputs * 2).assumingMemoryBound(to: Int32.self)
                 let acc = (buffers + w.blockInputs * 2 + w.blockAccumulators * 4).assumingMemoryBound(to: Int32.self)
-                for band in bands {
-                    let ty = band * bandRows
-                    for bx in 0..<blocksPerBand {
-                        transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
-                                        pairs: pairs, out: columns)
-                        for xi in 0..<16 {
-                            let v = UnsafePointer(columns + xi * pairs * 32)
-                            for tile in 0..<channelTiles {
-                                ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
-                                                     columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                // One copy of the band loop per GEMM tile and block shape, each with its choice as a constant (x86's
+                // pairs copy is then the code it was before the lanes tile and the 4 x 4-tile blocks existed).
+                @inline(__always) func run(lanes: Bool, narrow: Bool) {
+                    for band in bands {
+                        let ty = band * bandRows
+                        for bx in 0..<blocksPerBand {
+                            transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
+                                            quarters: narrow, pairs: pairs, out: columns)
+                            if lanes {
+                                for xi in 0..<16 {
+                                    let v = UnsafePointer(columns + xi * pairs * 32)
+                                    for tile in 0..<channelTiles {
+                                        ConvGEMM.tile4x16i16Lanes(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                                  columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                                    }
+                                }
+                            } else {
+                                for xi in 0..<16 {
+                                    let v = UnsafePointer(columns + xi * pairs * 32)
+                                    for tile in 0..<channelTiles {
+                                        ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
+                                                             columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                                    }
+                                }
                             }
+                            transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
+                                             acc: acc + 2 * bx * segment, plane: bandPixels, second: outputSecond,
+                                             quarters: narrow)
                         }
-                        transformOutputs(s, m: UnsafePointer(m), channelTiles: channelTiles, bias: bias,
-                                         acc: acc + 2 * bx * segment, plane: bandPixels, second: outputSecond)
+                        finish((band * bandPixels)..<((band + 1) * bandPixels), UnsafePointer(acc))
                     }
-                    finish((band * bandPixels)..<((band + 1) * bandPixels), UnsafePointer(acc))
+                }
+                if !w.lanes {
+                    run(lanes: false, narrow: false)
+                } else if quarters {
+                    run(lanes: true, narrow: true)
+                } else {
+                    run(lanes: true, narrow: false)
                 }
             }
         }
@@ -188,12 +254,21 @@ public enum ConvWinograd {
     /// plain vector adds. (Assembling the patches byte by byte here spent 60% of the convolution.)
     @inline(__always)
     static func transformInputs(_ s: ReferenceKernels.ConvShape, split: UnsafePointer<UInt8>, zero: Int32, ty: Int, tx0: Int,
-                                second: Int, pairs: Int, out: UnsafeMutablePointer<Int16>) {
+                                second: Int, quarters: Bool, pairs: Int, out: UnsafeMutablePointer<Int16>) {
         let rowBytes = splitRowBytes(s.inWidth), oddStart = rowBytes / 2, plane = (s.inHeight + 2) * rowBytes
         let z = SIMD32<Int16>(repeating: Int16(truncatingIfNeeded: zero))
         // Column q's bytes within a split row.
         let c0 = 2 * tx0, c1 = oddStart + 2 * tx0, c2 = 2 * tx0 + 2, c3 = oddStart + 2 * tx0 + 2
         @inline(__always) func lanes(_ p: UnsafePointer<UInt8>) -> SIMD32<Int16> {
+            if quarters {
+                // 4 tiles (8 bytes) from each of four tile rows `second` apart.
+                var r = SIMD32<Int16>()
+                for k in 0..<4 {
+                    let q = UnsafeRawPointer(p + k &* second).loadUnaligned(as: SIMD8<UInt8>.self)
+                    for i in 0..<8 { r[8 &* k &+ i] = Int16(q[i]) }
+                }
+                return r &- z
+            }
             // Element loops: LLVM makes them vpmovzxbw (the SIMD conversion initialisers become calls).
             let first = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<UInt8>.self)
             let last = UnsafeRawPointer(p + second).loadUnaligned(as: SIMD16<UInt8>.self)
@@ -233,7 +308,8 @@ public enum ConvWinograd {
     /// outputs are `second` further.
     @inline(__always)
     static func transformOutputs(_ s: ReferenceKernels.ConvShape, m: UnsafePointer<Int32>, channelTiles: Int,
-                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, plane: Int, second: Int) {
+                                 bias: UnsafePointer<Int32>, acc: UnsafeMutablePointer<Int32>, plane: Int, second: Int,
+                                 quarters: Bool) {
         let ow = s.outWidth, mt = PackedConvWeights.channelTile
         for o in 0..<s.outChannels {
             @inline(__always) func at(_ xi: Int) -> SIMD16<Int32> {
@@ -245,8 +321,8 @@ public enum ConvWinograd {
             let r0 = at(4) &- at(8) &- at(12), r1 = at(5) &- at(9) &- at(13)
             let r2 = at(6) &- at(10) &- at(14), r3 = at(7) &- at(11) &- at(15)
             let b = SIMD16<Int32>(repeating: bias[o])
-            put(((s0 &+ s1 &+ s2) &>> 2) &+ b, ((s1 &- s2 &- s3) &>> 2) &+ b, to: acc + o * plane, second: second)
-            put(((r0 &+ r1 &+ r2) &>> 2) &+ b, ((r1 &- r2 &- r3) &>> 2) &+ b, to: acc + o * plane + ow, second: second)
+            put(((s0 &+ s1 &+ s2) &>> 2) &+ b, ((s1 &- s2 &- s3) &>> 2) &+ b, to: acc + o * plane, second: second, quarters: quarters)
+            put(((r0 &+ r1 &+ r2) &>> 2) &+ b, ((r1 &- r2 &- r3) &>> 2) &+ b, to: acc + o * plane + ow, second: second, quarters: quarters)
         }
     }
 
@@ -254,11 +330,12 @@ public enum ConvWinograd {
     /// tiles and 16 more `second` further for the last 8. Built from lanes, 8 at a time: LLVM turns that into
     /// unpack instructions (a store loop stayed scalar).
     @inline(__always)
-    static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>, second: Int) {
+    /// `quarters`: each 4 tiles' 8 outputs `second` after the previous 4's.
+    static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>, second: Int, quarters: Bool) {
         for q in 0..<4 {
             let k = 4 * q
             let v = SIMD8<Int32>(left[k], right[k], left[k + 1], right[k + 1], left[k + 2], right[k + 2], left[k + 3], right[k + 3])
-            UnsafeMutableRawPointer(dst + (q / 2) * second + (q % 2) * 8).storeBytes(of: v, as: SIMD8<Int32>.self)
+            UnsafeMutableRawPointer(dst + (quarters ? q * second : (q / 2) * second + (q % 2) * 8)).storeBytes(of: v, as: SIMD8<Int32>.self)
         }
     }
 }

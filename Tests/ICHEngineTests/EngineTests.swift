@@ -137,30 +137,60 @@ enum Networks {
         }
     }
 
-    /// At 256 px layer1 runs 64 x 64, layer2 32 x 32 and layer3 16 x 16, where the x86 engine takes Winograd
-    /// F(2x2, 3x3) (and the stem runs in bands of rows); the dot-product engine never takes Winograd: both give
-    /// the same bits.
+    /// With arm64's GEMM tile (`WinogradWeights.lanes`) layer4's 8 x 8 convolutions too (blocks of 4 x 4 tiles).
+    static let winogradLayers = ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2",
+                                 "layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2",
+                                 "layer3.0.conv2", "layer3.1.conv1", "layer3.1.conv2"]
+        + (ConvWinograd.prefersLanes ? ["layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"] : [])
+
+    /// At 256 px layer1 runs 64 x 64, layer2 32 x 32 and layer3 16 x 16, where the x86 engine (pairs kernel) and
+    /// the Raspberry Pi 4 engine (dot kernel without `sdot`) take Winograd F(2x2, 3x3) (and the stem runs in
+    /// bands of rows); the Pi 5's and x86's dot-product engine does not. Every combination, and Winograd's GEMM on
+    /// either tile (arm64's smlal lanes, x86's vpmaddwd pairs), gives the same bits.
     @Test(arguments: [(false, 8), (true, 8), (true, 12)])
     func winogradLayersGiveTheSameBits(wide: Bool, bits: Int) throws {
         let p = try Networks.parameters(.torchvision, classes: 6, seed: 18)
         let q = Networks.quantized(p, wide: wide, bits: bits)
-        let pairs = Int8ResNet18(q, threads: 2, kernel: .pairs), dot = Int8ResNet18(q, kernel: .dot)
-        #expect(pairs.winogradLayers == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2",
-                                         "layer2.0.conv2", "layer2.1.conv1", "layer2.1.conv2",
-                                         "layer3.0.conv2", "layer3.1.conv1", "layer3.1.conv2"])
+        let pairs = Int8ResNet18(q, threads: 2, kernel: .pairs), dot = Int8ResNet18(q, kernel: .dot, winograd: false)
+        let dotWinograd = Int8ResNet18(q, threads: 2, kernel: .dot, winograd: true)
+        #expect(pairs.winogradLayers == Self.winogradLayers)
         #expect(dot.winogradLayers.isEmpty)
+        #expect(dotWinograd.winogradLayers == Self.winogradLayers)
         var spec = Preprocessing.rsna
         spec.outputSize = 256
         let slice = PhantomSeries(seed: 510, positive: true, size: 256).slices()[12].image
         let x = FeatureMap(SlicePreprocessor(spec).prepare(slice))
-        let a = pairs.run(x), b = dot.run(x)
+        let a = pairs.run(x), b = dot.run(x), d = dotWinograd.run(x)
         #expect(a.logits == b.logits)
         #expect(a.features == b.features)
+        #expect(d.logits == a.logits)
+        #expect(d.features == a.features)
         // Planned for 256 px (as SliceScorer plans it), the Winograd layers keep no direct packing: same bits.
         let planned = Int8ResNet18(q, threads: 2, kernel: .pairs, plannedInputSize: 256)
         let c = planned.run(x)
         #expect(c.logits == a.logits)
         #expect(c.features == a.features)
+    }
+
+    /// Which engines take Winograd by default: the pairs kernel (x86) always; the dot kernel only where it
+    /// multiplies in int16 products (arm64 without `sdot`: the Raspberry Pi 4 build), never with `sdot` (Pi 5) or
+    /// on x86 (where the dot kernel is only the ARM kernel under test). `winograd:` overrides either way.
+    @Test func winogradSelection() throws {
+        #expect(ConvWinograd.preferred(with: .pairs))
+        #expect(ConvWinograd.preferred(with: .dot) == ConvDot.prefersInt16Products)
+        #if arch(arm64)
+        #expect(WinogradWeights(weights: [Int8](repeating: 1, count: 9), outChannels: 1, inChannels: 1).lanes)
+        #else
+        #expect(!ConvWinograd.preferred(with: .dot))
+        #expect(!WinogradWeights(weights: [Int8](repeating: 1, count: 9), outChannels: 1, inChannels: 1).lanes)
+        #endif
+        let q = Networks.quantized(try Networks.parameters(.torchvision, classes: 2, seed: 20), wide: false, bits: 8)
+        #expect(Int8ResNet18(q, kernel: .pairs).winogradLayers == Self.winogradLayers)
+        #expect(Int8ResNet18(q, kernel: .dot).winogradLayers == (ConvDot.prefersInt16Products ? Self.winogradLayers : []))
+        #expect(Int8ResNet18(q, kernel: .dot, winograd: true).winogradLayers == Self.winogradLayers)
+        #expect(Int8ResNet18(q, kernel: .pairs, winograd: false).winogradLayers.isEmpty)
+        // Planned for 224 px, no layer fits Winograd's blocks (56, 28 and 14 wide): none is transformed.
+        #expect(Int8ResNet18(q, kernel: .dot, winograd: true, plannedInputSize: 224).winogradLayers.isEmpty)
     }
 
     /// A convolution over 12-bit activations is the exact Int64 sum of the contract, however the engine splits it

@@ -143,7 +143,9 @@ import Testing
     }
 
     /// Winograd F(2x2, 3x3) in integers gives the reference's accumulators bit for bit: odd channel counts,
-    /// extreme weights and inputs, every zero point kind, padding on all four sides, work split unevenly.
+    /// extreme weights and inputs, every zero point kind, padding on all four sides, work split unevenly; with
+    /// the GEMM on either tile (x86's vpmaddwd pairs, arm64's smlal lanes), and in 4 x 4-tile blocks (lanes only:
+    /// widths and heights that are multiples of 8, layer4's 8 x 8 with its 512 channels).
     @Test(arguments: [Shape(s: .init(inChannels: 5, inHeight: 6, inWidth: 32, outChannels: 6, kernel: 3, stride: 1, padding: 1)),
                       Shape(s: .init(inChannels: 64, inHeight: 8, inWidth: 64, outChannels: 64, kernel: 3, stride: 1, padding: 1)),
                       Shape(s: .init(inChannels: 128, inHeight: 4, inWidth: 32, outChannels: 9, kernel: 3, stride: 1, padding: 1)),
@@ -151,36 +153,50 @@ import Testing
                       // 300 channels make the int32 sums wrap for extreme values, which must not matter.
                       Shape(s: .init(inChannels: 256, inHeight: 16, inWidth: 16, outChannels: 12, kernel: 3, stride: 1, padding: 1)),
                       Shape(s: .init(inChannels: 5, inHeight: 8, inWidth: 48, outChannels: 7, kernel: 3, stride: 1, padding: 1)),
-                      Shape(s: .init(inChannels: 300, inHeight: 4, inWidth: 16, outChannels: 5, kernel: 3, stride: 1, padding: 1))])
+                      Shape(s: .init(inChannels: 300, inHeight: 4, inWidth: 16, outChannels: 5, kernel: 3, stride: 1, padding: 1)),
+                      Shape(s: .init(inChannels: 512, inHeight: 8, inWidth: 8, outChannels: 6, kernel: 3, stride: 1, padding: 1)),
+                      Shape(s: .init(inChannels: 7, inHeight: 16, inWidth: 24, outChannels: 5, kernel: 3, stride: 1, padding: 1))])
     func winogradMatchesReference(_ shape: Shape) {
         let s = shape.s
-        #expect(WinogradWeights.applies(s))
+        let narrow = s.outWidth % 16 != 0
+        #expect(WinogradWeights.applies(s, lanes: true))
+        #expect(WinogradWeights.applies(s) == !narrow)
         var rng = SeededGenerator(seed: UInt64(s.inChannels * 31 + s.outChannels))
         let input = (0..<(s.inChannels * s.inHeight * s.inWidth)).map { i in i % 13 == 0 ? UInt8(255) : i % 17 == 0 ? 0 : UInt8(truncatingIfNeeded: rng.next()) }
         let weights = (0..<(s.outChannels * s.inChannels * 9)).map { i in i % 7 == 0 ? Int8(127) : i % 11 == 0 ? Int8(-127) : Int8(Int(rng.next() % 255) - 127) }
         let bias = (0..<s.outChannels).map { _ in Int32(Int(rng.next() % 20001) - 10000) }
-        let packed = WinogradWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels)
-        for zero in [Int32(0), Int32(rng.next() % 256), 255] {
-            var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
-            ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
-            var got = [Int32](repeating: 0, count: expected.count)
-            var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
-            var finished: [Range<Int>] = []
-            // Bands arrive with their own accumulators (channel-major, the band's pixel count per channel).
-            let plane = s.outHeight * s.outWidth
-            ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, scratch: &scratch,
-                                        parallel: Self.uneven,
-                                        finish: { pixels, acc in
-                                            finished.append(pixels)
-                                            for o in 0..<s.outChannels {
-                                                for (j, p) in pixels.enumerated() { got[o * plane + p] = acc[o * pixels.count + j] }
-                                            }
-                                        })
-            #expect(got == expected, "zero point \(zero)")
-            #expect(finished.sorted { $0.lowerBound < $1.lowerBound }.reduce(0) { $0 == $1.lowerBound ? $1.upperBound : -1 } == plane)
+        for lanes in narrow ? [true] : [false, true] {
+            let packed = WinogradWeights(weights: weights, outChannels: s.outChannels, inChannels: s.inChannels, lanes: lanes)
+            for zero in [Int32(0), Int32(rng.next() % 256), 255] {
+                var expected = [Int32](repeating: 0, count: s.outChannels * s.outHeight * s.outWidth)
+                ReferenceKernels.convAccumulate(s, input: input, inZero: zero, weights: weights, bias: bias, acc: &expected)
+                var got = [Int32](repeating: 0, count: expected.count)
+                var scratch = [UInt8](repeating: 0, count: packed.scratchBytes(s, parts: Self.uneven.count))
+                var finished: [Range<Int>] = []
+                // Bands arrive with their own accumulators (channel-major, the band's pixel count per channel).
+                let plane = s.outHeight * s.outWidth
+                ConvWinograd.convAccumulate(s, input: input, inZero: zero, weights: packed, bias: bias, scratch: &scratch,
+                                            parallel: Self.uneven,
+                                            finish: { pixels, acc in
+                                                finished.append(pixels)
+                                                for o in 0..<s.outChannels {
+                                                    for (j, p) in pixels.enumerated() { got[o * plane + p] = acc[o * pixels.count + j] }
+                                                }
+                                            })
+                #expect(got == expected, "zero point \(zero), lanes \(lanes)")
+                #expect(finished.sorted { $0.lowerBound < $1.lowerBound }.reduce(0) { $0 == $1.lowerBound ? $1.upperBound : -1 } == plane)
+            }
         }
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 30, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 16, outChannels: 4, kernel: 3, stride: 1, padding: 1)))
+        #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 12, inWidth: 8, outChannels: 4, kernel: 3, stride: 1, padding: 1), lanes: true))
+        // Split engines: the lanes GEMM (arm64) takes a shape only with at least one band of tile rows per part.
+        let layer3 = ReferenceKernels.ConvShape(inChannels: 256, inHeight: 16, inWidth: 16, outChannels: 256, kernel: 3, stride: 1, padding: 1)
+        let layer4 = ReferenceKernels.ConvShape(inChannels: 512, inHeight: 8, inWidth: 8, outChannels: 512, kernel: 3, stride: 1, padding: 1)
+        #expect(ConvWinograd.bands(layer3) == 4 && ConvWinograd.bands(layer4) == 1)
+        #expect(WinogradWeights.takes(layer4, lanes: true, parts: 1) && !WinogradWeights.takes(layer4, lanes: true, parts: 2))
+        #expect(WinogradWeights.takes(layer3, lanes: true, parts: 4) && !WinogradWeights.takes(layer3, lanes: true, parts: 5))
+        #expect(WinogradWeights.takes(layer3, lanes: false, parts: 5))  // x86's rule: unchanged
         #expect(!WinogradWeights.applies(.init(inChannels: 4, inHeight: 6, inWidth: 64, outChannels: 4, kernel: 3, stride: 2, padding: 1)))
     }
 

@@ -9,7 +9,8 @@ usage: profile.py BUILD MCPU [--detail LAYER] [--ghz F]
        profile.py --loops FILE.s MCPU      llvm-mca cycles per iteration of ConvDot's multiplying inner loops
 Prints per layer: instructions and llvm-mca cycles per real layer (scaled from the ROWS simulated output rows),
 split into the dot inner loop, the rest of the dot kernel (per-tile setup, reductions, stores), im2col, border
-(the HWC copy), libc, requantisation; and the bytes each layer moves (weights, input, int32 accumulators, output)."""
+(the HWC copy), Winograd's GEMM loop, transforms and split copy (for the layers that run as Winograd:
+ConvWinograd.preferred(with: .dot) on this build, or WINOGRAD=1/0 in estimate.sh), libc, requantisation; and the bytes each layer moves (weights, input, int32 accumulators, output)."""
 import bisect, collections, json, os, re, subprocess, sys
 
 # name: (inC, outH, outW, outC, k, stride, pad, count in the network)
@@ -20,9 +21,14 @@ LAYERS = {"stem": (3, 128, 128, 64, 7, 2, 3, 1), "layer1": (64, 64, 64, 64, 3, 1
           "layer4.0.conv1": (256, 8, 8, 512, 3, 2, 1, 1), "layer4.conv": (512, 8, 8, 512, 3, 1, 1, 3),
           "layer4.ds": (256, 8, 8, 512, 1, 2, 0, 1)}
 MCA = os.environ.get("LLVM_MCA", "/usr/lib/llvm-19/bin/llvm-mca")
+ROWS = int(os.environ.get("ROWS", "4"))
+def rows(oh):
+    """Output rows simulated: ROWS, or the whole layer where it has at most 8 (layer4: its 8 x 8 outputs run as
+    Winograd only in whole 4 x 4-tile blocks)."""
+    return oh if oh <= 8 else ROWS
 if sys.argv[1] == "--layers":
     for name, (inC, oh, ow, outC, k, st, p, _) in LAYERS.items():
-        print(name, inC, oh, ow, outC, k, st, p)
+        print(name, inC, oh, ow, outC, k, st, p, rows(oh))
     sys.exit(0)
 if sys.argv[1] == "--loops":
     path, mcpu = sys.argv[2], sys.argv[3]
@@ -37,7 +43,7 @@ if sys.argv[1] == "--loops":
     if func: funcs.append((func, body))
     mult = re.compile(r"^\s+(sdot|smull2?|smlal2?|sadalp|mla|mul)\s")
     for func, body in funcs:
-        if "ConvDot" not in func: continue
+        if "ConvDot" not in func and "ConvWinograd" not in func: continue
         labels = {m.group(1): i for i, l in enumerate(body) for m in [re.match(r"^(\.LBB\w+):", l)] if m}
         for i, l in enumerate(body):
             m = re.match(r"^\s+(b\.\w+|b|cbnz|cbz)\s+.*?(\.LBB\w+)\s*$", l)
@@ -69,7 +75,7 @@ detail = sys.argv[sys.argv.index("--detail") + 1] if "--detail" in sys.argv else
 ghz = float(sys.argv[sys.argv.index("--ghz") + 1]) if "--ghz" in sys.argv else (2.4 if build == "cortex-a76" else 1.8)
 binary = f"{build_dir}/prof-a64-{build}"
 OBJDUMP = os.environ.get("OBJDUMP", "/opt/swift/usr/bin/llvm-objdump")
-ROWS = int(os.environ.get("ROWS", "4"))
+TAG = os.environ.get("PROFILE_TAG", "")  # estimate.sh's WINOGRAD what-ifs
 
 # Symbols, and the binary's code as LLVM assembly text, by address.
 syms = []
@@ -101,6 +107,10 @@ def group(sym, block):
         # The K loop: one block that multiplies (sdot, or smull for the Pi 4 build) and branches back to itself.
         return "dot inner loop" if any(i.startswith(("sdot", "smull", "smlal")) for i in block) and len(block) <= 48 else "dot kernel other"
     if "ConvGEMM.convAccumulate" in d: return "convAccumulate setup"
+    if "ConvWinograd" in d and "splitPairs" in d: return "wino split"
+    if "ConvWinograd" in d:
+        # The GEMM's K loop (smlal on arm64) as above; the rest is the input and output transforms and their loops.
+        return "wino GEMM loop" if any(i.startswith(("smlal", "smull", "sdot")) for i in block) and len(block) <= 48 else "wino transforms"
     return "other " + d[:60]
 
 cache_path = f"{build_dir}/mca-cache-{build}-{mcpu}.json"
@@ -117,14 +127,15 @@ def cycles(pc, n):
     return cache[key]
 
 total = collections.Counter(); tot_mac = 0
-print(f"{build} build, llvm-mca -mcpu={mcpu}; per real layer (x{ROWS} rows scaled), cycles in millions")
-groups_order = ["dot inner loop", "dot kernel other", "im2col", "border", "libc memset", "libc memcpy", "convAccumulate setup", "requantize"]
+print(f"{build}{TAG} build, llvm-mca -mcpu={mcpu}; per real layer (x{ROWS} rows scaled), cycles in millions")
+groups_order = ["dot inner loop", "dot kernel other", "im2col", "border", "wino GEMM loop", "wino transforms", "wino split",
+                "libc memset", "libc memcpy", "convAccumulate setup", "requantize"]
 print(f"{'layer':15} {'n':>2} {'MMAC':>7} {'Minstr':>7} {'Mcyc':>7} {'MAC/cyc':>7} {'ms@'+str(ghz):>7} | " + " ".join(f"{g[:12]:>12}" for g in groups_order) + " | other")
 traffic = {}; per_layer = {}
 for name, (inC, oh, ow, outC, k, st, pad, count) in LAYERS.items():
-    path = f"{build_dir}/prof-{build}/{name}.tsv"
+    path = f"{build_dir}/prof-{build}{TAG}/{name}.tsv"
     if not os.path.exists(path): continue
-    scale = oh / ROWS
+    scale = oh / rows(oh)
     by_group = collections.Counter(); instr = 0; blocks = collections.Counter()
     for line in open(path):
         phase, pc, n, c = line.split("\t"); phase, pc, n, c = int(phase), int(pc, 16), int(n), int(c)
@@ -161,7 +172,7 @@ for name, t in traffic.items():
     per_layer[name]["bytes"] = dict(zip(("weights", "input", "accumulators", "output", "im2col"), t))
 json.dump({"build": build, "mcpu": mcpu, "ghz": ghz, "rows": ROWS, "total_mcycles": cyc / 1e6, "total_ms": cyc / ghz / 1e6,
            "groups": {g: v / 1e6 for g, v in total.items()}, "layers": per_layer},
-          open(f"{build_dir}/estimate-{build}.json", "w"), indent=1)
+          open(f"{build_dir}/estimate-{build}{TAG}.json", "w"), indent=1)
 print("bytes per layer (KiB): weights, input, int32 accumulators written + read, output, im2col written + read")
 for name, t in traffic.items():
     print(f"    {name:15} x{LAYERS[name][7]} " + " ".join(f"{v / 1024:8.0f}" for v in t))

@@ -5,8 +5,9 @@
 // this file changes with it. (Started from ../shared/tools/arm, now the project's own.)
 
 /// kind: 0 reference, 1 dot (ARM default; int16 products where this build prefers them and the weights allow),
-/// 2 pairs (x86 default), 3 Winograd F(2x2,3x3), 4 dot with int32 products (sdot / smull + saddw), 5 dot with
-/// int16 products. Returns 0 on success, -1 if the kind does not apply (shape, or a -128 weight for kind 5).
+/// 2 pairs (x86 default), 3 Winograd F(2x2,3x3) on the smlal-shaped GEMM (arm64's, with its 4 x 4-tile blocks),
+/// 4 dot with int32 products (sdot / smull + saddw), 5 dot with int16 products, 6 Winograd on the vpmaddwd-shaped
+/// GEMM (x86's). Returns 0 on success, -1 if the kind does not apply (shape, or a -128 weight for kind 5).
 @_cdecl("ichk_conv")
 public func ichk_conv(_ kind: Int32, _ inC: Int, _ h: Int, _ w: Int, _ outC: Int, _ k: Int, _ stride: Int, _ pad: Int,
                       _ input: UnsafePointer<UInt8>, _ inZero: Int32, _ weights: UnsafePointer<Int8>,
@@ -26,10 +27,10 @@ public func ichk_conv(_ kind: Int32, _ inC: Int, _ h: Int, _ w: Int, _ outC: Int
         defer { scratch.deallocate() }
         ConvGEMM.convAccumulate(s, input: input, inZero: inZero, weights: packed, bias: bias, acc: acc, scratch: scratch)
         return 0
-    case 3:
-        guard WinogradWeights.applies(s) else { return -1 }
+    case 3, 6:
+        guard WinogradWeights.applies(s, lanes: kind == 3) else { return -1 }
         let wts = Array(UnsafeBufferPointer(start: weights, count: outC * inC * k * k))
-        let ww = WinogradWeights(weights: wts, outChannels: outC, inChannels: inC)
+        let ww = WinogradWeights(weights: wts, outChannels: outC, inChannels: inC, lanes: kind == 3)
         let bytes = ww.scratchBytes(s)
         let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes)
         defer { scratch.deallocate() }
@@ -86,9 +87,14 @@ public func ichk_maxpool(_ input: UnsafePointer<UInt8>, _ channels: Int, _ h: In
 @_silgen_name("ichk_mark")
 func ichk_mark(_ phase: Int32)
 
-/// One convolution the way the engine runs it on ARM (dot kernel), for an instruction profile under qemu:
-/// weights packed first (model load, not counted), ichk_mark(1), ConvGEMM.convAccumulate, ichk_mark(2),
-/// requantisation of the whole plane to bytes with a byte residual (the block-output case), ichk_mark(3).
+/// One convolution the way the engine runs it on ARM (dot kernel, or Winograd where the engine takes it), for an
+/// instruction profile under qemu: weights packed first (model load, not counted), ichk_mark(1),
+/// ConvGEMM.convAccumulate, ichk_mark(2), requantisation of the whole plane to bytes with a byte residual (the
+/// block-output case), ichk_mark(3). Winograd instead: ichk_mark(1), ConvWinograd.convAccumulate with each band
+/// requantised as it is handed over (as the engine does; profile.py counts the band requantisation, inside the
+/// convolution's phase, as requantisation), ichk_mark(2), ichk_mark(3).
+/// `winograd`: -1 as the engine chooses on this build (`ConvWinograd.preferred(with: .dot)`, the shape, and
+/// Int8ResNet18.winogradLimitLanes' 2^22 weights), 0 never, 1 wherever the shape allows.
 /// Unoptimised on purpose: it then calls the kernels' out-of-line entry points exactly as ICHEngine (another
 /// module) does, instead of inlining and specialising them for this call.
 @_cdecl("ichk_profile_conv")
@@ -96,8 +102,20 @@ func ichk_mark(_ phase: Int32)
 public func ichk_profile_conv(_ inC: Int, _ h: Int, _ w: Int, _ outC: Int, _ k: Int, _ stride: Int, _ pad: Int,
                               _ input: UnsafePointer<UInt8>, _ inZero: Int32, _ weights: UnsafePointer<Int8>,
                               _ bias: UnsafePointer<Int32>, _ acc: UnsafeMutablePointer<Int32>, _ scales: UnsafePointer<Float>,
-                              _ residual: UnsafePointer<UInt8>, _ out: UnsafeMutablePointer<UInt8>) {
+                              _ residual: UnsafePointer<UInt8>, _ out: UnsafeMutablePointer<UInt8>, _ winograd: Int32) {
     let s = ReferenceKernels.ConvShape(inChannels: inC, inHeight: h, inWidth: w, outChannels: outC, kernel: k, stride: stride, padding: pad)
+    let engineTakes = ConvWinograd.preferred(with: .dot) && outC * inC * k * k <= 1 << 22
+    if WinogradWeights.applies(s, lanes: ConvWinograd.prefersLanes) && (winograd == 1 || (winograd == -1 && engineTakes)) {
+        let ww = profileWinogradPack(weights, outC, inC)
+        let scratch = profileWinogradScratch(ww, s)
+        let plane = s.outHeight * s.outWidth
+        ichk_mark(1)
+        ConvWinograd.convAccumulate(s, input: input, inZero: inZero, weights: ww, bias: bias, scratch: scratch, parallel: profileParallel,
+                                    finish: { pixels, band in profileRequantizeBand(band, outC, plane, pixels, scales, residual, out) })
+        ichk_mark(2)
+        ichk_mark(3)
+        return
+    }
     let packed = profilePack(weights, outC, inC, k)
     let scratch = profileScratch(packed, s)
     ichk_mark(1)
@@ -116,6 +134,25 @@ func profileFinish(_ pixels: Range<Int>) {}
 func profilePack(_ weights: UnsafePointer<Int8>, _ outC: Int, _ inC: Int, _ k: Int) -> PackedConvWeights {
     let wts = Array(UnsafeBufferPointer(start: weights, count: outC * inC * k * k))
     return PackedConvWeights(weights: wts, outChannels: outC, inChannels: inC, kernel: k, kind: .dot)
+}
+
+@inline(never)
+func profileWinogradPack(_ weights: UnsafePointer<Int8>, _ outC: Int, _ inC: Int) -> WinogradWeights {
+    WinogradWeights(weights: Array(UnsafeBufferPointer(start: weights, count: outC * inC * 9)), outChannels: outC, inChannels: inC)
+}
+
+@inline(never)
+func profileWinogradScratch(_ w: WinogradWeights, _ s: ReferenceKernels.ConvShape) -> UnsafeMutablePointer<UInt8> {
+    UnsafeMutablePointer<UInt8>.allocate(capacity: w.scratchBytes(s))
+}
+
+/// A Winograd band's requantisation as the engine's `finish` does it (accumulators of the band only).
+@inline(never)
+func profileRequantizeBand(_ acc: UnsafePointer<Int32>, _ outC: Int, _ plane: Int, _ pixels: Range<Int>, _ scales: UnsafePointer<Float>,
+                           _ residual: UnsafePointer<UInt8>, _ out: UnsafeMutablePointer<UInt8>) {
+    let bytes = ReferenceKernels.ByteTarget(data: out, scales: scales, clamp: OutputClamp(zero: 0, relu: true), residualScale: 0.5)
+    ReferenceKernels.requantizePlanes(acc: acc, channels: outC, plane: plane, residual: .bytes(residual, zero: 3), bytes: bytes,
+                                      pixels: pixels, accBand: (pixels.lowerBound, pixels.count))
 }
 
 @inline(never)

@@ -32,11 +32,15 @@ static const Case cases[] = {
     {"layer1-3x3",      64, 32, 32,  64, 3, 1, 1, 255},   // Winograd shape
     {"layer2.0.conv1", 64, 32, 32, 128, 3, 2, 1,  3},
     {"downsample1x1",  128, 16, 16, 256, 1, 2, 0, 90},
+    {"layer2-3x3",     128, 16, 32,  64, 3, 1, 1, 44},   // Winograd shape (rows and outC cut for qemu)
     {"layer3-3x3",     256, 16, 16,  64, 3, 1, 1, 17},   // outC cut to 64 to keep qemu short
-    {"layer4-3x3",     512,  8,  8,  64, 3, 1, 1, 200},   // K = 4608, outC cut to 64 to keep qemu short
+    {"layer4-3x3",     512,  8,  8,  64, 3, 1, 1, 200},   // K = 4608, outC cut to 64 to keep qemu short; Winograd (4x4 tiles)
+    {"narrow3x3",       24, 16, 24,  11, 3, 1, 1,  5},    // Winograd in 4 x 4-tile blocks, 3 per band
 };
-#define KINDS 6
-static const char *kinds[KINDS] = {"reference", "dot", "pairs", "winograd", "dot-i32", "dot-i16"};
+// winograd: on arm64's GEMM tile (smlal lanes; also 4 x 4-tile blocks, layer4's 8 x 8); wino-pairs: on x86's
+// (vpmaddwd pairs). Both run on every architecture.
+#define KINDS 7
+static const char *kinds[KINDS] = {"reference", "dot", "pairs", "winograd", "dot-i32", "dot-i16", "wino-pairs"};
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
@@ -103,6 +107,7 @@ int main(int argc, char **argv) {
         int k = ks[next() % 4], stride = 1 + next() % 3, pad = next() % (k / 2 + 1);
         int inC = 1 + next() % 70, outC = 1 + next() % 37, h = k + next() % 20, w = k + next() % 20, zero = next() % 256;
         if (n % 5 == 0) { k = 3; stride = 1; pad = 1; h = 4 * (1 + next() % 4); w = 16 * (1 + next() % 2); }  // Winograd shapes
+        if (n % 10 == 5) { h = 8 * (1 + next() % 2); w = 8 * (1 + next() % 3); }  // 4 x 4-tile blocks (lanes GEMM only)
         int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
         size_t nin = (size_t)inC * h * w, nw = (size_t)outC * inC * k * k, nacc = (size_t)outC * oh * ow;
         uint8_t *in = malloc(nin); int8_t *wt = malloc(nw); int32_t *bias = malloc(4 * outC);

@@ -12,8 +12,7 @@ import ICHPreprocessing
 /// on patients.
 public enum CommissioningCheck {
     /// Series seeds kept apart from every seed the shipped model's training, validation and test used
-    /// (100000..., 200000..., 300000...; see the Makefile's model target). The series are of the varied family
-    /// (docs/phantoms.md), the bundled model's own kind.
+    /// (100000..., 200000..., 300000...; see the Makefile's model target).
     public static let positiveSeed: UInt64 = 900_001
     public static let negativeSeed: UInt64 = 900_002
 
@@ -39,7 +38,7 @@ public enum CommissioningCheck {
     /// daemon's rule with `adjacentSlices` (its `decision.adjacent_slices`).
     public static func run(scorer: SliceScorer, workFolder: String, adjacentSlices: Int = 2) throws(DicomWriter.WriteError) -> Outcome {
         func check(seed: UInt64, positive: Bool, name: String) throws(DicomWriter.WriteError) -> SeriesOutcome {
-            let series = PhantomSeries(seed: seed, positive: positive, family: .varied)
+            let series = PhantomSeries(seed: seed, positive: positive)
             let folder = (workFolder as NSString).appendingPathComponent(name)
             try? FileManager.default.removeItem(atPath: folder)
             try series.write(to: folder)

@@ -1,9 +1,9 @@
 import Foundation
 
 extension HeadPhantom {
-    /// Which generator draws the head. `varied` (VariedFamily.swift) is what the bundled model is trained,
-    /// validated and tested on; `standard` is the first, simple generator (the first bundled model's family, and
-    /// the tests' series); `heldOut` is a structurally different family kept out of training entirely (docs/phantoms.md): other
+    /// Which generator draws the head. `standard` is what the bundled model was trained, validated and tested
+    /// on; `varied` (VariedFamily.swift) draws anatomy, confounders, acquisition and noise per series (issue 20's
+    /// candidate model is trained on it, models/candidate-varied); `heldOut` is a structurally different family kept out of training entirely (docs/phantoms.md): other
     /// head shapes, cortex with irregular gyral folding, correlated (kernel-like) noise of varying dose, and
     /// high densities that are not blood (dense falx and superior sagittal sinus, pineal, choroid plexus and
     /// basal ganglia calcifications, beam-hardening streaks at the skull base). Bleeds are placed as in the

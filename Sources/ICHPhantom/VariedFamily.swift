@@ -1,8 +1,8 @@
 import Foundation
 import ICHIngest
 
-/// The varied family (`HeadPhantom.Family.varied`, docs/phantoms.md): the family the bundled model is trained,
-/// validated and tested on since issue 20. Every series draws its own anatomy, densities, confounders,
+/// The varied family (`HeadPhantom.Family.varied`, docs/phantoms.md): what issue 20's candidate model is trained,
+/// validated and tested on (`make model-candidate`). Every series draws its own anatomy, densities, confounders,
 /// acquisition and noise (domain randomisation in the generator), so that no cheap cue of one generator (a
 /// smooth ellipse, regular sulci, white noise, the absence of dense non-blood structures) separates bleeding
 /// from not bleeding. Bleeds are placed by the standard family's rules (their labels mean the same), then

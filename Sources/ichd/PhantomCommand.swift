@@ -31,8 +31,8 @@ struct PhantomCommand: ParsableCommand {
     @Option(help: "Fraction of series with a bleed (ignored with --positive).")
     var positiveRate: Double = 0.5
 
-    @Option(help: "Generator family: varied (the default: domain-randomised anatomy, confounders, acquisition and noise; what the bundled model is trained on), standard (the first, simple generator) or heldout (a structurally different family kept out of training; docs/phantoms.md).")
-    var family: HeadPhantom.Family = .varied
+    @Option(help: "Generator family: standard (the default: what the bundled model was trained on), varied (domain-randomised anatomy, confounders, acquisition and noise; issue 20's candidate model is trained on it) or heldout (a structurally different family kept out of training; docs/phantoms.md).")
+    var family: HeadPhantom.Family = .standard
 
     @Flag(help: "Every series has a bleed (a known-positive series for commissioning).")
     var positive = false

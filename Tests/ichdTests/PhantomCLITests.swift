@@ -8,12 +8,12 @@ import Testing
 
     func run(_ arguments: String...) throws -> Int32 { try runICHD(arguments).status }
 
-    /// `--family`: varied by default (the bundled model's kind), standard and heldout (docs/phantoms.md), each
+    /// `--family`: standard by default (the bundled model's kind), varied and heldout (docs/phantoms.md), each
     /// with its own UIDs; a family name not known is refused.
     @Test func families() throws {
         #expect(try run("phantom", "--out", dir.file("h"), "--series", "1", "--seed", "400000", "--family", "heldout", "--positive") == 0)
-        #expect(try run("phantom", "--out", dir.file("s"), "--series", "1", "--seed", "400000", "--family", "standard", "--positive") == 0)
-        #expect(try run("phantom", "--out", dir.file("v"), "--series", "1", "--seed", "400000", "--positive") == 0)
+        #expect(try run("phantom", "--out", dir.file("s"), "--series", "1", "--seed", "400000", "--positive") == 0)
+        #expect(try run("phantom", "--out", dir.file("v"), "--series", "1", "--seed", "400000", "--family", "varied", "--positive") == 0)
         let h = try DicomSliceReader(path: dir.file("h/series-001/010.dcm")).header
         let s = try DicomSliceReader(path: dir.file("s/series-001/010.dcm")).header
         let v = try DicomSliceReader(path: dir.file("v/series-001/010.dcm")).header

@@ -174,20 +174,15 @@ public enum ConvWinograd {
                         for bx in 0..<blocksPerBand {
                             transformInputs(s, split: split, zero: inZero, ty: ty, tx0: bx * segment, second: inputSecond,
                                             quarters: narrow, pairs: pairs, out: columns)
-                            if lanes {
-                                for xi in 0..<16 {
-                                    let v = UnsafePointer(columns + xi * pairs * 32)
-                                    for tile in 0..<channelTiles {
-                                        ConvGEMM.tile4x16i16Lanes(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
-                                                                  columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
-                                    }
-                                }
-                            } else {
-                                for xi in 0..<16 {
-                                    let v = UnsafePointer(columns + xi * pairs * 32)
-                                    for tile in 0..<channelTiles {
-                                        ConvGEMM.tile4x16i16(pairs: pairs, weights: packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2,
-                                                             columns: v, out: m + (xi * channelTiles + tile) * mt * 16)
+                            for xi in 0..<16 {
+                                let v = UnsafePointer(columns + xi * pairs * 32)
+                                for tile in 0..<channelTiles {
+                                    let weights = packed.baseAddress! + xi * perPosition + tile * pairs * mt * 2
+                                    let out = m + (xi * channelTiles + tile) * mt * 16
+                                    if lanes {
+                                        ConvGEMM.tile4x16i16Lanes(pairs: pairs, weights: weights, columns: v, out: out)
+                                    } else {
+                                        ConvGEMM.tile4x16i16(pairs: pairs, weights: weights, columns: v, out: out)
                                     }
                                 }
                             }
@@ -329,8 +324,8 @@ public enum ConvWinograd {
     /// 16 tiles' left and right outputs of one row, interleaved into 16 consecutive accumulators for the first 8
     /// tiles and 16 more `second` further for the last 8. Built from lanes, 8 at a time: LLVM turns that into
     /// unpack instructions (a store loop stayed scalar).
-    @inline(__always)
     /// `quarters`: each 4 tiles' 8 outputs `second` after the previous 4's.
+    @inline(__always)
     static func put(_ left: SIMD16<Int32>, _ right: SIMD16<Int32>, to dst: UnsafeMutablePointer<Int32>, second: Int, quarters: Bool) {
         for q in 0..<4 {
             let k = 4 * q

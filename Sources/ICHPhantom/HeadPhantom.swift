@@ -122,7 +122,7 @@ public struct HeadPhantom: Sendable {
 
     public func sliceZ(_ index: Int) -> Double { zBottom + Double(index) * spacing }
 
-    /// The slice at `index`, `size` pixels a side over a 250 mm field of view, the subtypes whose pixels were
+    /// The slice at `index`, `size` pixels a side over `fieldOfView` (250 mm but in the varied family), the subtypes whose pixels were
     /// drawn (a label is what was drawn, not what was intended), and how many blood pixels each subtype drew.
     public func render(slice index: Int, size: Int) -> (image: HounsfieldImage, subtypes: Set<Subtype>, bloodPixels: [Subtype: Int]) {
         if let varied { return renderVaried(varied, slice: index, size: size) }

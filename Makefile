@@ -135,7 +135,8 @@ clean:
 # Issue 20's candidate, not shipped (models/candidate-varied/README.md says why): the shipped model fine-tuned on
 # the varied phantom family (docs/phantoms.md) with domain randomisation, converted as the shipped model is, and
 # evaluated on varied-family test series and on the held-out family (never trained, validated or calibrated on).
-# About 45 minutes on 2 cores; the reports land in models/candidate-varied/, the model files in .cache.
+# About 80-90 minutes on 2 cores (phantoms 27, training 48, conversion 4, evaluation about 10, as measured on
+# 2026-12-07 with other work sharing the cores); the reports land in models/candidate-varied/, the model files in .cache.
 CANDIDATE_DATA := .cache/phantom-data-varied
 CANDIDATE_RUN := .cache/training-run/candidate-varied
 CANDIDATE := models/candidate-varied

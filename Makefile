@@ -141,6 +141,8 @@ CANDIDATE_DATA := .cache/phantom-data-varied
 CANDIDATE_RUN := .cache/training-run/candidate-varied
 CANDIDATE := models/candidate-varied
 CANDIDATE_ARGS ?= --seed 0 --epochs-small 3 --epochs 3
+# The out-of-distribution ensemble (docs/model-ood.md, "Per-layer summaries"): every stage's output, mean and sd.
+OOD_LAYERS := stem,layer1.1,layer2.1,layer3.1,layer4.1
 model-candidate: build $(TRAIN_VENV)/.installed
 	[ -f $(CANDIDATE_DATA)/train/labels.csv ] || $(ICHD) phantom --family varied --out $(CANDIDATE_DATA)/train --series 200 --seed 100000
 	[ -f $(CANDIDATE_DATA)/val/labels.csv ] || $(ICHD) phantom --family varied --out $(CANDIDATE_DATA)/val --series 40 --seed 200000
@@ -155,7 +157,8 @@ model-candidate: build $(TRAIN_VENV)/.installed
 	$(ICHD) convert $(CANDIDATE_RUN)/ichd-phantom-resnet18.safetensors --out $(CANDIDATE_RUN)/ichd-phantom-resnet18.ichm \
 		--calibrate $(CANDIDATE_DATA)/val --holdout $(CANDIDATE_DATA)/test --thresholds $$(cat $(CANDIDATE)/thresholds.txt) \
 		--weight-rounding nearest --equalize off --activation-bits 8 --report $(CANDIDATE)/conversion-report.json \
-		--ood-fit $(CANDIDATE_DATA)/train --ood-validate $(CANDIDATE_DATA)/val --temperature-labels $(CANDIDATE_DATA)/val/labels.csv
+		--ood-fit $(CANDIDATE_DATA)/train --ood-validate $(CANDIDATE_DATA)/val --temperature-labels $(CANDIDATE_DATA)/val/labels.csv \
+		--ood-layers $(OOD_LAYERS) --ood-statistic mean+sd
 	$(ICHD) eval --model $(CANDIDATE_RUN)/ichd-phantom-resnet18.ichm --images $(CANDIDATE_DATA)/test \
 		--labels $(CANDIDATE_DATA)/test/labels.csv --reference $(CANDIDATE_RUN)/ichd-phantom-resnet18.safetensors \
 		--threads 2 --json > $(CANDIDATE)/eval-int8.json

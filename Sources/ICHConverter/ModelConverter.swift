@@ -67,6 +67,12 @@ public struct ConversionOptions: Sendable {
     public var oodSamples = 2000
     /// The threshold: this quantile of the validation slices' distances.
     public var oodQuantile = 0.995
+    /// Activations (engine names: "stem", "maxpool", "layer1.0" ... "layer4.1") whose per-channel statistics get
+    /// a summary each, read together as the `ood` score (`OODEnsemble`, metadata key `ood_layers`); empty: the
+    /// layer4 summary alone, as before. Needs `oodFitDirectory`.
+    public var oodLayers: [String] = []
+    /// The statistic of each of those layers: "mean" or "mean+sd".
+    public var oodStatistic = "mean"
     /// Labels of the validation slices (label key -> class name -> positive): with them, the converter fits a
     /// temperature calibration of the probabilities on those slices (`ProbabilityCalibration`); nil: none.
     public var temperatureLabels: [String: [String: Bool]]?
@@ -113,7 +119,21 @@ public struct ConversionReport: Codable, Sendable {
     public var heldOutSet: SetAgreement?
     /// The out-of-distribution summary's figures (its arrays are in the model only); nil without one.
     public var ood: OODReport?
+    /// The per-layer summaries' figures; nil without them.
+    public var oodLayers: OODLayersReport?
     public var probabilityCalibration: ProbabilityCalibration?
+
+    public struct OODLayersReport: Codable, Sendable {
+        public var method: String
+        public var components: [OODReport]
+        public var threshold: Double
+        public var thresholdRule: String
+        public var validationScores: [String: Double]
+
+        enum CodingKeys: String, CodingKey {
+            case method, components, threshold, thresholdRule = "threshold_rule", validationScores = "validation_scores"
+        }
+    }
 
     public struct OODReport: Codable, Sendable {
         public var method: String
@@ -142,7 +162,7 @@ public struct ConversionReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case weights, sourceSHA256 = "source_sha256", layout, classNames = "class_names", calibration, warnings, layers
-        case calibrationSet = "calibration_set", heldOutSet = "held_out_set", ood
+        case calibrationSet = "calibration_set", heldOutSet = "held_out_set", ood, oodLayers = "ood_layers"
         case probabilityCalibration = "probability_calibration"
     }
 }
@@ -457,7 +477,7 @@ public enum ModelConverter {
         if summary.synthetic { card += " " + syntheticWarning + "." }
         // The out-of-distribution summary, from the int8 network's own features.
         // The temperature calibration, on the same validation slices' int8 logits.
-        var ood: OODSummary?, probabilityCalibration: ProbabilityCalibration?
+        var ood: OODSummary?, oodLayers: OODEnsemble?, probabilityCalibration: ProbabilityCalibration?
         var validationSamples: [OODFit.Sample] = []
         if options.oodFitDirectory != nil || options.temperatureLabels != nil {
             guard let validationDirectory = options.oodValidationDirectory ?? options.calibrationDirectory else {
@@ -465,7 +485,7 @@ public enum ModelConverter {
             }
             let engine = Int8ResNet18(network, threads: options.threads)
             let validation = try OODFit.samples(directory: validationDirectory, pipeline: pipeline, engine: engine,
-                                                limit: options.oodSamples, log: log)
+                                                limit: options.oodSamples, statistics: Set(options.oodLayers), log: log)
             validationSamples = validation
             if let labels = options.temperatureLabels {
                 let labelled = validation.filter { labels[$0.key] != nil }
@@ -485,8 +505,18 @@ public enum ModelConverter {
         if let fitDirectory = options.oodFitDirectory {
             let validationDirectory = options.oodValidationDirectory ?? options.calibrationDirectory!
             let engine = Int8ResNet18(network, threads: options.threads)
-            let fit = try OODFit.features(directory: fitDirectory, pipeline: pipeline, engine: engine, limit: options.oodSamples, log: log)
+            let fitSamples = try OODFit.samples(directory: fitDirectory, pipeline: pipeline, engine: engine, limit: options.oodSamples,
+                                                statistics: Set(options.oodLayers), log: log)
+            let fit = fitSamples.map(\.features)
             let validation = validationSamples.map(\.features)
+            if !options.oodLayers.isEmpty {
+                let e = try OODFit.ensemble(fit: fitSamples, validation: validationSamples,
+                                            components: options.oodLayers.map { ($0, options.oodStatistic) },
+                                            quantile: options.oodQuantile, fitSource: fitDirectory, validationSource: validationDirectory)
+                log("out-of-distribution layers: " + e.components.map { "\($0.layer) \($0.statistic) threshold " + String(format: "%.2f", $0.threshold) }
+                    .joined(separator: ", ") + String(format: "; combined threshold %.3f", e.threshold) + " (\(e.thresholdRule))")
+                oodLayers = e
+            }
             let summary = try OODFit.summary(fit: fit, validation: validation, quantile: options.oodQuantile,
                                              fitSource: fitDirectory, validationSource: validationDirectory)
             log(String(format: "out-of-distribution summary: shrinkage %.4f, threshold %.2f", summary.shrinkage, summary.threshold)
@@ -508,11 +538,16 @@ public enum ModelConverter {
                 activations: network.activations, wideActivations: network.hasWideShortcut ? network.wideActivations : nil),
             calibration: summary, sourceSHA256: sha, converterVersion: version, created: creationTime(), modelCard: card)
         metadata.ood = ood
+        metadata.oodLayers = oodLayers
         metadata.probabilityCalibration = probabilityCalibration
         var report = ConversionReport(weights: options.weightsPath, sourceSHA256: sha, layout: parameters.head.layout, classNames: classes,
                                       calibration: summary, warnings: warnings, layers: layers,
                                       calibrationSet: calibrationAgreement, heldOutSet: heldOutAgreement)
         report.ood = ood.map(ConversionReport.OODReport.init)
+        report.oodLayers = oodLayers.map { e in
+            ConversionReport.OODLayersReport(method: e.method, components: e.components.map(ConversionReport.OODReport.init),
+                                             threshold: e.threshold, thresholdRule: e.thresholdRule, validationScores: e.validationScores)
+        }
         report.probabilityCalibration = probabilityCalibration
         return (ModelFile(metadata: metadata, network: network), report)
     }

@@ -17,15 +17,22 @@ public enum OODFit {
         try samples(directory: directory, pipeline: pipeline, engine: engine, limit: limit, log: log).map(\.features)
     }
 
-    /// One scored slice: its pooled features, its logits and the key its labels are filed under.
+    /// One scored slice: its pooled features, the channel statistics asked for, its logits and the key its labels
+    /// are filed under.
     public struct Sample: Sendable {
         public var features: [Float]
+        public var statistics: [String: ChannelStatistics] = [:]
         public var logits: [Float]
         public var key: String
+
+        public init(features: [Float], statistics: [String: ChannelStatistics] = [:], logits: [Float], key: String) {
+            (self.features, self.statistics, self.logits, self.key) = (features, statistics, logits, key)
+        }
     }
 
+    /// `statistics`: the activations whose channel statistics each sample keeps (for `ensemble`).
     public static func samples(directory: String, pipeline: SlicePipeline, engine: Int8ResNet18, limit: Int,
-                               log: (String) -> Void) throws(ConversionError) -> [Sample] {
+                               statistics: Set<String> = [], log: (String) -> Void) throws(ConversionError) -> [Sample] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ConversionError("out-of-distribution folder \(directory) does not exist")
@@ -42,8 +49,9 @@ public enum OODFit {
         for slice in chosen {
             pipeline.process(path: slice.file, frames: slice.frame.map { $0..<($0 + 1) }) { result in
                 if case .ready(_, let input?) = result.outcome {
-                    let run = engine.run(FeatureMap(input))
-                    out.append(Sample(features: SliceScorer.pooledFeatures(run.features), logits: run.logits, key: result.labelKey))
+                    let run = engine.run(FeatureMap(input), statistics: statistics)
+                    out.append(Sample(features: SliceScorer.pooledFeatures(run.features), statistics: run.channelStatistics,
+                                      logits: run.logits, key: result.labelKey))
                 }
             }
             if out.count % 250 == 0 { log("  out-of-distribution features, \(directory): \(out.count)/\(chosen.count)") }
@@ -74,6 +82,43 @@ public enum OODFit {
         s.validationDistances = ["p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": distances.last!,
                                  "fit_p50": fitDistances[fitDistances.count / 2], "fit_max": fitDistances.last!]
         return s
+    }
+
+    /// One summary per (layer, statistic) in `components`, each with its own threshold at `quantile` of the
+    /// validation slices' distances, read as one score whose threshold is `quantile` of the validation slices'
+    /// largest ratios (`OODEnsemble`): the validation slices out of distribution stay 1 - `quantile`.
+    public static func ensemble(fit: [Sample], validation: [Sample], components: [(layer: String, statistic: String)],
+                                quantile: Double, fitSource: String, validationSource: String) throws(ConversionError) -> OODEnsemble {
+        guard !components.isEmpty else { throw ConversionError("out-of-distribution layers: none given") }
+        var summaries: [OODSummary] = []
+        for (layer, statistic) in components {
+            guard fit.allSatisfy({ $0.statistics[layer] != nil }), validation.allSatisfy({ $0.statistics[layer] != nil }) else {
+                throw ConversionError("out-of-distribution layers: no statistics of \(layer) (not an activation the engine names)")
+            }
+            guard OODSummary.statistics.contains(statistic) else {
+                throw ConversionError("out-of-distribution statistic \(statistic): one of \(OODSummary.statistics.joined(separator: ", "))")
+            }
+            var s = try summary(fit: fit.map { $0.statistics[layer]!.vector(statistic) },
+                                validation: validation.map { $0.statistics[layer]!.vector(statistic) },
+                                quantile: quantile, fitSource: fitSource, validationSource: validationSource)
+            s.layer = layer
+            s.statistic = statistic
+            s.features = "\(layer) per-channel \(statistic), \(s.dimension) features (int8 engine, dequantised)"
+            summaries.append(s)
+        }
+        var e = OODEnsemble(components: summaries, threshold: 1, thresholdRule: "", validationScores: [:])
+        let ratios = validation.map { v in e.ratio { v.statistics[$0.layer]!.vector($0.statistic) } }.sorted()
+        func at(_ q: Double) -> Double { ratios[min(ratios.count - 1, Int((q * Double(ratios.count - 1)).rounded()))] }
+        e.threshold = at(quantile)
+        e.thresholdRule = String(format: "%g", 100 * quantile)
+            + "th percentile of the largest component ratio (distance / the component's own threshold) of \(validation.count) validation slices"
+        var scores = ["p50": at(0.5) / e.threshold, "p99": at(0.99) / e.threshold, "max": ratios.last! / e.threshold]
+        for c in summaries {
+            let over = validation.filter { c.score($0.statistics[c.layer]!.vector(c.statistic)) >= 1 }.count
+            scores["share_over.\(c.layer).\(c.statistic)"] = Double(over) / Double(validation.count)
+        }
+        e.validationScores = scores
+        return e
     }
 
     /// The sample mean, and the covariance shrunk towards mu I (mu its mean variance) by the Ledoit-Wolf

@@ -37,3 +37,50 @@ public typealias ActivationObserver = (String, FeatureMap) -> Void
 
 /// Gets each layer's name, wall time and multiply-accumulate count as an executor runs it.
 public typealias LayerProfiler = (String, Duration, Int) -> Void
+
+/// Per channel, the mean and the standard deviation of an activation over its plane: what the
+/// out-of-distribution ensemble (`OODEnsemble`) reads of a layer.
+public struct ChannelStatistics: Sendable, Equatable {
+    public var means: [Float]
+    public var deviations: [Float]
+
+    public init(means: [Float], deviations: [Float]) {
+        self.means = means
+        self.deviations = deviations
+    }
+
+    /// The feature vector of an `OODSummary.statistic`: "mean" (the means), "mean+sd" (means, then deviations).
+    public func vector(_ statistic: String) -> [Float] { statistic == "mean" ? means : means + deviations }
+
+    /// From per-channel sums of values and of their squares over `count` values each, with the affine map
+    /// real = scale x (value - zero) (zero 0 for the symmetric int16 path).
+    init(sums: [Double], squares: [Double], count: Int, scale: Float, zero: Double = 0) {
+        let n = Double(count)
+        means = sums.map { Float(Double(scale) * ($0 / n - zero)) }
+        deviations = zip(sums, squares).map { s, q in
+            let m = s / n
+            return Float(Double(scale) * max(0, q / n - m * m).squareRoot())
+        }
+    }
+}
+
+extension FeatureMap {
+    /// This map's per-channel statistics (the float engine's; double accumulation).
+    public var channelStatistics: ChannelStatistics {
+        let plane = height * width
+        var sums = [Double](repeating: 0, count: channels), squares = sums
+        values.withUnsafeBufferPointer { v in
+            for c in 0..<channels {
+                var s = 0.0, q = 0.0
+                for i in (c * plane)..<((c + 1) * plane) {
+                    let x = Double(v[i])
+                    s += x
+                    q += x * x
+                }
+                sums[c] = s
+                squares[c] = q
+            }
+        }
+        return ChannelStatistics(sums: sums, squares: squares, count: plane, scale: 1)
+    }
+}

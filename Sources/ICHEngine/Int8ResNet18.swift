@@ -222,6 +222,8 @@ public struct Int8ResNet18: Sendable {
         public var logits: [Float]
         /// layer4's output, dequantised: what class activation maps are made of.
         public var features: FeatureMap
+        /// Per-channel statistics of the activations `run` was asked for (`statistics`), by name.
+        public var channelStatistics: [String: ChannelStatistics] = [:]
     }
 
     /// A quantised tensor on its way through the network, held in workspace slots: as bytes or (a model with
@@ -253,6 +255,36 @@ public struct Int8ResNet18: Sendable {
                 values = UnsafeBufferPointer(start: b.data, count: count).map { b.q.dequantize($0) }
             }
             return FeatureMap(channels: channels, height: height, width: width, values: values)
+        }
+
+        /// Per-channel mean and standard deviation, from the int16 view when there is one (as the pool reads),
+        /// else the byte or 12-bit codes: integer sums over the plane, exact, then the affine map of the codes.
+        func channelStatistics() -> ChannelStatistics {
+            let plane = height * width
+            var sums = [Double](repeating: 0, count: channels), squares = sums
+            @inline(__always) func moments<T: FixedWidthInteger>(_ data: UnsafeMutablePointer<T>) {
+                for c in 0..<channels {
+                    let p = data + c * plane
+                    // Squares of 8-, 12- and 16-bit codes fit 32 bits; their plane sums need 64.
+                    var s: Int64 = 0, q: Int64 = 0
+                    for i in 0..<plane {
+                        let v = Int32(truncatingIfNeeded: p[i])
+                        s &+= Int64(v)
+                        q &+= Int64(v &* v)
+                    }
+                    sums[c] = Double(s)
+                    squares[c] = Double(q)
+                }
+            }
+            if let wide {
+                moments(wide.data)
+                return ChannelStatistics(sums: sums, squares: squares, count: plane, scale: wide.q.scale)
+            } else if let fine {
+                moments(fine.data)
+                return ChannelStatistics(sums: sums, squares: squares, count: plane, scale: fine.q.scale, zero: Double(fine.q.zeroPoint))
+            }
+            moments(bytes!.data)
+            return ChannelStatistics(sums: sums, squares: squares, count: plane, scale: bytes!.q.scale, zero: Double(bytes!.q.zeroPoint))
         }
 
         /// What a residual add reads: the int16 view when there is one.
@@ -290,8 +322,10 @@ public struct Int8ResNet18: Sendable {
     }
 
     /// Runs the network. `observe` sees dequantised activations; `profile` gets each layer's name, wall time and
-    /// multiply-accumulates (for `ichd bench`).
-    public func run(_ input: FeatureMap, observe: ActivationObserver? = nil, profile: LayerProfiler? = nil) -> Output {
+    /// multiply-accumulates (for `ichd bench`); `statistics` names the activations ("stem", "maxpool", block
+    /// outputs "layer1.0" ... "layer4.1") whose per-channel statistics the output carries.
+    public func run(_ input: FeatureMap, observe: ActivationObserver? = nil, profile: LayerProfiler? = nil,
+                    statistics: Set<String> = []) -> Output {
         if let side = plannedInputSize {
             precondition(input.height == side && input.width == side,
                          "engine planned for \(side) x \(side) inputs, given \(input.height) x \(input.width)")
@@ -315,8 +349,11 @@ public struct Int8ResNet18: Sendable {
         observe?("input", x.dequantized())
         x = timed("stem", profile) { conv(x, model.stem, "stem", output: a["stem"]!, relu: true, live: x.bits) }
         observe?("stem", x.dequantized())
+        var channelStatistics: [String: ChannelStatistics] = [:]
+        if statistics.contains("stem") { channelStatistics["stem"] = x.channelStatistics() }
         x = timed("maxpool", profile) { maxPool(x) }
         observe?("maxpool", x.dequantized())
+        if statistics.contains("maxpool") { channelStatistics["maxpool"] = x.channelStatistics() }
         for (i, block) in model.blocks.enumerated() {
             let names = blockLayers[i]
             let mid = timed(names.conv1, profile) { conv(x, block.conv1, names.conv1, output: a[names.conv1]!, relu: true, live: x.bits) }
@@ -334,6 +371,7 @@ public struct Int8ResNet18: Sendable {
                      live: mid.bits | shortcut.bits)
             }
             observe?(names.output, x.dequantized())
+            if statistics.contains(names.output) { channelStatistics[names.output] = x.channelStatistics() }
         }
         // The int16 view (when there is one) is what the pool reads, so heatmaps show the same features.
         let features = x.dequantized(preferWide: true)
@@ -352,7 +390,7 @@ public struct Int8ResNet18: Sendable {
             observe?("head.fc1", .vector(hidden))
             logits = timed("head.fc2", profile) { FloatResNet18.linear(hidden, fc2, relu: false) }
         }
-        return Output(logits: logits, features: features)
+        return Output(logits: logits, features: features, channelStatistics: channelStatistics)
     }
 
     /// Times `body` when profiling; the MACs come from the tensor it returns and the layer's shape.

@@ -15,8 +15,8 @@ public struct SliceScore: Sendable {
     /// Activation maps for the requested classes.
     public var heatmaps: [Heatmap]
     /// How unlike the model's training slices this one is: the Mahalanobis distance of its pooled features as a
-    /// multiple of the model's threshold (`OODSummary`), so 1 and above is out of distribution; nil when the
-    /// model carries no summary.
+    /// multiple of the model's threshold (`OODSummary`), or the largest of several layers' (`OODEnsemble`, when
+    /// the model has one), so 1 and above is out of distribution; nil when the model carries no summary.
     public var ood: Float?
     /// True when the slice is out of distribution: its probabilities are not evidence of anything.
     public var isOutOfDistribution: Bool { (ood ?? 0) >= 1 }
@@ -54,8 +54,12 @@ public struct SliceScorer: Sendable {
     /// The thresholds as the model states them, on the uncalibrated scale.
     public private(set) var uncalibratedThresholds: [Float]
     public let preprocessing: Preprocessing
-    /// The model's training-feature summary (nil: no `ood` scores).
+    /// The model's training-feature summary of layer4 (nil: no `ood` scores, unless `oodLayers`).
     public let oodSummary: OODSummary?
+    /// The model's per-layer summaries; when present the `ood` score is theirs (`OODEnsemble`).
+    public let oodLayers: OODEnsemble?
+    /// The activations whose channel statistics the ensemble reads.
+    let statisticLayers: Set<String>
     let head: HeadWeights
 
     public var engineName: String {
@@ -74,6 +78,8 @@ public struct SliceScorer: Sendable {
         probabilityCalibration = nil
         preprocessing = model.metadata.preprocessing
         oodSummary = model.metadata.ood
+        oodLayers = model.metadata.oodLayers
+        statisticLayers = Set(oodLayers?.layers ?? [])
         head = HeadWeights(model.network)
         let calibration = model.metadata.probabilityCalibration, raw = model.metadata.thresholds
         let side = model.metadata.inputSize
@@ -82,9 +88,12 @@ public struct SliceScorer: Sendable {
     }
 
     /// A float reference scorer straight from trained weights (RSNA class names for 6 outputs, thresholds 0.5).
-    public init(parameters: ResNet18Parameters, preprocessing: Preprocessing = .rsna, ood: OODSummary? = nil) {
+    public init(parameters: ResNet18Parameters, preprocessing: Preprocessing = .rsna, ood: OODSummary? = nil,
+                oodLayers: OODEnsemble? = nil) {
         engine = .float(FloatResNet18(parameters))
         oodSummary = ood
+        self.oodLayers = oodLayers
+        statisticLayers = Set(oodLayers?.layers ?? [])
         let n = parameters.numClasses
         classNames = RSNALabels.defaultClassNames(count: n)
         thresholds = [Float](repeating: 0.5, count: n)
@@ -129,17 +138,26 @@ public struct SliceScorer: Sendable {
     /// Scores one normalised input; `heatmapClasses` picks the classes to map (e.g. the positives).
     public func score(_ input: FeatureMap, heatmaps: (SliceScore) -> [Int] = { _ in [] }) -> SliceScore {
         let logits: [Float], features: FeatureMap
+        var statistics: [String: ChannelStatistics] = [:]
         switch engine {
         case .int8(let e):
-            let out = e.run(input)
-            (logits, features) = (out.logits, out.features)
+            let out = e.run(input, statistics: statisticLayers)
+            (logits, features, statistics) = (out.logits, out.features, out.channelStatistics)
         case .float(let e):
-            let out = e.run(input)
+            let wanted = statisticLayers
+            let out = e.run(input, observe: wanted.isEmpty ? nil : { name, map in
+                if wanted.contains(name) { statistics[name] = map.channelStatistics }
+            })
             (logits, features) = (out.logits, out.features)
         }
+        let ood: Double?
+        if let oodLayers {
+            ood = oodLayers.score { statistics[$0.layer]!.vector($0.statistic) }
+        } else {
+            ood = oodSummary.map { $0.score(Self.pooledFeatures(features)) }
+        }
         var result = SliceScore(classNames: classNames, logits: logits, probabilities: probabilities(logits),
-                                thresholds: thresholds, heatmaps: [],
-                                ood: oodSummary.map { Float($0.score(Self.pooledFeatures(features))) })
+                                thresholds: thresholds, heatmaps: [], ood: ood.map(Float.init))
         result.heatmaps = heatmaps(result).map { ClassActivationMap.compute(features: features, head: head, classIndex: $0) }
         return result
     }

@@ -20,6 +20,9 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     /// The training features' summary for the out-of-distribution score; nil in files written without it (and
     /// before it existed): such a model scores as before and reports no `ood`.
     public var ood: OODSummary?
+    /// Per-layer summaries read as one score (`OODEnsemble`); when present the `ood` score is the ensemble's, and
+    /// `ood` (layer4) stays for readers before this key. nil in files written without it.
+    public var oodLayers: OODEnsemble?
     /// Temperature calibration of the probabilities (nil: the network's sigmoid as it is, as before it existed).
     public var probabilityCalibration: ProbabilityCalibration?
     public var tensors: [TensorEntry] = []
@@ -44,7 +47,7 @@ public struct ModelMetadata: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case architecture, head, classNames = "class_names", preprocessing, thresholds, quantization, calibration
         case sourceSHA256 = "source_sha256", converterVersion = "converter_version", created, modelCard = "model_card", tensors
-        case ood, probabilityCalibration = "probability_calibration"
+        case ood, oodLayers = "ood_layers", probabilityCalibration = "probability_calibration"
     }
 }
 
@@ -283,6 +286,18 @@ public struct ModelFile: Sendable {
             if let problem = ood.problem { throw ModelFileError("out-of-distribution summary: \(problem)") }
             guard ood.dimension == 512 else {
                 throw ModelFileError("out-of-distribution summary of \(ood.dimension) features; ResNet18 pools 512")
+            }
+        }
+        if let ensemble = metadata.oodLayers {
+            if let problem = ensemble.problem { throw ModelFileError("out-of-distribution layers: \(problem)") }
+            for c in ensemble.components {
+                guard let channels = ResNet18Parameters.channels(of: c.layer) else {
+                    throw ModelFileError("out-of-distribution layers: ResNet18 has no activation \(c.layer) to take statistics of")
+                }
+                let expected = c.statistic == "mean" ? channels : 2 * channels
+                guard c.dimension == expected else {
+                    throw ModelFileError("out-of-distribution layers: \(c.layer) \(c.statistic) has \(c.dimension) features; \(channels) channels give \(expected)")
+                }
             }
         }
         if let c = metadata.probabilityCalibration {

@@ -13,6 +13,13 @@ public struct OODSummary: Codable, Sendable, Equatable {
     public var method: String
     /// What the features are: "layer4 global average pool (int8 engine, dequantised)".
     public var features: String
+    /// The activation the features are taken from, by the engines' names ("stem", "layer1.1", ..., "layer4.1").
+    /// "layer4.1" in files written before the key (stored only when it is another).
+    public var layer: String
+    /// Which per-channel statistics of that activation, in this order: "mean" (its global average pool, one
+    /// value per channel), or "mean+sd" (the mean, then the standard deviation over the plane: 2 x channels).
+    /// "mean" in files written before the key (stored only when it is another).
+    public var statistic: String
     public var dimension: Int
     public var mean: [Float]
     /// Row-major dimension x dimension, symmetric.
@@ -31,11 +38,17 @@ public struct OODSummary: Codable, Sendable, Equatable {
     /// Distances on the validation slices ("p50", "p99", "max", ...), for the record.
     public var validationDistances: [String: Double]
 
-    public init(method: String = "mahalanobis", features: String, mean: [Float], precision: [Float], shrinkage: Double,
+    public static let defaultLayer = "layer4.1", defaultStatistic = "mean"
+    public static let statistics = ["mean", "mean+sd"]
+
+    public init(method: String = "mahalanobis", features: String, layer: String = defaultLayer, statistic: String = defaultStatistic,
+                mean: [Float], precision: [Float], shrinkage: Double,
                 threshold: Double, thresholdRule: String, fitSamples: Int, fitSource: String, validationSamples: Int,
                 validationSource: String, validationDistances: [String: Double]) {
         self.method = method
         self.features = features
+        self.layer = layer
+        self.statistic = statistic
         self.dimension = mean.count
         self.mean = mean
         self.precision = precision
@@ -50,7 +63,7 @@ public struct OODSummary: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case method, features, dimension, mean, precision, shrinkage, threshold, thresholdRule = "threshold_rule"
+        case method, features, layer, statistic, dimension, mean, precision, shrinkage, threshold, thresholdRule = "threshold_rule"
         case fitSamples = "fit_samples", fitSource = "fit_source", validationSamples = "validation_samples"
         case validationSource = "validation_source", validationDistances = "validation_distances"
     }
@@ -59,6 +72,8 @@ public struct OODSummary: Codable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         method = try c.decode(String.self, forKey: .method)
         features = try c.decode(String.self, forKey: .features)
+        layer = try c.decodeIfPresent(String.self, forKey: .layer) ?? Self.defaultLayer
+        statistic = try c.decodeIfPresent(String.self, forKey: .statistic) ?? Self.defaultStatistic
         dimension = try c.decode(Int.self, forKey: .dimension)
         mean = try Self.floats(c.decode(String.self, forKey: .mean), key: .mean, in: c)
         precision = try Self.floats(c.decode(String.self, forKey: .precision), key: .precision, in: c)
@@ -76,6 +91,9 @@ public struct OODSummary: Codable, Sendable, Equatable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(method, forKey: .method)
         try c.encode(features, forKey: .features)
+        // The defaults are left out, so a layer4 summary is stored byte for byte as before the keys existed.
+        if layer != Self.defaultLayer { try c.encode(layer, forKey: .layer) }
+        if statistic != Self.defaultStatistic { try c.encode(statistic, forKey: .statistic) }
         try c.encode(dimension, forKey: .dimension)
         try c.encode(Self.base64(mean), forKey: .mean)
         try c.encode(Self.base64(precision), forKey: .precision)
@@ -110,6 +128,7 @@ public struct OODSummary: Codable, Sendable, Equatable {
         guard dimension >= 1, mean.count == dimension, precision.count == dimension * dimension else {
             return "mean and precision do not match dimension \(dimension)"
         }
+        guard Self.statistics.contains(statistic) else { return "statistic \(statistic); this ichd knows \(Self.statistics.joined(separator: ", "))" }
         guard (mean + precision).allSatisfy(\.isFinite) else { return "NaN or infinite values" }
         guard threshold > 0, threshold.isFinite else { return "threshold must be positive" }
         return nil
@@ -146,4 +165,62 @@ public struct OODSummary: Codable, Sendable, Equatable {
 
     /// The slice's `ood` score: its distance as a multiple of the threshold (1 and above: out of distribution).
     public func score(_ x: [Float]) -> Double { distance(x) / threshold }
+}
+
+/// Several Mahalanobis summaries, one per layer, read as one score (Lee et al. 2018's feature ensemble, without
+/// its logistic weights: those need out-of-distribution examples to fit, and any we could choose would be the
+/// ones we then report on). Each component's distance is divided by its own validation threshold, the slice's
+/// score is the largest of those ratios divided by `threshold` (chosen on the same validation slices), so 1 is
+/// again the boundary. Early layers see intensity and texture, layer4 what the classifier reads: a slice whose
+/// texture is unlike the training slices' stands out in the first even where its layer4 features do not.
+///
+/// Stored under its own metadata key (`ood_layers`, docs/model-format.md) beside the layer4 summary (`ood`):
+/// readers before it score `ood` from layer4 alone, as before; readers after it score the ensemble.
+public struct OODEnsemble: Codable, Sendable, Equatable {
+    /// "max of normalised mahalanobis"
+    public var method: String
+    public var components: [OODSummary]
+    /// The combined score (the largest component ratio) at which a slice is out of distribution.
+    public var threshold: Double
+    public var thresholdRule: String
+    /// Combined scores of the validation slices ("p50", "p99", "max"), and per component the share of them
+    /// at or above its own threshold ("share_over.LAYER"), for the record.
+    public var validationScores: [String: Double]
+
+    public static let methodName = "max of normalised mahalanobis"
+
+    public init(components: [OODSummary], threshold: Double, thresholdRule: String, validationScores: [String: Double]) {
+        method = Self.methodName
+        self.components = components
+        self.threshold = threshold
+        self.thresholdRule = thresholdRule
+        self.validationScores = validationScores
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case method, components, threshold, thresholdRule = "threshold_rule", validationScores = "validation_scores"
+    }
+
+    /// The layers whose statistics the ensemble reads, each once.
+    public var layers: [String] {
+        var seen = Set<String>()
+        return components.map(\.layer).filter { seen.insert($0).inserted }
+    }
+
+    /// Why this ensemble cannot be used, or nil.
+    public var problem: String? {
+        guard method == Self.methodName else { return "method \(method); this ichd knows \(Self.methodName)" }
+        guard !components.isEmpty else { return "no components" }
+        for c in components { if let p = c.problem { return "\(c.layer): \(p)" } }
+        guard threshold > 0, threshold.isFinite else { return "threshold must be positive" }
+        return nil
+    }
+
+    /// The largest component ratio (distance / its threshold); `features` gives a component's feature vector.
+    public func ratio(_ features: (OODSummary) -> [Float]) -> Double {
+        components.map { $0.score(features($0)) }.max() ?? 0
+    }
+
+    /// The slice's `ood` score (1 and above: out of distribution).
+    public func score(_ features: (OODSummary) -> [Float]) -> Double { ratio(features) / threshold }
 }

@@ -82,4 +82,12 @@ public struct ResNet18Parameters: Sendable, Equatable {
 
     /// "layer2.0" style names of the blocks, in order.
     public static let blockNames = (1...4).flatMap { l in (0...1).map { "layer\(l).\($0)" } }
+
+    /// The channels of a named activation that channel statistics are taken from ("stem", "maxpool", a block
+    /// output "layerN.i"), nil for any other name.
+    public static func channels(of activation: String) -> Int? {
+        if activation == "stem" || activation == "maxpool" { return 64 }
+        guard let i = blockNames.firstIndex(of: activation) else { return nil }
+        return 64 << (i / 2)
+    }
 }

@@ -88,8 +88,18 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "The ood threshold: this quantile of the validation slices' distances.")
     var oodQuantile = 0.995
 
+    @Option(help: "Comma-separated activations (stem, maxpool, layer1.0 ... layer4.1) to fit one out-of-distribution summary each on, read together as the ood score (the largest of their normalised distances); needs --ood-fit. Without it: layer4's pooled features alone.")
+    var oodLayers: String?
+
+    @Option(help: "The per-channel statistic of each --ood-layers activation: mean, or mean+sd.")
+    var oodStatistic = "mean"
+
     @Option(help: "RSNA-format labels of the validation slices (--ood-validate, else --calibrate): fits a temperature per class on them and stores it in the model (probabilities calibrated, decisions unchanged).")
     var temperatureLabels: String?
+
+    static func list(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
 
     func validate() throws {
         if calibrate == nil && !allowSyntheticCalibration {
@@ -99,6 +109,15 @@ struct ConvertCommand: ParsableCommand {
         if !(equalizeAlpha > 0 && equalizeAlpha <= 1) { throw ValidationError("--equalize-alpha: within (0, 1]") }
         if !(oodQuantile > 0 && oodQuantile <= 1) { throw ValidationError("--ood-quantile: within (0, 1]") }
         if oodSamples < 2 { throw ValidationError("--ood-samples must be at least 2") }
+        if let oodLayers {
+            if oodFit == nil { throw ValidationError("--ood-layers needs --ood-fit") }
+            for name in Self.list(oodLayers) where ResNet18Parameters.channels(of: name) == nil {
+                throw ValidationError("--ood-layers: \(name) is not one of stem, maxpool, " + ResNet18Parameters.blockNames.joined(separator: ", "))
+            }
+        }
+        if !OODSummary.statistics.contains(oodStatistic) {
+            throw ValidationError("--ood-statistic: one of " + OODSummary.statistics.joined(separator: ", "))
+        }
         if calibrationSamples < 1 { throw ValidationError("--calibration-samples must be at least 1") }
         if !(32...1024).contains(inputSize) || inputSize % 32 != 0 { throw ValidationError("--input-size: a multiple of 32 within 32...1024") }
     }
@@ -130,6 +149,8 @@ struct ConvertCommand: ParsableCommand {
         options.oodValidationDirectory = oodValidate
         options.oodSamples = oodSamples
         options.oodQuantile = oodQuantile
+        options.oodLayers = oodLayers.map(Self.list) ?? []
+        options.oodStatistic = oodStatistic
         if let temperatureLabels {
             do {
                 options.temperatureLabels = try RSNALabelFile(path: temperatureLabels).labels
@@ -191,6 +212,12 @@ struct ConvertCommand: ParsableCommand {
         if let ood = r.ood {
             lines.append(String(format: "out-of-distribution summary: Mahalanobis on the pooled features, %d fit slices, shrinkage %.4f, threshold %.2f",
                                 ood.fitSamples, ood.shrinkage, ood.threshold) + " (\(ood.thresholdRule))")
+        }
+        if let e = r.oodLayers {
+            lines.append("out-of-distribution layers (\(e.method)), combined threshold " + String(format: "%.3f", e.threshold) + ":")
+            for c in e.components {
+                lines.append("  \(c.features): shrinkage " + String(format: "%.4f, threshold %.2f", c.shrinkage, c.threshold))
+            }
         }
         if let c = r.probabilityCalibration {
             lines.append("temperature calibration on \(c.samples) validation slices (class, T, logit bounds, ECE before -> after):")

@@ -124,6 +124,105 @@ import Testing
         #expect(same.probabilities == none.score(x).probabilities)
     }
 
+    /// The int8 engine's channel statistics (integer sums of the codes) are those of the dequantised maps it
+    /// hands an observer, for a byte view (the stem), the int16 view of block outputs and layer4.
+    @Test func engineChannelStatisticsMatchTheDequantisedMaps() throws {
+        var plain = try ModelFileTests.model(wide: true)
+        plain.metadata.preprocessing.outputSize = 64
+        guard case .int8(let engine) = SliceScorer(model: plain).engine else {
+            Issue.record("int8 engine expected")
+            return
+        }
+        let names: Set<String> = ["stem", "maxpool", "layer1.1", "layer3.0", "layer4.1"]
+        var observed: [String: FeatureMap] = [:]
+        let out = engine.run(Networks.inputs[2], observe: { name, map in if names.contains(name) { observed[name] = map } },
+                             statistics: names)
+        #expect(Set(out.channelStatistics.keys) == names)
+        for name in names {
+            let mine = try #require(out.channelStatistics[name]), map = try #require(observed[name])
+            // Block outputs: the observer sees the byte view, the statistics read the int16 one (finer, and not
+            // clipped where the bytes are), so those are compared with what the pool reads instead.
+            let reference = name.hasPrefix("layer") ? nil : map.channelStatistics
+            #expect(mine.means.count == map.channels && mine.deviations.count == map.channels)
+            if let reference {
+                for c in 0..<map.channels {
+                    #expect(abs(mine.means[c] - reference.means[c]) <= 1e-4 * max(1, abs(reference.means[c])), "\(name) \(c)")
+                    #expect(abs(mine.deviations[c] - reference.deviations[c]) <= 1e-3 * max(1, reference.deviations[c]), "\(name) \(c)")
+                }
+            } else {
+                // (The int16 view's values are checked through layer4 against the pool below.)
+                #expect((mine.means + mine.deviations).allSatisfy { $0.isFinite } && mine.deviations.allSatisfy { $0 >= 0 })
+            }
+        }
+        // layer4's means are the pooled features the layer4 summary reads.
+        let pooled = SliceScorer.pooledFeatures(out.features), means = out.channelStatistics["layer4.1"]!.means
+        #expect(zip(pooled, means).allSatisfy { abs($0 - $1) <= 1e-4 * max(1, abs($0)) })
+        // Asked for nothing, it computes nothing.
+        #expect(engine.run(Networks.inputs[2]).channelStatistics.isEmpty)
+    }
+
+    /// The ensemble: each component normalised by its own validation threshold, the combined threshold from the
+    /// validation slices' largest ratios; a slice far off in one layer only is out, whatever the others say.
+    @Test func ensembleReadsTheLargestNormalisedDistance() throws {
+        var g = SeededGenerator(seed: 9)
+        func sample(_ shift: Float = 0, layer: String? = nil) -> OODFit.Sample {
+            var stats: [String: ChannelStatistics] = [:]
+            for name in ["stem", "layer4.1"] {
+                let d = name == "stem" ? 3 : 5
+                let means = (0..<d).map { _ in Float.random(in: -1...1, using: &g) + (name == layer ? shift : 0) }
+                stats[name] = ChannelStatistics(means: means, deviations: (0..<d).map { _ in Float.random(in: 0.5...1.5, using: &g) })
+            }
+            return OODFit.Sample(features: [], statistics: stats, logits: [], key: "")
+        }
+        let fit = (0..<300).map { _ in sample() }, validation = (0..<200).map { _ in sample() }
+        let e = try OODFit.ensemble(fit: fit, validation: validation, components: [("stem", "mean+sd"), ("layer4.1", "mean")],
+                                    quantile: 0.99, fitSource: "fit", validationSource: "val")
+        #expect(e.components.map(\.dimension) == [6, 5] && e.layers == ["stem", "layer4.1"])
+        func score(_ s: OODFit.Sample) -> Double { e.score { s.statistics[$0.layer]!.vector($0.statistic) } }
+        let out = validation.filter { score($0) >= 1 }.count
+        #expect(out >= 1 && out <= 3, "1% of 200 validation slices at the 99th percentile, got \(out)")
+        #expect(score(sample(30, layer: "stem")) > 5 && score(sample(30, layer: "layer4.1")) > 5)
+        #expect(e.problem == nil && (e.validationScores["share_over.stem.mean+sd"] ?? 1) <= 0.02)
+        // An unknown layer is an error naming it.
+        #expect(throws: ConversionError.self) {
+            try OODFit.ensemble(fit: fit, validation: validation, components: [("layer2.1", "mean")], quantile: 0.99,
+                                fitSource: "fit", validationSource: "val")
+        }
+    }
+
+    /// A model with an ensemble stores it under `ood_layers` beside `ood`, which is stored exactly as before (no
+    /// layer or statistic keys for layer4's means); the scorer's `ood` is then the ensemble's.
+    @Test func modelFileCarriesTheEnsemble() throws {
+        var m = try ModelFileTests.model(wide: true)
+        m.metadata.preprocessing.outputSize = 64
+        let layer4 = Self.identitySummary(mean: [Float](repeating: 0, count: 512), threshold: 7.5)
+        m.metadata.ood = layer4
+        let before = String(decoding: try m.encode(), as: UTF8.self)
+        #expect(!before.contains("\"statistic\"") && !before.contains("\"layer\"") && !before.contains("ood_layers"))
+        var stem = Self.identitySummary(mean: [Float](repeating: 0, count: 128), threshold: 2)
+        stem.layer = "stem"
+        stem.statistic = "mean+sd"
+        m.metadata.oodLayers = OODEnsemble(components: [stem, layer4], threshold: 1.5, thresholdRule: "test", validationScores: [:])
+        let back = try ModelFile.decode(try m.encode())
+        #expect(back.metadata.oodLayers == m.metadata.oodLayers && back.metadata.ood == layer4)
+
+        let x = Networks.inputs[1]
+        let scorer = SliceScorer(model: back)
+        guard case .int8(let engine) = scorer.engine else { return }
+        let stats = engine.run(x, statistics: ["stem", "layer4.1"]).channelStatistics
+        let expected = max(stem.score(stats["stem"]!.vector("mean+sd")), layer4.score(stats["layer4.1"]!.means)) / 1.5
+        let got = try #require(scorer.score(x).ood)
+        #expect(abs(Double(got) - expected) <= 1e-4 * expected)
+
+        // A component whose size does not fit its layer, or a layer ResNet18 lacks, is refused at load.
+        var wrong = m
+        wrong.metadata.oodLayers?.components[0].statistic = "mean"
+        #expect(ModelFileTests.reason(try wrong.encode())?.contains("stem mean has 128 features; 64 channels give 64") == true)
+        var unknown = m
+        unknown.metadata.oodLayers?.components[0].layer = "layer9.0"
+        #expect(ModelFileTests.reason(try unknown.encode())?.contains("no activation layer9.0") == true)
+    }
+
     @Test func seriesOODIsTheUpperMedian() {
         func score(_ ood: Float?) -> SliceScore {
             SliceScore(classNames: ["any"], logits: [0], probabilities: [0.5], thresholds: [0.6], heatmaps: [], ood: ood)

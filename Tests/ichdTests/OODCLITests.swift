@@ -82,5 +82,29 @@ import Testing
         #expect(r["ood"] is Double)
         // The same network either way: the summary changes nothing else.
         #expect(r["logits"] as? [Double] == none["logits"] as? [Double])
+
+        // --ood-layers: one summary per layer beside layer4's, read together; the score is the ensemble's.
+        let layered = try runICHD(common + ["--out", dir.file("layers.ichm"), "--ood-fit", dir.file("fit"), "--ood-quantile", "0.99",
+                                            "--ood-layers", "stem,layer2.1,layer4.1", "--ood-statistic", "mean+sd",
+                                            "--report", dir.file("layers.json")])
+        #expect(layered.status == 0, "\(layered.stderr)")
+        #expect(layered.stdout.contains("out-of-distribution layers (max of normalised mahalanobis)"), "\(layered.stdout)")
+        let metadata = try ModelFile.load(path: dir.file("layers.ichm")).metadata
+        let ensemble = try #require(metadata.oodLayers)
+        #expect(ensemble.components.map(\.layer) == ["stem", "layer2.1", "layer4.1"])
+        #expect(ensemble.components.map(\.dimension) == [128, 256, 1024] && ensemble.components.allSatisfy { $0.statistic == "mean+sd" })
+        #expect(ensemble.threshold > 0 && ensemble.thresholdRule.hasPrefix("99th percentile of the largest component ratio"))
+        #expect(metadata.ood?.dimension == 512, "layer4's summary stays for readers before the ensemble")
+        let layeredReport = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file("layers.json")))) as? [String: Any])
+        #expect(((layeredReport["ood_layers"] as? [String: Any])?["components"] as? [Any])?.count == 3)
+        let l = try inferJSON(dir.file("layers.ichm"), dir.file("val/series-001/012.dcm"))
+        let layeredOOD = try #require(l["ood"] as? Double)
+        #expect(layeredOOD != r["ood"] as? Double && l["logits"] as? [Double] == none["logits"] as? [Double])
+
+        // Names the engine does not have, and the flag without a fit set, are refused before any work.
+        let badName = try runICHD(common + ["--out", dir.file("x.ichm"), "--ood-fit", dir.file("fit"), "--ood-layers", "layer5.1"])
+        #expect(badName.status != 0 && badName.stderr.contains("layer5.1 is not one of stem, maxpool, layer1.0"), "\(badName.stderr)")
+        let noFit = try runICHD(common + ["--out", dir.file("x.ichm"), "--ood-layers", "stem"])
+        #expect(noFit.status != 0 && noFit.stderr.contains("--ood-layers needs --ood-fit"), "\(noFit.stderr)")
     }
 }

@@ -1,0 +1,164 @@
+"""Out-of-distribution scores per layer, measured on the float network before a conversion (docs/model-ood.md).
+
+For a model and `ichd preprocess --dataset` folders: fits, as `ichd convert --ood-layers` does, a Mahalanobis
+summary (Ledoit-Wolf shrunk covariance) per activation and statistic on the fit set, sets each one's threshold
+at the 99.5th percentile of the validation set's distances, reads the ensemble as the largest normalised
+distance (`OODEnsemble`), and reports, for every single layer and for the ensembles, how many slices and series
+of each other set it calls out of distribution. Nothing here is tuned on the evaluated sets: they are only
+reported on. The appliance's own figures come from `ichd convert` / `ichd eval` / `ichd infer` (int8 engine);
+this script is the quick float-side look that chooses what to convert.
+
+    python3 training/ood_layers.py --weights W.safetensors --fit TRAIN-DS --val VAL-DS \
+        --set test=TEST-DS --set heldout=HELDOUT-DS --set real=REAL-DS [--json out.json]
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train as T  # noqa: E402
+
+LAYERS = ["stem", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+
+
+def statistics(model, x, batch=32):
+    """Per slice, per layer: channel means and standard deviations over the plane (float64)."""
+    out = {name: [] for name in LAYERS}
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            seen = {}
+
+            def tap(name, a):
+                if name in out:
+                    flat = a.double().flatten(2)
+                    seen[name] = torch.cat([flat.mean(2), flat.std(2, unbiased=False)], 1)
+                return a
+
+            model.features(x[i:i + batch].float(), tap)
+            for name in out:
+                out[name].append(seen[name].numpy())
+    return {name: np.concatenate(v) for name, v in out.items()}
+
+
+def ledoit_wolf(x):
+    """Mean and the covariance shrunk towards mu I (scikit-learn's ledoit_wolf, as OODFit.ledoitWolf)."""
+    n, d = x.shape
+    mean = x.mean(0)
+    c = x - mean
+    s = c.T @ c / n
+    mu = np.trace(s) / d
+    x2 = c ** 2
+    beta = ((x2.T @ x2).sum() / n - (s ** 2).sum()) / (d * n)
+    delta = ((s - mu * np.eye(d)) ** 2).sum() / d
+    shrink = 1.0 if delta <= 0 else max(0.0, min(beta, delta) / delta)
+    return mean, (1 - shrink) * s + shrink * mu * np.eye(d), shrink
+
+
+class Summary:
+    def __init__(self, fit, val, q):
+        self.mean, cov, self.shrink = ledoit_wolf(fit)
+        self.precision = np.linalg.inv(cov)
+        self.threshold = np.quantile(self.distance(val), q, method="nearest")
+
+    def distance(self, x):
+        c = x - self.mean
+        return np.sqrt(np.maximum(0, np.einsum("ij,jk,ik->i", c, self.precision, c)))
+
+    def ratio(self, x):
+        return self.distance(x) / self.threshold
+
+
+def vector(stats, layer, statistic):
+    v = stats[layer]
+    return v if statistic == "mean+sd" else v[:, : v.shape[1] // 2]
+
+
+def evenly(n, limit):
+    return np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(int))
+
+
+def upper_median(values):
+    v = sorted(values)
+    return v[len(v) // 2]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--fit", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--set", action="append", default=[], help="NAME=DATASET-FOLDER, reported on")
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--quantile", type=float, default=0.995)
+    p.add_argument("--json")
+    args = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    model = T.ResNet18(len(T.CLASSES))
+    state = {k: v.float() for k, v in load_file(args.weights).items()}
+    model.load_state_dict(state, strict=False)
+    model.eval()
+
+    def load(folder, limit=None):
+        _, rows, raw = T.read_dataset(folder)
+        idx = evenly(len(rows), limit) if limit else np.arange(len(rows))
+        x = torch.from_numpy(raw[idx])
+        return [rows[i] for i in idx], statistics(model, x)
+
+    _, fit = load(args.fit, args.samples)
+    _, val = load(args.val, args.samples)
+    sets = {}
+    for spec in args.set:
+        name, _, folder = spec.partition("=")
+        sets[name] = load(folder)
+
+    configs = [([layer], st) for st in ("mean", "mean+sd") for layer in LAYERS]
+    configs += [(LAYERS, st) for st in ("mean", "mean+sd")]
+    configs += [(LAYERS[:3], st) for st in ("mean", "mean+sd")]
+    report = []
+    summaries = {}
+    for layers, st in configs:
+        for layer in layers:
+            if (layer, st) not in summaries:
+                summaries[(layer, st)] = Summary(vector(fit, layer, st), vector(val, layer, st), args.quantile)
+
+        def ratio(stats):
+            return np.max([summaries[(layer, st)].ratio(vector(stats, layer, st)) for layer in layers], 0)
+
+        threshold = np.quantile(ratio(val), args.quantile, method="nearest")
+        row = {"layers": layers, "statistic": st, "combined_threshold": float(threshold), "sets": {}}
+        for name, (rows, stats) in sets.items():
+            ood = ratio(stats) / threshold
+            series = {}
+            for r, o in zip(rows, ood):
+                series.setdefault(r["series"], []).append(o)
+            s_ood = [upper_median(v) for v in series.values()]
+            entry = {"slices": len(ood), "slices_out": int((ood >= 1).sum()), "median": float(np.median(ood)),
+                     "series": len(s_ood), "series_out": int(sum(o >= 1 for o in s_ood))}
+            if len(ood) <= 10:
+                entry["per_slice"] = {r["file"] + ("" if r["frame"] in ("", "0") else f"#{r['frame']}"): round(float(o), 2)
+                                      for r, o in zip(rows, ood)}
+            row["sets"][name] = entry
+        report.append(row)
+        label = ("+".join(layers) if len(layers) < len(LAYERS) else "all five") + " " + st
+        cells = []
+        for name, e in row["sets"].items():
+            cell = f"{name} {e['slices_out']}/{e['slices']} sl, {e['series_out']}/{e['series']} ser, med {e['median']:.2f}"
+            if "per_slice" in e:
+                cell += " [" + " ".join(f"{v:.2f}" for v in e["per_slice"].values()) + "]"
+            cells.append(cell)
+        print(f"{label:40s} | " + " | ".join(cells), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"weights": args.weights, "fit": args.fit, "val": args.val, "quantile": args.quantile,
+                       "fit_slices": len(fit[LAYERS[0]]), "val_slices": len(val[LAYERS[0]]), "configs": report}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

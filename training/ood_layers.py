@@ -9,7 +9,14 @@ reported on. The appliance's own figures come from `ichd convert` / `ichd eval` 
 this script is the quick float-side look that chooses what to convert.
 
     python3 training/ood_layers.py --weights W.safetensors --fit TRAIN-DS --val VAL-DS \
-        --set test=TEST-DS --set heldout=HELDOUT-DS --set real=REAL-DS [--json out.json]
+        --set test=TEST-DS --set heldout=HELDOUT-DS --set real=REAL-DS [--json out.json] [--gram]
+
+With --gram it also reports Gram-matrix deviations (Sastry & Oore 2020, "Detecting out-of-distribution examples
+with Gram matrices"): per layer and power p (1, 2), how far each entry of the slice's channel-correlation
+matrix (of the p-th power of the activations, then its p-th root) falls outside the range of the fit slices',
+summed relative to that range's bounds, normalised by the validation slices' mean deviation; each layer's
+threshold and the total's are the --quantile of the validation slices. Fit and validation sets are limited to
+--gram-samples slices (a layer4 matrix has 131,328 entries).
 """
 
 import argparse
@@ -44,6 +51,61 @@ def statistics(model, x, batch=32):
             for name in out:
                 out[name].append(seen[name].numpy())
     return {name: np.concatenate(v) for name, v in out.items()}
+
+
+GRAM_POWERS = [1, 2]
+
+
+def gram_features(model, x, batch=16):
+    """Per slice, per (layer, power): the upper triangle of the channel Gram matrix (float32)."""
+    out = {(name, p): [] for name in LAYERS for p in GRAM_POWERS}
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            seen = {}
+
+            def tap(name, a):
+                if name in LAYERS:
+                    flat = a.double().flatten(2)
+                    iu = torch.triu_indices(flat.shape[1], flat.shape[1])
+                    for p in GRAM_POWERS:
+                        fp = flat ** p
+                        g = fp @ fp.transpose(1, 2) / flat.shape[2]
+                        g = g.sign() * g.abs() ** (1.0 / p)
+                        seen[(name, p)] = g[:, iu[0], iu[1]].float().numpy()
+                return a
+
+            model.features(x[i:i + batch].float(), tap)
+            for key in out:
+                out[key].append(seen[key])
+    return {key: np.concatenate(v) for key, v in out.items()}
+
+
+def gram_report(fit, val, sets, q):
+    """Prints, per (layer, power) and for their sum, each set's share of slices out and median score."""
+    def deviation(g, lo, hi):
+        below = np.where(g < lo, (lo - g) / (np.abs(lo) + 1e-9), 0)
+        above = np.where(g > hi, (g - hi) / (np.abs(hi) + 1e-9), 0)
+        return (below + above).sum(1)
+
+    scores = {}
+    for key in fit:
+        lo, hi = fit[key].min(0), fit[key].max(0)
+        norm = deviation(val[key], lo, hi).mean() + 1e-12
+        scores[key] = {"val": deviation(val[key], lo, hi) / norm}
+        for name, g in sets.items():
+            scores[key][name] = deviation(g[key], lo, hi) / norm
+    scores[("total", "")] = {name: sum(scores[k][name] for k in fit) for name in ["val", *sets]}
+    for (layer, p), by_set in scores.items():
+        threshold = np.quantile(by_set["val"], q, method="nearest")
+        cells = []
+        for name in sets:
+            r = by_set[name] / threshold
+            cell = f"{name} {int((r >= 1).sum())}/{len(r)} sl, med {np.median(r):.2f}"
+            if len(r) <= 10:
+                cell += " [" + " ".join(f"{v:.2f}" for v in r) + "]"
+            cells.append(cell)
+        label = f"gram {layer}" + (f" p={p}" if p else "")
+        print(f"{label:40s} | " + " | ".join(cells), flush=True)
 
 
 def ledoit_wolf(x):
@@ -97,6 +159,8 @@ def main():
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--quantile", type=float, default=0.995)
     p.add_argument("--json")
+    p.add_argument("--gram", action="store_true", help="also report Gram-matrix deviations per layer")
+    p.add_argument("--gram-samples", type=int, default=600, help="fit and validation slices for --gram")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -105,11 +169,11 @@ def main():
     model.load_state_dict(state, strict=False)
     model.eval()
 
-    def load(folder, limit=None):
+    def load(folder, limit=None, features=statistics):
         _, rows, raw = T.read_dataset(folder)
         idx = evenly(len(rows), limit) if limit else np.arange(len(rows))
         x = torch.from_numpy(raw[idx])
-        return [rows[i] for i in idx], statistics(model, x)
+        return [rows[i] for i in idx], features(model, x)
 
     _, fit = load(args.fit, args.samples)
     _, val = load(args.val, args.samples)
@@ -154,6 +218,10 @@ def main():
                 cell += " [" + " ".join(f"{v:.2f}" for v in e["per_slice"].values()) + "]"
             cells.append(cell)
         print(f"{label:40s} | " + " | ".join(cells), flush=True)
+    if args.gram:
+        gram_report(load(args.fit, args.gram_samples, gram_features)[1], load(args.val, args.gram_samples, gram_features)[1],
+                    {name: load(spec.partition("=")[2], None, gram_features)[1]
+                     for name, spec in ((s.partition("=")[0], s) for s in args.set)}, args.quantile)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"weights": args.weights, "fit": args.fit, "val": args.val, "quantile": args.quantile,

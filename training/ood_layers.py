@@ -17,6 +17,10 @@ matrix (of the p-th power of the activations, then its p-th root) falls outside 
 summed relative to that range's bounds, normalised by the validation slices' mean deviation; each layer's
 threshold and the total's are the --quantile of the validation slices. Fit and validation sets are limited to
 --gram-samples slices (a layer4 matrix has 131,328 entries).
+
+With --input it also reports a check of the input itself, before the network: per channel (window), the
+histogram of the normalised values in 32 bins over [-3, 3] and the mean absolute difference of horizontal
+neighbours (noise and texture), 99 values per slice, with a Mahalanobis summary as the layers'.
 """
 
 import argparse
@@ -54,6 +58,17 @@ def statistics(model, x, batch=32):
 
 
 GRAM_POWERS = [1, 2]
+
+
+def input_features(model, x):
+    """Per slice: each channel's histogram (32 bins over [-3, 3], as shares) and mean |horizontal step|."""
+    x = x.float().numpy()
+    rows = []
+    for s in x:
+        hist = [np.histogram(c, bins=32, range=(-3, 3))[0] / c.size for c in s]
+        steps = [np.abs(np.diff(c, axis=1)).mean() for c in s]
+        rows.append(np.concatenate(hist + [np.array(steps)]))
+    return np.array(rows, dtype=np.float64)
 
 
 def gram_features(model, x, batch=16):
@@ -161,6 +176,7 @@ def main():
     p.add_argument("--json")
     p.add_argument("--gram", action="store_true", help="also report Gram-matrix deviations per layer")
     p.add_argument("--gram-samples", type=int, default=600, help="fit and validation slices for --gram")
+    p.add_argument("--input", action="store_true", help="also report a histogram and texture check of the input")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -218,6 +234,18 @@ def main():
                 cell += " [" + " ".join(f"{v:.2f}" for v in e["per_slice"].values()) + "]"
             cells.append(cell)
         print(f"{label:40s} | " + " | ".join(cells), flush=True)
+    if args.input:
+        summary = Summary(load(args.fit, args.samples, input_features)[1], load(args.val, None, input_features)[1],
+                          args.quantile)
+        cells = []
+        for spec in args.set:
+            name, _, folder = spec.partition("=")
+            r = summary.ratio(load(folder, None, input_features)[1])
+            cell = f"{name} {int((r >= 1).sum())}/{len(r)} sl, med {np.median(r):.2f}"
+            if len(r) <= 10:
+                cell += " [" + " ".join(f"{v:.2f}" for v in r) + "]"
+            cells.append(cell)
+        print(f"{'input histogram + texture':40s} | " + " | ".join(cells), flush=True)
     if args.gram:
         gram_report(load(args.fit, args.gram_samples, gram_features)[1], load(args.val, args.gram_samples, gram_features)[1],
                     {name: load(spec.partition("=")[2], None, gram_features)[1]

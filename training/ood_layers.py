@@ -21,6 +21,10 @@ threshold and the total's are the --quantile of the validation slices. Fit and v
 With --input it also reports a check of the input itself, before the network: per channel (window), the
 histogram of the normalised values in 32 bins over [-3, 3] and the mean absolute difference of horizontal
 neighbours (noise and texture), 99 values per slice, with a Mahalanobis summary as the layers'.
+
+With --energy it also reports the joint energy of the logits (Wang et al. 2021, "Can multi-label classification
+networks know what they don't know?"): sum over classes of log(1 + exp(logit)); a slice is out when its energy
+is below the (1 - --quantile) quantile of the validation slices', and its score is that quantile / energy.
 """
 
 import argparse
@@ -58,6 +62,15 @@ def statistics(model, x, batch=32):
 
 
 GRAM_POWERS = [1, 2]
+
+
+def joint_energy(model, x, batch=32):
+    """Per slice: sum over classes of softplus(logit) (high: a confident call on some class)."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out.append(torch.nn.functional.softplus(model(x[i:i + batch].float()).double()).sum(1).numpy())
+    return np.concatenate(out)
 
 
 def input_features(model, x):
@@ -176,6 +189,7 @@ def main():
     p.add_argument("--json")
     p.add_argument("--gram", action="store_true", help="also report Gram-matrix deviations per layer")
     p.add_argument("--gram-samples", type=int, default=600, help="fit and validation slices for --gram")
+    p.add_argument("--energy", action="store_true", help="also report the logits' joint energy")
     p.add_argument("--input", action="store_true", help="also report a histogram and texture check of the input")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -234,6 +248,17 @@ def main():
                 cell += " [" + " ".join(f"{v:.2f}" for v in e["per_slice"].values()) + "]"
             cells.append(cell)
         print(f"{label:40s} | " + " | ".join(cells), flush=True)
+    if args.energy:
+        floor = np.quantile(load(args.val, None, joint_energy)[1], 1 - args.quantile, method="nearest")
+        cells = []
+        for spec in args.set:
+            name, _, folder = spec.partition("=")
+            r = floor / np.maximum(load(folder, None, joint_energy)[1], 1e-12)
+            cell = f"{name} {int((r >= 1).sum())}/{len(r)} sl, med {np.median(r):.2f}"
+            if len(r) <= 10:
+                cell += " [" + " ".join(f"{v:.2f}" for v in r) + "]"
+            cells.append(cell)
+        print(f"{'joint energy of the logits':40s} | " + " | ".join(cells), flush=True)
     if args.input:
         summary = Summary(load(args.fit, args.samples, input_features)[1], load(args.val, None, input_features)[1],
                           args.quantile)

@@ -42,23 +42,26 @@ import train as T  # noqa: E402
 LAYERS = ["stem", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
 
 
-def statistics(model, x, batch=32):
-    """Per slice, per layer: channel means and standard deviations over the plane (float64)."""
-    out = {name: [] for name in LAYERS}
+def per_layer(model, x, batch, describe):
+    """Runs the network over x and returns, per key, the stacked arrays that `describe(name, activations as
+    float64, shaped (batch, channels, plane))` gives for each tapped layer as {key: array}."""
+    out = {}
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            seen = {}
-
             def tap(name, a):
-                if name in out:
-                    flat = a.double().flatten(2)
-                    seen[name] = torch.cat([flat.mean(2), flat.std(2, unbiased=False)], 1)
+                if name in LAYERS:
+                    for key, v in describe(name, a.double().flatten(2)).items():
+                        out.setdefault(key, []).append(v)
                 return a
 
             model.features(x[i:i + batch].float(), tap)
-            for name in out:
-                out[name].append(seen[name].numpy())
-    return {name: np.concatenate(v) for name, v in out.items()}
+    return {key: np.concatenate(v) for key, v in out.items()}
+
+
+def statistics(model, x, batch=32):
+    """Per slice, per layer: channel means and standard deviations over the plane (float64)."""
+    return per_layer(model, x, batch,
+                     lambda name, flat: {name: torch.cat([flat.mean(2), flat.std(2, unbiased=False)], 1).numpy()})
 
 
 GRAM_POWERS = [1, 2]
@@ -86,26 +89,28 @@ def input_features(model, x):
 
 def gram_features(model, x, batch=16):
     """Per slice, per (layer, power): the upper triangle of the channel Gram matrix (float32)."""
-    out = {(name, p): [] for name in LAYERS for p in GRAM_POWERS}
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            seen = {}
+    def describe(name, flat):
+        iu = torch.triu_indices(flat.shape[1], flat.shape[1])
+        grams = {}
+        for p in GRAM_POWERS:
+            fp = flat ** p
+            g = fp @ fp.transpose(1, 2) / flat.shape[2]
+            g = g.sign() * g.abs() ** (1.0 / p)
+            grams[(name, p)] = g[:, iu[0], iu[1]].float().numpy()
+        return grams
 
-            def tap(name, a):
-                if name in LAYERS:
-                    flat = a.double().flatten(2)
-                    iu = torch.triu_indices(flat.shape[1], flat.shape[1])
-                    for p in GRAM_POWERS:
-                        fp = flat ** p
-                        g = fp @ fp.transpose(1, 2) / flat.shape[2]
-                        g = g.sign() * g.abs() ** (1.0 / p)
-                        seen[(name, p)] = g[:, iu[0], iu[1]].float().numpy()
-                return a
+    return per_layer(model, x, batch, describe)
 
-            model.features(x[i:i + batch].float(), tap)
-            for key in out:
-                out[key].append(seen[key])
-    return {key: np.concatenate(v) for key, v in out.items()}
+
+def print_row(label, ratios):
+    """One line: per set, the slices at or above 1, the median, and each slice for small sets."""
+    cells = []
+    for name, r in ratios.items():
+        cell = f"{name} {int((r >= 1).sum())}/{len(r)} sl, med {np.median(r):.2f}"
+        if len(r) <= 10:
+            cell += " [" + " ".join(f"{v:.2f}" for v in r) + "]"
+        cells.append(cell)
+    print(f"{label:40s} | " + " | ".join(cells), flush=True)
 
 
 def gram_report(fit, val, sets, q):
@@ -125,15 +130,7 @@ def gram_report(fit, val, sets, q):
     scores[("total", "")] = {name: sum(scores[k][name] for k in fit) for name in ["val", *sets]}
     for (layer, p), by_set in scores.items():
         threshold = np.quantile(by_set["val"], q, method="nearest")
-        cells = []
-        for name in sets:
-            r = by_set[name] / threshold
-            cell = f"{name} {int((r >= 1).sum())}/{len(r)} sl, med {np.median(r):.2f}"
-            if len(r) <= 10:
-                cell += " [" + " ".join(f"{v:.2f}" for v in r) + "]"
-            cells.append(cell)
-        label = f"gram {layer}" + (f" p={p}" if p else "")
-        print(f"{label:40s} | " + " | ".join(cells), flush=True)
+        print_row(f"gram {layer}" + (f" p={p}" if p else ""), {name: by_set[name] / threshold for name in sets})
 
 
 def ledoit_wolf(x):
@@ -248,33 +245,19 @@ def main():
                 cell += " [" + " ".join(f"{v:.2f}" for v in e["per_slice"].values()) + "]"
             cells.append(cell)
         print(f"{label:40s} | " + " | ".join(cells), flush=True)
+    named_sets = [(spec.partition("=")[0], spec.partition("=")[2]) for spec in args.set]
     if args.energy:
         floor = np.quantile(load(args.val, None, joint_energy)[1], 1 - args.quantile, method="nearest")
-        cells = []
-        for spec in args.set:
-            name, _, folder = spec.partition("=")
-            r = floor / np.maximum(load(folder, None, joint_energy)[1], 1e-12)
-            cell = f"{name} {int((r >= 1).sum())}/{len(r)} sl, med {np.median(r):.2f}"
-            if len(r) <= 10:
-                cell += " [" + " ".join(f"{v:.2f}" for v in r) + "]"
-            cells.append(cell)
-        print(f"{'joint energy of the logits':40s} | " + " | ".join(cells), flush=True)
+        print_row("joint energy of the logits", {name: floor / np.maximum(load(folder, None, joint_energy)[1], 1e-12)
+                                                 for name, folder in named_sets})
     if args.input:
         summary = Summary(load(args.fit, args.samples, input_features)[1], load(args.val, None, input_features)[1],
                           args.quantile)
-        cells = []
-        for spec in args.set:
-            name, _, folder = spec.partition("=")
-            r = summary.ratio(load(folder, None, input_features)[1])
-            cell = f"{name} {int((r >= 1).sum())}/{len(r)} sl, med {np.median(r):.2f}"
-            if len(r) <= 10:
-                cell += " [" + " ".join(f"{v:.2f}" for v in r) + "]"
-            cells.append(cell)
-        print(f"{'input histogram + texture':40s} | " + " | ".join(cells), flush=True)
+        print_row("input histogram + texture", {name: summary.ratio(load(folder, None, input_features)[1])
+                                                for name, folder in named_sets})
     if args.gram:
         gram_report(load(args.fit, args.gram_samples, gram_features)[1], load(args.val, args.gram_samples, gram_features)[1],
-                    {name: load(spec.partition("=")[2], None, gram_features)[1]
-                     for name, spec in ((s.partition("=")[0], s) for s in args.set)}, args.quantile)
+                    {name: load(folder, None, gram_features)[1] for name, folder in named_sets}, args.quantile)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"weights": args.weights, "fit": args.fit, "val": args.val, "quantile": args.quantile,

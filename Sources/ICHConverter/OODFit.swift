@@ -10,13 +10,6 @@ import ICHPreprocessing
 public enum OODFit {
     public static let featureDescription = "layer4 global average pool, 512 features (int8 engine, dequantised)"
 
-    /// The pooled features of up to `limit` scorable slices of `directory` (evenly spread over its sorted files,
-    /// so over series), through the appliance's preprocessing and `engine`. Streams: one input in memory at a time.
-    public static func features(directory: String, pipeline: SlicePipeline, engine: Int8ResNet18, limit: Int,
-                                log: (String) -> Void) throws(ConversionError) -> [[Float]] {
-        try samples(directory: directory, pipeline: pipeline, engine: engine, limit: limit, log: log).map(\.features)
-    }
-
     /// One scored slice: its pooled features, the channel statistics asked for, its logits and the key its labels
     /// are filed under.
     public struct Sample: Sendable {
@@ -30,7 +23,9 @@ public enum OODFit {
         }
     }
 
-    /// `statistics`: the activations whose channel statistics each sample keeps (for `ensemble`).
+    /// Up to `limit` scorable slices of `directory` (evenly spread over its sorted files, so over series), scored
+    /// through the appliance's preprocessing and `engine`. Streams: one input in memory at a time. `statistics`:
+    /// the activations whose channel statistics each sample keeps (for `ensemble`).
     public static func samples(directory: String, pipeline: SlicePipeline, engine: Int8ResNet18, limit: Int,
                                statistics: Set<String> = [], log: (String) -> Void) throws(ConversionError) -> [Sample] {
         var isDirectory: ObjCBool = false
@@ -75,13 +70,18 @@ public enum OODFit {
                            shrinkage: shrinkage, threshold: 1, thresholdRule: "", fitSamples: fit.count, fitSource: fitSource,
                            validationSamples: validation.count, validationSource: validationSource, validationDistances: [:])
         let distances = validation.map(s.distance).sorted()
-        func at(_ q: Double) -> Double { distances[min(distances.count - 1, Int((q * Double(distances.count - 1)).rounded()))] }
+        func at(_ q: Double) -> Double { nearestQuantile(distances, q) }
         s.threshold = at(quantile)
         s.thresholdRule = String(format: "%g", 100 * quantile) + "th percentile of the distances of \(validation.count) validation slices"
         let fitDistances = fit.map(s.distance).sorted()
         s.validationDistances = ["p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": distances.last!,
                                  "fit_p50": fitDistances[fitDistances.count / 2], "fit_max": fitDistances.last!]
         return s
+    }
+
+    /// The value at quantile `q` of ascending `sorted` (non-empty), the nearest rank (numpy's "nearest").
+    static func nearestQuantile(_ sorted: [Double], _ q: Double) -> Double {
+        sorted[min(sorted.count - 1, Int((q * Double(sorted.count - 1)).rounded()))]
     }
 
     /// One summary per (layer, statistic) in `components`, each with its own threshold at `quantile` of the
@@ -108,7 +108,7 @@ public enum OODFit {
         }
         var e = OODEnsemble(components: summaries, threshold: 1, thresholdRule: "", validationScores: [:])
         let ratios = validation.map { v in e.ratio { v.statistics[$0.layer]!.vector($0.statistic) } }.sorted()
-        func at(_ q: Double) -> Double { ratios[min(ratios.count - 1, Int((q * Double(ratios.count - 1)).rounded()))] }
+        func at(_ q: Double) -> Double { nearestQuantile(ratios, q) }
         e.threshold = at(quantile)
         e.thresholdRule = String(format: "%g", 100 * quantile)
             + "th percentile of the largest component ratio (distance / the component's own threshold) of \(validation.count) validation slices"

@@ -172,9 +172,9 @@ extension BenchCommand {
             })
         }
         // The out-of-distribution score on top of the engine (what SliceScorer adds per slice): the pool of
-        // layer4's map and the Mahalanobis distance.
+        // layer4's map and the Mahalanobis distance; for a model with per-layer summaries, theirs (below).
         var oodTimes: [Double] = []
-        if let summary = scorer.oodSummary {
+        if scorer.oodLayers == nil, let summary = scorer.oodSummary {
             let features = engine.run(input).features
             var sink = 0.0
             for i in 0..<(warmup + runs) {
@@ -198,7 +198,6 @@ extension BenchCommand {
                 let t2 = ContinuousClock.now
                 if i >= warmup { statisticsRuns.with.append(Self.ms(t1 - t0)); statisticsRuns.without.append(Self.ms(t2 - t1)) }
             }
-            oodTimes = []
             var sink = 0.0
             for i in 0..<(warmup + runs) {
                 let t0 = ContinuousClock.now
